@@ -1,0 +1,3 @@
+from vectis.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The `vectis` command: thin shells that parse, call one core function, and render."""

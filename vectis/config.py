@@ -1,0 +1,229 @@
+"""The `worker.conf` schema: parse and render plain TOML data, with errors on dotted key paths.
+
+Pure: no file I/O here (that is `vectis.configfile`). Unknown keys are kept: `render`
+starts from the document that was read and only overwrites the keys Vectis owns.
+
+Layout of `worker.conf`::
+
+    dashboard_url = "https://dash.example.com"   # settings, top level
+    host = "0.0.0.0"
+    port = 3000
+    heartbeat_interval = 60
+    ip_sources = ["https://api.ipify.org", ...]  # optional
+    stats_mounts = ["/"]
+
+    [state]                                      # registration state, written by vectis
+    id = "brave-otter-3f2a"
+    subdomain = "brave-otter-3f2a.fleet.example.com"
+    ip = "203.0.113.5"
+    sync_status = "synced"
+    last_sync = "2026-11-27T12:00:00Z"
+    last_error = "..."                           # absent when none
+    consecutive_failures = 0
+    applied_revision = 3
+    reported_port = 3000                         # facts last told to the dashboard
+    reported_version = "0.1.0"
+
+    [config]                                     # the config the dashboard pushed (applied)
+
+    [[history]]                                  # the last status changes
+    at = "..."; status = "synced"; previous = "pending"; cause = "registered"
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from vectis.errors import ConfigError
+from vectis.status import StatusChange, SyncRecord, SyncStatus
+
+DEFAULT_HOST = "0.0.0.0"
+DEFAULT_PORT = 3000
+DEFAULT_HEARTBEAT_INTERVAL = 60.0
+HISTORY_LIMIT = 50
+
+
+@dataclass
+class WorkerSettings:
+    dashboard_url: str | None = None
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    ip_sources: list[str] | None = None
+    stats_mounts: list[str] = field(default_factory=lambda: ["/"])
+
+
+@dataclass
+class WorkerState:
+    id: str | None = None
+    subdomain: str | None = None
+    ip: str | None = None
+    sync: SyncRecord = field(default_factory=SyncRecord)
+    applied_revision: int = 0
+    reported_port: int | None = None
+    reported_version: str | None = None
+
+
+@dataclass
+class WorkerConf:
+    settings: WorkerSettings = field(default_factory=WorkerSettings)
+    state: WorkerState = field(default_factory=WorkerState)
+    config: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def registered(self) -> bool:
+        return self.state.id is not None
+
+    def record(self, change: StatusChange | None) -> None:
+        """Append a status change to the history, keeping the last HISTORY_LIMIT."""
+        if change is not None:
+            self.history.append(change.as_dict())
+            del self.history[:-HISTORY_LIMIT]
+
+
+class _Reader:
+    """Typed reads from a TOML table, each error naming the file and dotted key."""
+
+    def __init__(self, source: str, table: dict[str, Any], prefix: str = "") -> None:
+        self.source, self.table, self.prefix = source, table, prefix
+
+    def fail(self, key: str, why: str) -> ConfigError:
+        return ConfigError(f"{self.source}: key '{self.prefix}{key}': {why}")
+
+    def sub(self, key: str) -> _Reader:
+        value = self.table.get(key, {})
+        if not isinstance(value, dict):
+            raise self.fail(key, "must be a table")
+        return _Reader(self.source, value, f"{self.prefix}{key}.")
+
+    def str_(self, key: str) -> str | None:
+        value = self.table.get(key)
+        if value is not None and not isinstance(value, str):
+            raise self.fail(key, "must be a string")
+        return value or None
+
+    def int_(self, key: str, default: int | None, low: int, high: int) -> int | None:
+        value = self.table.get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.fail(key, f"must be an integer from {low} to {high}")
+        return value
+
+    def num(self, key: str, default: float, low: float) -> float:
+        value = self.table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
+            raise self.fail(key, f"must be a number of at least {low:g}")
+        return float(value)
+
+    def str_list(self, key: str) -> list[str] | None:
+        value = self.table.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(key, "must be a list of strings")
+        return list(value)
+
+
+def check_url(value: str, what: str = "URL") -> str:
+    """An http(s) URL with a host; raise ValueError otherwise."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} must be an http:// or https:// URL with a host, not {value!r}")
+    return value.rstrip("/")
+
+
+def parse_worker_conf(doc: dict[str, Any], source: str) -> WorkerConf:
+    """Validate a parsed `worker.conf` document."""
+    top = _Reader(source, doc)
+    settings = WorkerSettings()
+    url = top.str_("dashboard_url")
+    if url is not None:
+        try:
+            settings.dashboard_url = check_url(url, "the dashboard URL")
+        except ValueError as exc:
+            raise top.fail("dashboard_url", str(exc)) from None
+    settings.host = top.str_("host") or DEFAULT_HOST
+    settings.port = top.int_("port", DEFAULT_PORT, 1, 65535) or DEFAULT_PORT
+    settings.heartbeat_interval = top.num("heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL, 1)
+    settings.ip_sources = top.str_list("ip_sources")
+    settings.stats_mounts = top.str_list("stats_mounts") or ["/"]
+
+    st = top.sub("state")
+    state = WorkerState(id=st.str_("id"), subdomain=st.str_("subdomain"), ip=st.str_("ip"))
+    if state.ip is not None:
+        try:
+            ipaddress.ip_address(state.ip)
+        except ValueError:
+            raise st.fail("ip", "must be an IPv4 or IPv6 address") from None
+    status_text = st.str_("sync_status") or SyncStatus.PENDING.value
+    try:
+        status = SyncStatus(status_text)
+    except ValueError:
+        allowed = ", ".join(s.value for s in SyncStatus)
+        raise st.fail("sync_status", f"must be one of {allowed}") from None
+    state.sync = SyncRecord(
+        status=status,
+        last_sync=st.str_("last_sync"),
+        last_error=st.str_("last_error"),
+        consecutive_failures=st.int_("consecutive_failures", 0, 0, 2**31) or 0,
+    )
+    state.applied_revision = st.int_("applied_revision", 0, 0, 2**62) or 0
+    state.reported_port = st.int_("reported_port", None, 1, 65535)
+    state.reported_version = st.str_("reported_version")
+
+    config = top.sub("config").table
+    history = doc.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise top.fail("history", "must be an array of tables")
+    return WorkerConf(
+        settings, state, copy.deepcopy(config), copy.deepcopy(history), copy.deepcopy(doc)
+    )
+
+
+def _put(table: dict[str, Any], key: str, value: Any) -> None:
+    if value is None:
+        table.pop(key, None)
+    else:
+        table[key] = value
+
+
+def render_worker_conf(conf: WorkerConf) -> dict[str, Any]:
+    """The TOML document for `conf`: the document read, with Vectis's keys overwritten."""
+    doc = copy.deepcopy(conf.raw)
+    s = conf.settings
+    _put(doc, "dashboard_url", s.dashboard_url)
+    doc["host"] = s.host
+    doc["port"] = s.port
+    hb = s.heartbeat_interval
+    doc["heartbeat_interval"] = int(hb) if hb == int(hb) else hb
+    _put(doc, "ip_sources", s.ip_sources)
+    doc["stats_mounts"] = s.stats_mounts
+    state = doc.setdefault("state", {})
+    st = conf.state
+    for key, value in (
+        ("id", st.id),
+        ("subdomain", st.subdomain),
+        ("ip", st.ip),
+        ("sync_status", st.sync.status.value),
+        ("last_sync", st.sync.last_sync),
+        ("last_error", st.sync.last_error),
+        ("consecutive_failures", st.sync.consecutive_failures),
+        ("applied_revision", st.applied_revision),
+        ("reported_port", st.reported_port),
+        ("reported_version", st.reported_version),
+    ):
+        _put(state, key, value)
+    doc["config"] = copy.deepcopy(conf.config)
+    if conf.history:
+        doc["history"] = copy.deepcopy(conf.history)
+    else:
+        doc.pop("history", None)
+    # TOML wants plain tables before arrays of tables; tomli-w orders them itself.
+    return doc

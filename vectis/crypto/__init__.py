@@ -1,0 +1,1 @@
+"""Secrets and signatures: the only code that touches key material."""

@@ -1,0 +1,82 @@
+"""The worker's secret: generation, format and file permission checks."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from vectis.errors import ConfigError
+
+SECRET_BYTES = 32
+_WORKER_SECRET = re.compile(r"[0-9a-f]{64}")
+# What the dashboard accepts at registration (SPEC section 3): 32 to 128 hex characters.
+_ACCEPTED_SECRET = re.compile(r"[0-9a-fA-F]{32,128}")
+
+
+def generate_secret(random_bytes: Callable[[int], bytes] = os.urandom) -> str:
+    """32 random bytes as 64 lowercase hex characters."""
+    return random_bytes(SECRET_BYTES).hex()
+
+
+def is_acceptable_secret(text: object) -> bool:
+    """Whether a registering worker's secret has the accepted shape (even-length hex)."""
+    return isinstance(text, str) and bool(_ACCEPTED_SECRET.fullmatch(text)) and len(text) % 2 == 0
+
+
+def key_from_secret(secret: str) -> bytes:
+    """The HMAC key: `bytes.fromhex(secret)`."""
+    return bytes.fromhex(secret)
+
+
+def read_secret_file(path: Path) -> str:
+    """Read a worker secret, refusing a file that group or others can read."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no worker secret; create one with 'vectis worker init'"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the worker secret ({exc.strerror})") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"{path}: mode {stat.S_IMODE(st.st_mode):04o} lets group or others read the "
+            f"secret; run 'chmod 600 {path}'"
+        )
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the worker secret ({exc})") from None
+    if not _WORKER_SECRET.fullmatch(text):
+        raise ConfigError(f"{path}: the secret must be one line of 64 lowercase hex characters")
+    return text
+
+
+def create_secret_file(path: Path, random_bytes: Callable[[int], bytes] = os.urandom) -> bool:
+    """Create the secret file (0600) unless it exists; return whether it was created.
+
+    The secret is written to a temporary file first and linked into place, so a crash never
+    leaves a short secret behind and a racing second call never replaces the first one's.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.exists():
+        return False
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (generate_secret(random_bytes) + "\n").encode("ascii"))
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,229 @@
+"""Signed requests and responses (SPEC section 6): pure functions, clock and randomness passed in.
+
+A request carries `Authorization: Bearer v1.<worker_id>.<ts>.<nonce>.<sig>`; its 200 answer
+carries `X-Vectis-Signature: v1.<ts>.<sig>`. Both signatures are HMAC-SHA256 keyed with
+`bytes.fromhex(secret)` over a fixed list of lines joined by `\\n`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import heapq
+import hmac
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+SCHEME = "v1"
+REQUEST_CONTEXT = "vectis-req-v1"
+RESPONSE_CONTEXT = "vectis-resp-v1"
+SIGNATURE_HEADER = "X-Vectis-Signature"
+MAX_SKEW = 300
+NONCE_TTL = 301
+NONCE_BYTES = 16
+DEFAULT_NONCE_CAPACITY = 65_536
+
+_TS = re.compile(r"[0-9]{1,10}")
+_WORKER_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class AuthFailure(Exception):
+    """A request or response that must not be trusted; `reason` is for the log only."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class NonceStoreFull(Exception):
+    """Every slot holds an unexpired nonce: the receiver answers 503 and evicts none."""
+
+
+def b64url(data: bytes) -> str:
+    """Base64url without padding."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str, size: int) -> bytes | None:
+    """Decode canonical unpadded base64url of exactly `size` bytes, else None."""
+    if len(text) != (size * 4 + 2) // 3 or not _B64URL.fullmatch(text):
+        return None
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # Non-canonical encodings (stray low bits in the last char) decode too; refuse them.
+    if len(raw) != size or b64url(raw) != text:
+        return None
+    return raw
+
+
+def body_sha256(body: bytes) -> str:
+    """Lowercase hex SHA-256 of the exact body bytes."""
+    return hashlib.sha256(body).hexdigest()
+
+
+def new_nonce(random_bytes: Callable[[int], bytes]) -> str:
+    """A fresh nonce: 16 random bytes, base64url without padding (22 chars)."""
+    return b64url(random_bytes(NONCE_BYTES))
+
+
+def request_string_to_sign(
+    worker_id: str, ts: int, nonce: str, method: str, path: str, body: bytes
+) -> str:
+    """The lines a request signature covers, joined by newlines."""
+    return "\n".join(
+        [REQUEST_CONTEXT, worker_id, str(ts), nonce, method.upper(), path, body_sha256(body)]
+    )
+
+
+def response_string_to_sign(
+    worker_id: str, ts: int, request_nonce: str, status: int, body: bytes
+) -> str:
+    """The lines a response signature covers, joined by newlines."""
+    return "\n".join(
+        [RESPONSE_CONTEXT, worker_id, str(ts), request_nonce, str(status), body_sha256(body)]
+    )
+
+
+def _mac(key: bytes, text: str) -> bytes:
+    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()
+
+
+def sign_request(
+    key: bytes, worker_id: str, method: str, path: str, body: bytes, *, ts: int, nonce: str
+) -> str:
+    """The `Authorization` header value for a request."""
+    sig = _mac(key, request_string_to_sign(worker_id, ts, nonce, method, path, body))
+    return f"Bearer {SCHEME}.{worker_id}.{ts}.{nonce}.{b64url(sig)}"
+
+
+def sign_response(
+    key: bytes, worker_id: str, request_nonce: str, status: int, body: bytes, *, ts: int
+) -> str:
+    """The `X-Vectis-Signature` header value for a response."""
+    sig = _mac(key, response_string_to_sign(worker_id, ts, request_nonce, status, body))
+    return f"{SCHEME}.{ts}.{b64url(sig)}"
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """The parts of a strictly parsed `Authorization` header."""
+
+    worker_id: str
+    ts: int
+    nonce: str
+    sig: bytes
+
+
+def parse_authorization(header: str | None) -> SignedRequest:
+    """Strictly parse `Bearer v1.<worker_id>.<ts>.<nonce>.<sig>`; raise AuthFailure."""
+    if not header:
+        raise AuthFailure("missing authorization header")
+    if not header.isascii() or len(header) > 256:
+        raise AuthFailure("malformed authorization header")
+    prefix = f"Bearer {SCHEME}."
+    if not header.startswith(prefix):
+        raise AuthFailure("authorization is not a v1 signature")
+    parts = header[len(prefix) :].split(".")
+    if len(parts) != 4:
+        raise AuthFailure("malformed authorization header")
+    worker_id, ts_text, nonce, sig_text = parts
+    if not _WORKER_ID.fullmatch(worker_id) or len(worker_id) > 63:
+        raise AuthFailure("malformed worker id")
+    if not _TS.fullmatch(ts_text):
+        raise AuthFailure("malformed timestamp")
+    if b64url_decode(nonce, NONCE_BYTES) is None:
+        raise AuthFailure("malformed nonce")
+    sig = b64url_decode(sig_text, hashlib.sha256().digest_size)
+    if sig is None:
+        raise AuthFailure("malformed signature")
+    return SignedRequest(worker_id, int(ts_text), nonce, sig)
+
+
+class NonceStore:
+    """Nonces seen recently, each kept until its expiry; bounded, never evicts a live one."""
+
+    def __init__(self, capacity: int = DEFAULT_NONCE_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError("nonce store capacity must be at least 1")
+        self.capacity = capacity
+        self._expiry: dict[str, int] = {}
+        self._heap: list[tuple[int, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def _purge(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, nonce = heapq.heappop(heap)
+            self._expiry.pop(nonce, None)
+
+    def seen(self, nonce: str, now: float) -> bool:
+        """Whether `nonce` is remembered and not yet expired."""
+        expires = self._expiry.get(nonce)
+        return expires is not None and expires > now
+
+    def remember(self, nonce: str, expires_at: int, now: float) -> None:
+        """Keep `nonce` until `expires_at`; raise NonceStoreFull when no slot is free."""
+        self._purge(now)
+        if len(self._expiry) >= self.capacity:
+            raise NonceStoreFull()
+        self._expiry[nonce] = expires_at
+        heapq.heappush(self._heap, (expires_at, nonce))
+
+
+class RequestVerifier:
+    """Checks signed requests in the SPEC's order and remembers accepted nonces."""
+
+    def __init__(
+        self,
+        key_for: Callable[[str], bytes | None],
+        *,
+        start_time: float,
+        nonce_capacity: int = DEFAULT_NONCE_CAPACITY,
+    ) -> None:
+        self.key_for = key_for
+        self.start_second = int(start_time)
+        self.nonces = NonceStore(nonce_capacity)
+
+    def verify(
+        self, header: str | None, method: str, path: str, body: bytes, *, now: float
+    ) -> SignedRequest:
+        """Return the verified request, or raise AuthFailure / NonceStoreFull."""
+        req = parse_authorization(header)
+        key = self.key_for(req.worker_id)
+        if key is None:
+            raise AuthFailure(f"unknown worker id {req.worker_id!r}")
+        expected = _mac(
+            key, request_string_to_sign(req.worker_id, req.ts, req.nonce, method, path, body)
+        )
+        if not hmac.compare_digest(expected, req.sig):
+            raise AuthFailure("bad signature")
+        if abs(now - req.ts) > MAX_SKEW:
+            raise AuthFailure(f"timestamp {req.ts} outside the {MAX_SKEW} s window")
+        if req.ts < self.start_second:
+            raise AuthFailure("timestamp before this receiver started")
+        if self.nonces.seen(req.nonce, now):
+            raise AuthFailure("replayed nonce")
+        self.nonces.remember(req.nonce, req.ts + NONCE_TTL, now)
+        return req
+
+
+def verify_response(
+    key: bytes, worker_id: str, request_nonce: str, status: int, body: bytes, header: str | None
+) -> int:
+    """Check `X-Vectis-Signature`; return its timestamp or raise AuthFailure."""
+    if not header or not header.isascii():
+        raise AuthFailure("response is not signed")
+    parts = header.split(".")
+    if len(parts) != 3 or parts[0] != SCHEME or not _TS.fullmatch(parts[1]):
+        raise AuthFailure("malformed response signature")
+    sig = b64url_decode(parts[2], hashlib.sha256().digest_size)
+    if sig is None:
+        raise AuthFailure("malformed response signature")
+    ts = int(parts[1])
+    expected = _mac(key, response_string_to_sign(worker_id, ts, request_nonce, status, body))
+    if not hmac.compare_digest(expected, sig):
+        raise AuthFailure("response signature does not match this worker's secret")
+    return ts

@@ -1,0 +1,1 @@
+"""The dashboard: registry, registration, sync, admin API and web page."""
