@@ -1,0 +1,142 @@
+"""Helpers for tests that run real `vectis` processes on loopback ports.
+
+Every process is started with its own environment, waited on through its readiness URL
+(never a fixed sleep), and stopped (SIGTERM, then SIGKILL) when the test ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+VECTIS = [sys.executable, "-m", "vectis"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def http(
+    method: str,
+    url: str,
+    body: bytes | dict[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10,
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP call with the standard library: (status, headers, raw body), never raising."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    req = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
+    if isinstance(body, dict):
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+class Proc:
+    """A running `vectis` process and its captured output."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], log: Path) -> None:
+        self.popen = popen
+        self.log = log
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        """Signal the process and wait for it; SIGKILL if it does not stop in time."""
+        if self.alive():
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        return int(self.popen.returncode)
+
+
+def wait_ready(url: str, proc: Proc | None = None, timeout: float = 20) -> None:
+    """Poll `url` until it answers 200; fail early if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and not proc.alive():
+            raise AssertionError(f"process exited with {proc.popen.returncode}:\n{proc.output}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{url} not ready after {timeout} s:\n{proc.output if proc else ''}")
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The test's environment (isolated VECTIS_* dirs included) plus `extra`."""
+    env = dict(os.environ)
+    env.update(extra or {})
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+@contextmanager
+def running(
+    args: Sequence[str],
+    *,
+    ready_url: str | None,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 20,
+) -> Iterator[Proc]:
+    """Start `vectis ARGS`, wait until `ready_url` answers, stop it afterwards."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    out = log.open("wb")
+    popen = subprocess.Popen(
+        [*VECTIS, *args], stdout=out, stderr=subprocess.STDOUT, env=child_env(env)
+    )
+    proc = Proc(popen, log)
+    try:
+        if ready_url is not None:
+            wait_ready(ready_url, proc, timeout)
+        yield proc
+    finally:
+        proc.stop()
+        out.close()
+
+
+def run_cli(
+    args: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run one `vectis` command to completion, capturing stdout and stderr apart."""
+    return subprocess.run(
+        [*VECTIS, *args],
+        env=child_env(env),
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
