@@ -1,10 +1,384 @@
-"""`vectis dashboard workers ...` and `vectis dashboard tokens ...`: the operator's commands."""
+"""`vectis dashboard workers ...` and `vectis dashboard tokens ...`: the operator's commands.
+
+Each command parses its flags, makes one call through `vectis.adminclient`, and renders the
+answer: a rich table by default, the API's own JSON document with `--json`.
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+
+from vectis.cli.render import emit_json, fields, say, table
+from vectis.errors import BadRequest, ExitCode
+
+if TYPE_CHECKING:
+    from vectis.adminclient import AdminClient
 
 workers_app = typer.Typer(
     help="List, show, sync, delete and configure workers.", no_args_is_help=True
 )
 tokens_app = typer.Typer(help="Create, list and revoke enrollment tokens.", no_args_is_help=True)
+
+STATUSES = ("pending", "synced", "failed", "outdated")
+EXIT_FOR_STATUS = {
+    "synced": ExitCode.OK,
+    "pending": ExitCode.PENDING,
+    "failed": ExitCode.FAILED,
+    "outdated": ExitCode.OUTDATED,
+}
+
+Url = Annotated[
+    str,
+    typer.Option(
+        "--url",
+        envvar="VECTIS_DASHBOARD_URL",
+        help="The dashboard's base URL.",
+        show_envvar=True,
+    ),
+]
+TokenFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--admin-token-file",
+        help="File holding the admin token (else VECTIS_ADMIN_TOKEN).",
+        dir_okay=False,
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON document only.")]
+Timeout = Annotated[
+    float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the dashboard.")
+]
+WorkerId = Annotated[str, typer.Argument(help="The worker's id, e.g. brave-otter-3f2a.")]
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def _client(url: str, token_file: Path | None, timeout: float = 30.0) -> AdminClient:
+    from vectis.adminclient import AdminClient, admin_token
+
+    return AdminClient(url, admin_token(token_file), timeout)
+
+
+def _revision(worker: dict[str, Any]) -> str:
+    applied, desired = worker.get("applied_revision"), worker.get("desired_revision")
+    return f"{'-' if applied is None else applied}/{'-' if desired is None else desired}"
+
+
+def _address(worker: dict[str, Any]) -> str:
+    ip, port = worker.get("ip"), worker.get("port")
+    if ip is None:
+        return "-"
+    host = f"[{ip}]" if ":" in str(ip) else str(ip)
+    return host if port is None else f"{host}:{port}"
+
+
+def _worker_rows(workers: list[dict[str, Any]]) -> list[list[Any]]:
+    return [
+        [
+            w.get("id"),
+            w.get("status"),
+            _address(w),
+            w.get("subdomain"),
+            w.get("dns_status"),
+            _revision(w),
+            w.get("last_sync"),
+            w.get("version"),
+            w.get("last_error"),
+        ]
+        for w in workers
+    ]
+
+
+WORKER_COLUMNS = (
+    "id",
+    "status",
+    "address",
+    "subdomain",
+    "dns",
+    "revision (applied/desired)",
+    "last sync",
+    "version",
+    "last error",
+)
+
+
+def _worker_fields(worker: dict[str, Any]) -> None:
+    pairs: list[tuple[str, Any]] = [
+        ("id", worker.get("id")),
+        ("status", worker.get("status")),
+        ("subdomain", worker.get("subdomain")),
+        ("address", _address(worker)),
+        ("dns", worker.get("dns_status")),
+        ("version", worker.get("version")),
+        ("revision", _revision(worker)),
+        ("last sync", worker.get("last_sync")),
+        ("last error", worker.get("last_error")),
+        ("failures", worker.get("consecutive_failures")),
+    ]
+    stats = worker.get("stats")
+    if isinstance(stats, dict):
+        pairs.extend((f"stats.{k}", _short(v)) for k, v in stats.items())
+    fields(pairs)
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_short(v)}" for k, v in value.items())
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return value
+
+
+def _exit_for(worker: dict[str, Any]) -> None:
+    code = EXIT_FOR_STATUS.get(str(worker.get("status")), ExitCode.ERROR)
+    if code != ExitCode.OK:
+        raise typer.Exit(int(code))
+
+
+@workers_app.command("list")
+def list_workers(
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only workers with this status.")
+    ] = None,
+    url: Url = DEFAULT_URL,
+    admin_token_file: TokenFile = None,
+    as_json: Json = False,
+    timeout: Timeout = 30.0,
+) -> None:
+    """List the workers, with their sync status."""
+    if status is not None and status not in STATUSES:
+        raise BadRequest(f"--status must be one of {', '.join(STATUSES)}, not {status!r}")
+    doc = _client(url, admin_token_file, timeout).list_workers(status)
+    if as_json:
+        emit_json(doc)
+        return
+    workers = doc.get("workers") or []
+    table(f"{len(workers)} worker(s)", WORKER_COLUMNS, _worker_rows(workers))
+
+
+@workers_app.command("show")
+def show_worker(
+    worker_id: WorkerId,
+    url: Url = DEFAULT_URL,
+    admin_token_file: TokenFile = None,
+    as_json: Json = False,
+    timeout: Timeout = 30.0,
+) -> None:
+    """Show one worker: status, address, revisions, latest stats and status history."""
+    worker = _client(url, admin_token_file, timeout).get_worker(worker_id)
+    if as_json:
+        emit_json(worker)
+        return
+    _worker_fields(worker)
+    history = worker.get("history") or []
+    if history:
+        rows = [
+            [h.get("at"), h.get("previous"), h.get("status"), h.get("cause")]
+            for h in history
+            if isinstance(h, dict)
+        ]
+        table("history", ("at", "from", "to", "cause"), rows)
+
+
+@workers_app.command("sync")
+def sync_worker(
+    worker_id: WorkerId,
+    url: Url = DEFAULT_URL,
+    admin_token_file: TokenFile = None,
+    as_json: Json = False,
+    timeout: Timeout = 30.0,
+) -> None:
+    """Sync one worker now; exits 0 when it ends synced, else its status's exit code."""
+    worker = _client(url, admin_token_file, timeout).sync_worker(worker_id)
+    if as_json:
+        emit_json(worker)
+    else:
+        _worker_fields(worker)
+    _exit_for(worker)
+
+
+@workers_app.command("sync-all")
+def sync_all(
+    url: Url = DEFAULT_URL,
+    admin_token_file: TokenFile = None,
+    as_json: Json = False,
+    timeout: Timeout = 600.0,
+) -> None:
+    """Sync every worker now; exits 0 when none failed, else 11."""
+    doc = _client(url, admin_token_file).sync_all(timeout)
+    if as_json:
+        emit_json(doc)
+    else:
+        counts = {k: v for k, v in doc.items() if isinstance(v, int) and not isinstance(v, bool)}
+        nested = doc.get("counts")
+        if isinstance(nested, dict):
+            counts.update(nested)
+        table("sync of every worker", ("outcome", "workers"), sorted(counts.items()))
+    failed = doc.get("failed")
+    if failed is None and isinstance(doc.get("counts"), dict):
+        failed = doc["counts"].get("failed")
+    if failed:
+        raise typer.Exit(int(ExitCode.FAILED))
+
+
+@workers_app.command("delete")
+def delete_worker(
+    worker_id: WorkerId,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    url: Url = DEFAULT_URL,
+    admin_token_file: TokenFile = None,
+    as_json: Json = False,
+    timeout: Timeout = 30.0,
+) -> None:
+    """Deregister a worker; its DNS record goes too."""
+    client = _client(url, admin_token_file, timeout)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise BadRequest(
+                f"refusing to delete worker {worker_id} without confirmation: pass --yes"
+            )
+        if not typer.confirm(f"Delete worker {worker_id} and its DNS record?", err=True):
+            raise typer.Exit(int(ExitCode.ERROR))
+    doc = client.delete_worker(worker_id)
+    if as_json:
+        emit_json(doc if doc is not None else {"id": worker_id, "deleted": True})
+    else:
+        say(f"deleted worker {worker_id}")
+
+
+@workers_app.command("set-config")
+def set_config(
+    worker_id: WorkerId,
+    stdin: Annotated[
+        str | None, typer.Argument(help="`-` to read the config from stdin.", show_default=False)
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", help="JSON file holding the config object.", dir_okay=False),
+    ] = None,
+    url: Url = DEFAULT_URL,
+    admin_token_file: TokenFile = None,
+    as_json: Json = False,
+    timeout: Timeout = 30.0,
+) -> None:
+    """Set a worker's config (a JSON object); it is `outdated` until it applies it."""
+    from vectis.adminclient import parse_config
+
+    if stdin is not None and stdin != "-":
+        raise BadRequest(f"unexpected argument {stdin!r}: use --file FILE, or - for stdin")
+    if (stdin is None) == (file is None):
+        raise BadRequest("give the config as --file FILE or as - (stdin), one of them")
+    if file is not None:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise BadRequest(f"cannot read {file}: {reason}") from None
+        config = parse_config(text, str(file))
+    else:
+        config = parse_config(sys.stdin.read(), "stdin")
+    worker = _client(url, admin_token_file, timeout).set_config(worker_id, config)
+    if as_json:
+        emit_json(worker)
+    else:
+        say(f"worker {worker_id}: config revision {worker.get('desired_revision', '?')} set")
+        _worker_fields(worker)
+
+
+@tokens_app.command("create")
+def create_token(
+    description: Annotated[
+        str | None, typer.Option("--description", help="What the token is for.")
+    ] = None,
+    expires_in: Annotated[
+        int | None,
+        typer.Option("--expires-in", min=1, help="Seconds until the token expires."),
+    ] = None,
+    max_uses: Annotated[
+        int | None, typer.Option("--max-uses", min=1, help="Registrations it allows.")
+    ] = None,
+    url: Url = DEFAULT_URL,
+    admin_token_file: TokenFile = None,
+    as_json: Json = False,
+    timeout: Timeout = 30.0,
+) -> None:
+    """Create an enrollment token; it is shown once, here."""
+    client = _client(url, admin_token_file, timeout)
+    doc = client.create_token(description, expires_in, max_uses)
+    if as_json:
+        emit_json(doc)
+        return
+    token = doc.get("token")
+    fields(
+        [
+            ("id", doc.get("id")),
+            ("token", token),
+            ("description", doc.get("description")),
+            ("expires", doc.get("expires_at")),
+            ("max uses", doc.get("max_uses")),
+        ]
+    )
+    say("The token is shown only now. Install a worker with:")
+    say(
+        f"  curl -fsSL {client.url}/install.sh | sudo VECTIS_TOKEN={token} "
+        f"VECTIS_DASHBOARD_URL={client.url} bash"
+    )
+
+
+@tokens_app.command("list")
+def list_tokens(
+    url: Url = DEFAULT_URL,
+    admin_token_file: TokenFile = None,
+    as_json: Json = False,
+    timeout: Timeout = 30.0,
+) -> None:
+    """List enrollment tokens (never the tokens themselves)."""
+    doc = _client(url, admin_token_file, timeout).list_tokens()
+    if as_json:
+        emit_json(doc)
+        return
+    tokens = [t for t in doc.get("tokens") or [] if isinstance(t, dict)]
+    rows = [
+        [
+            t.get("id"),
+            t.get("description"),
+            t.get("created_at"),
+            t.get("expires_at"),
+            f"{t.get('uses', 0)}/{t.get('max_uses') or '∞'}",
+            _token_state(t),
+        ]
+        for t in tokens
+    ]
+    table(
+        f"{len(tokens)} token(s)",
+        ("id", "description", "created", "expires", "uses", "state"),
+        rows,
+    )
+
+
+def _token_state(token: dict[str, Any]) -> str:
+    if isinstance(token.get("state"), str):
+        return str(token["state"])
+    if token.get("revoked") or token.get("revoked_at"):
+        return "revoked"
+    return "active"
+
+
+@tokens_app.command("revoke")
+def revoke_token(
+    token_id: Annotated[str, typer.Argument(help="The token's id (from `tokens list`).")],
+    url: Url = DEFAULT_URL,
+    admin_token_file: TokenFile = None,
+    as_json: Json = False,
+    timeout: Timeout = 30.0,
+) -> None:
+    """Revoke an enrollment token: it registers no more workers."""
+    doc = _client(url, admin_token_file, timeout).revoke_token(token_id)
+    if as_json:
+        emit_json(doc if doc is not None else {"id": token_id, "revoked": True})
+    else:
+        say(f"revoked token {token_id}")

@@ -1,0 +1,212 @@
+"""A small client for the dashboard's admin API (SPEC section 9): stdlib HTTP, JSON in and out.
+
+Every failure becomes a `VectisError` child with a message an operator can act on; the admin
+token never appears in one.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from vectis.errors import (
+    BadRequest,
+    ConfigError,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+    Unreachable,
+    VectisError,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_TIMEOUT = 30.0
+# A whole-fleet sync answers only when every worker was tried.
+SYNC_ALL_TIMEOUT = 600.0
+MAX_CONFIG_BYTES = 1024 * 1024
+
+_BY_STATUS: dict[int, type[VectisError]] = {
+    400: BadRequest,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    429: TooManyRequests,
+    503: ServiceUnavailable,
+}
+
+
+def admin_token(token_file: Path | None) -> str:
+    """The admin token: from `token_file` if given, else `VECTIS_ADMIN_TOKEN`."""
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(f"cannot read the admin token file {token_file}: {reason}") from None
+        if not token:
+            raise ConfigError(f"the admin token file {token_file} is empty")
+    else:
+        token = os.environ.get("VECTIS_ADMIN_TOKEN", "").strip()
+        if not token:
+            raise ConfigError(
+                "no admin token: set VECTIS_ADMIN_TOKEN or pass --admin-token-file FILE"
+            )
+    if not token.isascii() or not token.isprintable() or " " in token:
+        raise ConfigError("the admin token holds characters a token cannot have")
+    return token
+
+
+def parse_config(text: str, source: str) -> dict[str, Any]:
+    """A worker config from JSON text: it must be one JSON object; `source` names it in errors."""
+    if len(text.encode("utf-8")) > MAX_CONFIG_BYTES:
+        raise BadRequest(f"{source} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(
+            f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise BadRequest(f"{source} is nested too deeply") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"{source} must hold a JSON object, not {type(value).__name__}")
+    return value
+
+
+class AdminClient:
+    """Calls to one dashboard, authenticated with its admin token."""
+
+    def __init__(self, url: str, token: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise BadRequest(f"dashboard URL {url!r} is not http(s)://host[:port]")
+        try:
+            self.port = parts.port
+        except ValueError:
+            raise BadRequest(f"dashboard URL {url!r} has a bad port") from None
+        if parts.query or parts.fragment:
+            raise BadRequest(f"dashboard URL {url!r} must not carry a query or fragment")
+        self.url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.prefix = parts.path.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def request(
+        self, method: str, path: str, body: Any = None, *, timeout: float | None = None
+    ) -> Any:
+        """One call; the decoded JSON answer (None for an empty one), or a VectisError."""
+        limit = self.timeout if timeout is None else timeout
+        conn_type = (
+            http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+        )
+        conn = conn_type(self.host, self.port, timeout=limit)
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        try:
+            conn.request(method, self.prefix + path, body=data, headers=headers)
+            resp = conn.getresponse()
+            status, raw = resp.status, resp.read()
+        except ConnectionRefusedError:
+            raise Unreachable(
+                f"cannot reach the dashboard at {self.url}: connection refused"
+            ) from None
+        except TimeoutError:
+            raise Unreachable(
+                f"the dashboard at {self.url} did not answer within {limit:g} s"
+            ) from None
+        except socket.gaierror as exc:
+            raise Unreachable(
+                f"cannot resolve the dashboard at {self.url}: {exc.strerror}"
+            ) from None
+        except (OSError, http.client.HTTPException) as exc:
+            reason = (
+                exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            )
+            raise Unreachable(f"cannot reach the dashboard at {self.url}: {reason}") from None
+        finally:
+            conn.close()
+        return self._answer(method, path, status, raw)
+
+    def _answer(self, method: str, path: str, status: int, raw: bytes) -> Any:
+        try:
+            doc = json.loads(raw) if raw.strip() else None
+        except (ValueError, RecursionError):
+            doc = None
+            if 200 <= status < 300:
+                raise VectisError(
+                    f"the dashboard at {self.url} answered {method} {path} with something "
+                    "that is not JSON (is this a Vectis dashboard?)"
+                ) from None
+        if 200 <= status < 300:
+            return doc
+        if status == 401:
+            raise Unauthorized("the dashboard refused the admin token")
+        message = doc.get("message") if isinstance(doc, dict) else None
+        if not isinstance(message, str) or not message:
+            message = f"the dashboard answered {status} to {method} {path}"
+        raise _BY_STATUS.get(status, VectisError)(message)
+
+    # Workers.
+
+    def list_workers(self, status: str | None = None) -> dict[str, Any]:
+        query = f"?{urlencode({'status': status})}" if status else ""
+        return self._object(self.request("GET", f"/infra/workers{query}"))
+
+    def get_worker(self, worker_id: str) -> dict[str, Any]:
+        return self._object(self.request("GET", _worker_path(worker_id)))
+
+    def sync_worker(self, worker_id: str) -> dict[str, Any]:
+        return self._object(self.request("POST", _worker_path(worker_id, "/sync")))
+
+    def sync_all(self, timeout: float = SYNC_ALL_TIMEOUT) -> dict[str, Any]:
+        return self._object(self.request("POST", "/infra/workers/sync", timeout=timeout))
+
+    def delete_worker(self, worker_id: str) -> Any:
+        return self.request("DELETE", _worker_path(worker_id))
+
+    def set_config(self, worker_id: str, config: dict[str, Any]) -> dict[str, Any]:
+        return self._object(self.request("PUT", _worker_path(worker_id, "/config"), config))
+
+    # Enrollment tokens.
+
+    def create_token(
+        self, description: str | None, expires_in: int | None, max_uses: int | None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if description is not None:
+            body["description"] = description
+        if expires_in is not None:
+            body["expires_in"] = expires_in
+        if max_uses is not None:
+            body["max_uses"] = max_uses
+        return self._object(self.request("POST", "/infra/tokens", body))
+
+    def list_tokens(self) -> dict[str, Any]:
+        return self._object(self.request("GET", "/infra/tokens"))
+
+    def revoke_token(self, token_id: str) -> Any:
+        return self.request("DELETE", f"/infra/tokens/{quote(token_id, safe='')}")
+
+    def _object(self, doc: Any) -> dict[str, Any]:
+        if not isinstance(doc, dict):
+            raise VectisError(f"the dashboard at {self.url} answered an unexpected document")
+        return doc
+
+
+def _worker_path(worker_id: str, suffix: str = "") -> str:
+    if not worker_id:
+        raise BadRequest("a worker id cannot be empty")
+    return f"/infra/workers/{quote(worker_id, safe='')}{suffix}"
