@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
+from tests.knot import knot_server
 from tests.support import free_port
 from vectis.errors import BadRequest, ExitCode
 from vectis.worker.publicip import (
@@ -177,54 +175,12 @@ def test_settings_from_env_and_conf() -> None:
         IPSettings.from_env({"VECTIS_IP_TIMEOUT": "soon"})
 
 
-ZONE = """$ORIGIN opendns.com.
-$TTL 60
-@ SOA ns.opendns.com. admin.opendns.com. 1 60 60 600 60
-@ NS ns
-ns A 127.0.0.1
-myip A 127.0.0.7
-myip AAAA 2001:db8::77
-"""
-
-
 @pytest.fixture(scope="module")
 def knot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A real knotd on a loopback port serving opendns.com with myip A 127.0.0.7."""
-    if shutil.which("knotd") is None:
-        pytest.skip("knotd is not installed")
-    root: Path = tmp_path_factory.mktemp("knot")
-    port = free_port()
-    (root / "opendns.com.zone").write_text(ZONE)
-    (root / "knot.conf").write_text(
-        f'server:\n    rundir: "{root}"\n    listen: 127.0.0.1@{port}\n'
-        f'    pidfile: "{root}/knot.pid"\n'
-        f'database:\n    storage: "{root}/db"\n'
-        "log:\n  - target: stderr\n    any: error\n"
-        f'zone:\n  - domain: opendns.com\n    storage: "{root}"\n'
-        '    file: "opendns.com.zone"\n'
-    )
-    log = (root / "knotd.log").open("wb")
-    proc = subprocess.Popen(["knotd", "-c", str(root / "knot.conf")], stderr=log)
-    try:
-        import dns.exception
-        import dns.message
-        import dns.query
-
-        deadline = time.monotonic() + 10
-        while True:
-            assert proc.poll() is None, (root / "knotd.log").read_text()
-            try:
-                query = dns.message.make_query("myip.opendns.com", "A")
-                if dns.query.udp(query, "127.0.0.1", timeout=0.2, port=port).answer:
-                    break
-            except (OSError, dns.exception.Timeout):
-                pass
-            assert time.monotonic() < deadline, "knotd did not answer"
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+    records = [("myip", "A", "127.0.0.7"), ("myip", "AAAA", "2001:db8::77")]
+    with knot_server(tmp_path_factory.mktemp("knot"), "opendns.com", records, tsig=False) as k:
+        yield k.port
 
 
 @pytest.mark.dns
