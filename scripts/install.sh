@@ -1,0 +1,1 @@
+../vectis/scripts/install.sh

@@ -1,0 +1,518 @@
+#!/usr/bin/env bash
+# Vectis worker installer: turns a fresh Linux server into a Vectis worker.
+#
+#   curl -fsSL https://<dashboard>/install.sh | sudo VECTIS_TOKEN=... VECTIS_DASHBOARD_URL=... bash
+#   sudo bash scripts/install.sh [--uninstall [--purge]] [--help]
+#
+# Everything runs inside main(), called on the last line, so that a script piped into bash is
+# read completely before any command runs (and no command can swallow the rest of it).
+set -euo pipefail
+
+readonly PROG="vectis-install"
+readonly ETC_DIR="/etc/vectis"
+readonly VENV="/opt/vectis"
+readonly UNIT_NAME="vectis-worker.service"
+readonly UNIT="/etc/systemd/system/${UNIT_NAME}"
+readonly BIN_DIR="/usr/local/bin"
+readonly COMMANDS=(vectis vectis-status vectis-sync)
+
+usage() {
+  cat <<'EOF'
+Usage: install.sh [--uninstall [--purge]] [--help]
+
+Install (or upgrade) the Vectis worker on this server. Run as root.
+
+  (no option)   create the system user, /etc/vectis (0700), the venv /opt/vectis, the
+                worker secret (only if missing), worker.conf, the systemd unit
+                vectis-worker.service and the links in /usr/local/bin; start the service;
+                register with the dashboard when VECTIS_TOKEN is set
+  --uninstall   stop and remove the service, the links and the venv; keep /etc/vectis
+  --purge       with --uninstall: remove /etc/vectis (the secret and state) too
+  -h, --help    show this help
+
+Environment:
+  VECTIS_TOKEN          enrollment token; without it the worker stays 'pending'
+  VECTIS_DASHBOARD_URL  the dashboard's URL (kept in /etc/vectis/worker.conf)
+  VECTIS_PUBLIC_IP      this server's public IP (detected when unset)
+  VECTIS_WORKER_PORT    the port the worker listens on (default 3000)
+  VECTIS_PACKAGE        what to install: a local path, a wheel or a requirement
+                        (default: 'vectis' from the package index)
+  VECTIS_SYSTEM_PACKAGES=1
+                        take the dependencies from the system Python (e.g. distro packages):
+                        venv with --system-site-packages, vectis installed with --no-deps
+  VECTIS_PYTHON         the Python 3.11+ that makes the venv (default: python3)
+  VECTIS_USER           the service user (default: vectis)
+  VECTIS_ROOT           install under this root instead of / (for tests: no user is created,
+                        no systemctl is run; paths written into the unit and links stay real)
+
+Exit codes: 0 installed (registered, or pending without a token); 1 a step failed and
+nothing half-done was left; 2 bad usage; 3 installed, but registration failed
+('vectis sync' retries).
+EOF
+}
+
+say() { printf '%s: %s\n' "$PROG" "$*"; }
+warn() { printf '%s: %s\n' "$PROG" "$*" >&2; }
+
+# Rollback state: what this run created or replaced, undone in reverse if a step fails.
+STEP=""
+STARTED=0
+INSTALLED=0
+WORK=""
+CREATED=()         # paths (under the root) this run created
+RESTORE=()         # "backup|original" pairs (under the root) to move back
+SERVICE_TOUCHED=0  # this run changed the running service
+WAS_ENABLED=0
+WAS_ACTIVE=0
+
+step() {
+  STEP="$1"
+  say "$1"
+}
+
+# shellcheck disable=SC2317  # reached through on_exit, from the EXIT trap
+rollback() {
+  local i path pair
+  if [ "$SERVICE_TOUCHED" -eq 1 ]; then
+    systemctl stop "$UNIT_NAME" >/dev/null 2>&1 || true
+    [ "$WAS_ENABLED" -eq 1 ] || systemctl disable "$UNIT_NAME" >/dev/null 2>&1 || true
+  fi
+  for ((i = ${#CREATED[@]} - 1; i >= 0; i--)); do
+    path="${CREATED[i]}"
+    rm -rf -- "$path"
+  done
+  for ((i = ${#RESTORE[@]} - 1; i >= 0; i--)); do
+    pair="${RESTORE[i]}"
+    rm -rf -- "${pair#*|}"
+    mv -- "${pair%%|*}" "${pair#*|}"
+  done
+  # A config dir this run made goes only if nothing was written into it (the secret stays).
+  [ "$NEW_ETC" -eq 0 ] || rmdir -- "$R$ETC_DIR" 2>/dev/null || true
+  if [ "$SERVICE_TOUCHED" -eq 1 ]; then
+    systemctl daemon-reload >/dev/null 2>&1 || true
+    [ "$WAS_ACTIVE" -eq 0 ] || systemctl restart "$UNIT_NAME" >/dev/null 2>&1 || true
+  fi
+}
+
+# shellcheck disable=SC2317  # the EXIT trap
+on_exit() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ "$rc" -ne 0 ] && [ "$STARTED" -eq 1 ] && [ "$INSTALLED" -eq 0 ]; then
+    warn "step '${STEP}' failed (exit ${rc}); undoing what this run changed"
+    rollback
+    warn "nothing was left half-done: the venv, unit and links are as before this run;"
+    warn "${ETC_DIR} (secret and state) is kept. Fix the cause above and run install.sh again."
+    rc=1
+  fi
+  [ -z "$WORK" ] || rm -rf -- "$WORK"
+  exit "$rc"
+}
+
+fail() {
+  warn "$*"
+  exit 1
+}
+
+# --- checks ---------------------------------------------------------------------------------
+
+check_root() {
+  [ "$(uname -s)" = "Linux" ] || fail "this installer supports Linux only (found $(uname -s))"
+  [ "$(id -u)" -eq 0 ] || fail "run as root, e.g.: sudo bash install.sh"
+}
+
+check_python() {
+  command -v "$PYTHON" >/dev/null 2>&1 ||
+    fail "'$PYTHON' not found: install Python 3.11 or newer, or set VECTIS_PYTHON"
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+    fail "Python 3.11 or newer is needed; '$PYTHON' is $("$PYTHON" -V 2>&1)" \
+      "(set VECTIS_PYTHON to a newer one)"
+  "$PYTHON" -c 'import venv' >/dev/null 2>&1 ||
+    fail "'$PYTHON' has no venv module: install it (Debian/Ubuntu: python3-venv)"
+  # A pip that can install into another interpreter (22.3+) spares the venv a pip of its own.
+  if "$PYTHON" -m pip --python "$PYTHON" --version >/dev/null 2>&1; then
+    OUTER_PIP=1
+  else
+    "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1 ||
+      fail "'$PYTHON' has neither pip nor ensurepip: install python3-venv (or python3-pip)"
+  fi
+}
+
+venv_pip() {
+  if [ "$OUTER_PIP" -eq 1 ]; then
+    "$PYTHON" -m pip --python "$R$VENV/bin/python" "$@"
+  else
+    "$R$VENV/bin/python" -m pip "$@"
+  fi
+}
+
+check_common() {
+  case "$ROOT" in
+    /*) ;;
+    *) fail "VECTIS_ROOT must be an absolute path (got '$ROOT')" ;;
+  esac
+  [[ "$SVC_USER" =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] ||
+    fail "VECTIS_USER must be a plain user name (got '$SVC_USER')"
+}
+
+check_inputs() {
+  if [ -n "${VECTIS_WORKER_PORT:-}" ]; then
+    if ! [[ "$VECTIS_WORKER_PORT" =~ ^[0-9]{1,5}$ ]] || [ "$VECTIS_WORKER_PORT" -lt 1 ] ||
+      [ "$VECTIS_WORKER_PORT" -gt 65535 ]; then
+      fail "VECTIS_WORKER_PORT must be a port number 1-65535 (got '$VECTIS_WORKER_PORT')"
+    fi
+  fi
+  if [ -n "${VECTIS_DASHBOARD_URL:-}" ]; then
+    [[ "$VECTIS_DASHBOARD_URL" =~ ^https?://[^[:space:]]+$ ]] ||
+      fail "VECTIS_DASHBOARD_URL must be an http:// or https:// URL (got '$VECTIS_DASHBOARD_URL')"
+  fi
+  case "$PACKAGE" in
+    /* | ./* | ../* | *.whl)
+      [ -e "$PACKAGE" ] || fail "VECTIS_PACKAGE=$PACKAGE does not exist"
+      ;;
+  esac
+}
+
+# --- install steps --------------------------------------------------------------------------
+
+make_venv() {
+  local venv_args=() pip_args=(--disable-pip-version-check --no-input -q)
+  step "install vectis into ${VENV} (${PACKAGE})"
+  mkdir -p "$R/opt"
+  if [ -e "$R$VENV" ]; then
+    # Upgrade: keep the running version aside until the new one is in place.
+    rm -rf -- "$R$VENV.previous"
+    mv -- "$R$VENV" "$R$VENV.previous"
+    RESTORE+=("$R$VENV.previous|$R$VENV")
+  else
+    CREATED+=("$R$VENV")
+  fi
+  if [ "$SYSTEM_PACKAGES" = "1" ]; then
+    venv_args+=(--system-site-packages)
+    # The system's own copy of vectis, if any, must not stand in for the one given here.
+    pip_args+=(--no-deps --ignore-installed)
+  fi
+  [ "$OUTER_PIP" -eq 0 ] || venv_args+=(--without-pip)
+  "$PYTHON" -m venv "${venv_args[@]}" "$R$VENV"
+  if ! venv_pip install "${pip_args[@]}" "$PACKAGE" >"$WORK/pip.log" 2>&1; then
+    tail -n 25 "$WORK/pip.log" >&2
+    fail "pip could not install '$PACKAGE' (check VECTIS_PACKAGE, the network or the index)"
+  fi
+  "$R$VENV/bin/vectis" --help >/dev/null 2>"$WORK/check.log" || {
+    cat "$WORK/check.log" >&2
+    fail "the installed vectis does not run (missing dependencies?)"
+  }
+  VERSION="$("$R$VENV/bin/python" -c 'import vectis; print(vectis.__version__)')"
+}
+
+make_user() {
+  step "service user ${SVC_USER}"
+  if id -u "$SVC_USER" >/dev/null 2>&1; then
+    HAVE_USER=1
+  elif [ "$SANDBOX" -eq 1 ]; then
+    HAVE_USER=0
+    say "sandbox (VECTIS_ROOT=$ROOT): user ${SVC_USER} not created; files stay owned by $(id -un)"
+  else
+    # The user is kept even if a later step fails: the secret it owns is kept too.
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin --comment "Vectis worker" "$SVC_USER"
+    HAVE_USER=1
+  fi
+}
+
+make_config_dir() {
+  step "configuration directory ${ETC_DIR}"
+  if [ ! -d "$R$ETC_DIR" ]; then
+    mkdir -p "$(dirname "$R$ETC_DIR")"
+    mkdir -m 0700 "$R$ETC_DIR"
+    NEW_ETC=1
+  fi
+  chmod 0700 "$R$ETC_DIR"
+}
+
+# Give the service user what the daemon writes: the directory, the secret, worker.conf, the lock.
+own_config() {
+  if [ "$HAVE_USER" -eq 1 ]; then
+    chown -R "$SVC_USER:$(id -gn "$SVC_USER")" "$R$ETC_DIR"
+  fi
+  chmod 0700 "$R$ETC_DIR"
+  find "$R$ETC_DIR" -maxdepth 1 -type f -exec chmod 0600 {} +
+}
+
+configure() {
+  local args=()
+  step "worker secret and worker.conf"
+  [ -z "${VECTIS_DASHBOARD_URL:-}" ] || args+=(--dashboard-url "$VECTIS_DASHBOARD_URL")
+  [ -z "${VECTIS_WORKER_PORT:-}" ] || args+=(--port "$VECTIS_WORKER_PORT")
+  # `worker init` never replaces an existing secret and keeps worker.conf's state.
+  "$R$VENV/bin/vectis" worker init "${args[@]}" >/dev/null
+  own_config
+}
+
+unit_text() {
+  local port="${VECTIS_WORKER_PORT:-3000}"
+  cat <<EOF
+[Unit]
+Description=Vectis worker (answers the dashboard's signed syncs)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=notify
+ExecStart=${VENV}/bin/vectis worker serve
+User=${SVC_USER}
+Group=${SVC_GROUP}
+Restart=always
+RestartSec=5
+TimeoutStopSec=20
+Environment=PYTHONUNBUFFERED=1
+UMask=0077
+
+# Hardening: a network daemon that reads /proc figures (psutil) and writes only ${ETC_DIR}.
+NoNewPrivileges=yes
+ProtectSystem=strict
+ReadWritePaths=${ETC_DIR}
+PrivateTmp=yes
+ProtectHome=yes
+PrivateDevices=yes
+ProtectProc=invisible
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+RemoveIPC=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged
+SystemCallErrorNumber=EPERM
+EOF
+  if [ "$port" -lt 1024 ]; then
+    printf 'CapabilityBoundingSet=CAP_NET_BIND_SERVICE\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n'
+  else
+    printf 'CapabilityBoundingSet=\n'
+  fi
+  printf '\n[Install]\nWantedBy=multi-user.target\n'
+}
+
+write_unit() {
+  step "systemd unit ${UNIT}"
+  mkdir -p "$(dirname "$R$UNIT")"
+  unit_text >"$WORK/unit"
+  chmod 0644 "$WORK/unit"
+  if [ -e "$R$UNIT" ]; then
+    mv -- "$R$UNIT" "$WORK/unit.previous"
+    RESTORE+=("$WORK/unit.previous|$R$UNIT")
+  else
+    CREATED+=("$R$UNIT")
+  fi
+  mv -- "$WORK/unit" "$R$UNIT"
+}
+
+link_commands() {
+  local name link
+  step "links in ${BIN_DIR}"
+  mkdir -p "$R$BIN_DIR"
+  for name in "${COMMANDS[@]}"; do
+    link="$R$BIN_DIR/$name"
+    if [ -L "$link" ] && [ "$(readlink -- "$link")" = "$VENV/bin/$name" ]; then
+      continue
+    fi
+    if [ -e "$link" ] || [ -L "$link" ]; then
+      fail "${BIN_DIR}/$name exists and is not a link to ${VENV}/bin/$name: move it away"
+    fi
+    ln -s -- "$VENV/bin/$name" "$link"
+    CREATED+=("$link")
+  done
+}
+
+start_service() {
+  step "start ${UNIT_NAME}"
+  if [ "$SANDBOX" -eq 1 ] || [ ! -d /run/systemd/system ]; then
+    SERVICE="not started (systemd is not running here)"
+    say "systemd is not running here: start the worker with"
+    say "  runuser -u ${SVC_USER} -- ${VENV}/bin/vectis worker serve"
+    return 0
+  fi
+  systemctl is-enabled --quiet "$UNIT_NAME" 2>/dev/null && WAS_ENABLED=1
+  systemctl is-active --quiet "$UNIT_NAME" 2>/dev/null && WAS_ACTIVE=1
+  SERVICE_TOUCHED=1
+  systemctl daemon-reload
+  systemctl enable --quiet "$UNIT_NAME"
+  # Type=notify: this returns once the daemon said READY=1, or fails if it did not start.
+  systemctl restart "$UNIT_NAME" || {
+    journalctl -u "$UNIT_NAME" -n 20 --no-pager >&2 || true
+    false
+  }
+  SERVICE="running"
+}
+
+# Run a vectis command as the service user when there is one and this is a real install.
+as_service_user() {
+  if [ "$SANDBOX" -eq 0 ] && [ "$HAVE_USER" -eq 1 ]; then
+    setpriv --reuid="$SVC_USER" --regid="$SVC_GROUP" --init-groups -- "$@"
+  else
+    "$@"
+  fi
+}
+
+register() {
+  if [ -z "$TOKEN" ]; then
+    return 0
+  fi
+  say "register with the dashboard"
+  # The token reaches `vectis register` through its environment only: never argv, never a log.
+  if VECTIS_TOKEN="$TOKEN" as_service_user "$R$VENV/bin/vectis" register; then
+    REGISTERED=1
+  else
+    REGISTERED=2
+  fi
+  own_config
+}
+
+summary() {
+  local status
+  status="$("$R$VENV/bin/vectis" status --json 2>/dev/null || true)"
+  say "installed vectis ${VERSION}"
+  say "  venv      ${VENV}   config ${ETC_DIR}   unit ${UNIT}"
+  say "  service   ${SERVICE}"
+  printf '%s' "$status" | "$R$VENV/bin/python" -c '
+import json, sys
+try:
+    d = json.load(sys.stdin)
+except ValueError:
+    print(f"{sys.argv[1]}:   status    unknown (vectis status failed)")
+    raise SystemExit(0)
+for key in ("sync_status", "id", "subdomain", "ip", "port", "error"):
+    if d.get(key) is not None:
+        print(f"{sys.argv[1]}:   {key:<10}{d[key]}")
+' "$PROG" || true
+  case "$REGISTERED" in
+    0) say "not registered (no VECTIS_TOKEN): register later with" \
+      "VECTIS_TOKEN=... vectis register --dashboard-url URL" ;;
+    2) warn "registration failed (see above); retry with: VECTIS_TOKEN=... vectis sync" ;;
+  esac
+}
+
+install() {
+  STARTED=1
+  make_venv
+  make_user
+  SVC_GROUP="$SVC_USER"
+  if [ "$HAVE_USER" -eq 1 ]; then
+    SVC_GROUP="$(id -gn "$SVC_USER")"
+  fi
+  make_config_dir
+  configure
+  write_unit
+  link_commands
+  start_service
+  # From here on the install stands: a failed registration is exit 3, not a rollback.
+  rm -rf -- "$R$VENV.previous"
+  INSTALLED=1
+  register
+  summary
+  if [ "$REGISTERED" -eq 2 ]; then
+    exit 3
+  fi
+  exit 0
+}
+
+uninstall() {
+  local name link
+  if [ "$SANDBOX" -eq 0 ] && [ -d /run/systemd/system ]; then
+    say "stop and disable ${UNIT_NAME}"
+    systemctl disable --now "$UNIT_NAME" >/dev/null 2>&1 || true
+  fi
+  say "remove ${UNIT}, the links in ${BIN_DIR} and ${VENV}"
+  rm -f -- "$R$UNIT"
+  if [ "$SANDBOX" -eq 0 ] && [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+    systemctl reset-failed "$UNIT_NAME" >/dev/null 2>&1 || true
+  fi
+  for name in "${COMMANDS[@]}"; do
+    link="$R$BIN_DIR/$name"
+    # Only our own links: never a file some other package put there.
+    if [ -L "$link" ] && [ "$(readlink -- "$link")" = "$VENV/bin/$name" ]; then
+      rm -f -- "$link"
+    fi
+  done
+  rm -rf -- "$R$VENV" "$R$VENV.previous"
+  if [ "$PURGE" -eq 1 ]; then
+    say "remove ${ETC_DIR} (the worker's secret and state)"
+    rm -rf -- "$R$ETC_DIR"
+  else
+    say "kept ${ETC_DIR}: a new install reuses the secret and id (--purge removes it)"
+  fi
+  if id -u "$SVC_USER" >/dev/null 2>&1 && [ "$SANDBOX" -eq 0 ]; then
+    say "kept the user ${SVC_USER}; remove it with: userdel ${SVC_USER}"
+  fi
+  say "uninstalled"
+  exit 0
+}
+
+main() {
+  local action=install
+  PURGE=0
+  while [ "$#" -gt 0 ]; do
+    case "$1" in
+      --uninstall) action=uninstall ;;
+      --purge) PURGE=1 ;;
+      -h | --help)
+        usage
+        exit 0
+        ;;
+      *)
+        warn "unknown option '$1' (see --help)"
+        exit 2
+        ;;
+    esac
+    shift
+  done
+  if [ "$PURGE" -eq 1 ] && [ "$action" != uninstall ]; then
+    warn "--purge goes with --uninstall (see --help)"
+    exit 2
+  fi
+
+  umask 022
+  ROOT="${VECTIS_ROOT:-/}"
+  R="${ROOT%/}"
+  SANDBOX=0
+  [ -z "$R" ] || SANDBOX=1
+  PYTHON="${VECTIS_PYTHON:-python3}"
+  PACKAGE="${VECTIS_PACKAGE:-vectis}"
+  SYSTEM_PACKAGES="${VECTIS_SYSTEM_PACKAGES:-0}"
+  SVC_USER="${VECTIS_USER:-vectis}"
+  # Keep the token out of every child's environment but `vectis register`'s.
+  TOKEN="${VECTIS_TOKEN:-}"
+  unset VECTIS_TOKEN
+  # Every command this script runs works on the installed config dir, whatever the caller set.
+  export VECTIS_CONFIG_DIR="$R$ETC_DIR"
+  HAVE_USER=0
+  OUTER_PIP=0
+  NEW_ETC=0
+  REGISTERED=0
+  VERSION="?"
+  SERVICE="?"
+
+  check_root
+  check_common
+  trap on_exit EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  if [ "$action" = uninstall ]; then
+    uninstall
+  fi
+  check_inputs
+  check_python
+  WORK="$(mktemp -d)"
+  install
+}
+
+main "$@" </dev/null
