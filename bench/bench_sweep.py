@@ -1,0 +1,256 @@
+"""Sweep benchmark: one real `vectis dashboard serve` syncing a simulated fleet.
+
+Starts the dashboard (temporary data dir, periodic sweeps off), registers N workers through
+the real auto-register API with the fleet's secrets and addresses, triggers
+`POST /infra/workers/sync`, and prints the sweep time, syncs per second, the outcome counts
+and the dashboard's peak RSS. Run on demand, not in CI:
+
+    python bench/bench_sweep.py                      # 1,000 workers
+    python bench/bench_sweep.py --workers 10000      # the target: < 10 s, < 200 MB RSS
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import fleet  # bench/ is the script's directory, so it is on sys.path
+import psutil
+
+TARGET_WORKERS = 10_000
+TARGET_SECONDS = 10.0
+TARGET_RSS_MB = 200.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def call(method: str, url: str, token: str, timeout: float, body: Any = None) -> tuple[int, Any]:
+    """One JSON call with the standard library: (status, decoded body)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"the dashboard exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    sys.exit(f"the dashboard was not ready after {timeout} s:\n{log.read_text()}")
+
+
+async def register_all(
+    base: str, token: str, members: list[fleet.Member], concurrency: int
+) -> list[str]:
+    """Register every member through the real API, `concurrency` at a time; return errors."""
+    import aiohttp
+
+    limit = asyncio.Semaphore(concurrency)
+    errors: list[str] = []
+
+    async def one(session: aiohttp.ClientSession, m: fleet.Member) -> None:
+        body = {"ip": m.ip, "port": m.port, "secret": m.secret, "hostname": f"fleet-{m.port}"}
+        async with (
+            limit,
+            session.post(
+                f"{base}/infra/workers/auto-register",
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+            ) as resp,
+        ):
+            doc = await resp.json(content_type=None)
+            if resp.status != 201 or not isinstance(doc, dict) or "id" not in doc:
+                errors.append(f"{m.ip}:{m.port}: {resp.status} {doc}")
+                return
+            m.id = doc["id"]
+
+    timeout = aiohttp.ClientTimeout(total=60)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await asyncio.gather(*(one(session, m) for m in members))
+    return errors
+
+
+class PeakRSS:
+    """Samples a process's RSS in a thread until stopped; keeps the highest value."""
+
+    def __init__(self, pid: int, every: float = 0.01) -> None:
+        self.proc = psutil.Process(pid)
+        self.every = every
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                rss = self.proc.memory_info().rss
+            except psutil.Error:
+                return
+            self.peak = max(self.peak, rss)
+            self.samples += 1
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def vm_hwm(pid: int) -> int | None:
+    """The process's lifetime peak RSS in bytes, from /proc/<pid>/status."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def mb(size: int | None) -> str:
+    return "n/a" if size is None else f"{size / 1e6:.1f} MB"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=1000)
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="fleet")
+    parser.add_argument("--register-concurrency", type=int, default=32)
+    parser.add_argument("--sync-concurrency", type=int, help="VECTIS_SYNC_CONCURRENCY")
+    parser.add_argument("--sync-timeout", type=float, help="VECTIS_SYNC_TIMEOUT (seconds)")
+    parser.add_argument("--profile", type=Path, help="run the dashboard under cProfile, to FILE")
+    parser.add_argument("--log", type=Path, help="keep the dashboard's log in FILE")
+    args = parser.parse_args()
+
+    fleet.raise_nofile()
+    admin_token, enroll_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="vectis-bench-") as tmp:
+        log = args.log or Path(tmp) / "dashboard.log"
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("VECTIS_")},
+            "VECTIS_ADMIN_TOKEN": admin_token,
+            "VECTIS_TOKEN": enroll_token,
+            "VECTIS_SYNC_INTERVAL": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+        if args.sync_concurrency:
+            env["VECTIS_SYNC_CONCURRENCY"] = str(args.sync_concurrency)
+        if args.sync_timeout:
+            env["VECTIS_SYNC_TIMEOUT"] = str(args.sync_timeout)
+        command = [sys.executable, "-m", "vectis", "dashboard", "serve"]
+        if args.profile:
+            command = [sys.executable, "-m", "cProfile", "-o", str(args.profile), "-m", "vectis"]
+            command += ["dashboard", "serve"]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--data-dir", f"{tmp}/data"]
+
+        members, socks = fleet.bind(args.workers)
+        addresses = len({m.ip for m in members})
+        print(f"fleet: {len(members)} workers on {addresses} loopback address(es)")
+        with log.open("wb") as out:
+            started = time.perf_counter()
+            dash = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+            try:
+                wait_ready(f"{base}/healthz", dash, log)
+                print(f"dashboard: pid {dash.pid}, ready in {time.perf_counter() - started:.2f} s")
+                return run(args, base, admin_token, enroll_token, dash.pid, members, socks)
+            finally:
+                dash.terminate()
+                try:
+                    dash.wait(30)
+                except subprocess.TimeoutExpired:
+                    dash.kill()
+                    dash.wait()
+
+
+def run(
+    args: argparse.Namespace,
+    base: str,
+    admin_token: str,
+    enroll_token: str,
+    pid: int,
+    members: list[fleet.Member],
+    socks: list[socket.socket],
+) -> int:
+    n = len(members)
+    start = time.perf_counter()
+    errors = asyncio.run(register_all(base, enroll_token, members, args.register_concurrency))
+    took = time.perf_counter() - start
+    if errors:
+        print(f"registration: {len(errors)} of {n} failed, e.g. {errors[0]}")
+        for sock in socks:
+            sock.close()
+        return 1
+    print(f"registration: {n} workers in {took:.2f} s ({n / took:.0f}/s)")
+
+    swarm = fleet.Fleet.start(members, socks, args.processes)
+    try:
+        before = psutil.Process(pid).memory_info().rss
+        with PeakRSS(pid) as sampler:
+            start = time.perf_counter()
+            status, doc = call("POST", f"{base}/infra/workers/sync", admin_token, 600)
+            took = time.perf_counter() - start
+    finally:
+        swarm.stop()
+    if status != 200:
+        print(f"sweep: the dashboard answered {status}: {doc}")
+        return 1
+    _, listed = call("GET", f"{base}/infra/workers?status=synced", admin_token, 60)
+    synced = len(listed.get("workers", [])) if isinstance(listed, dict) else 0
+    hwm = vm_hwm(pid)
+    print(f"sweep: {n} workers in {took:.2f} s, {n / took:.0f} syncs/s")
+    print(f"outcomes: {json.dumps(doc)}; listed synced afterwards: {synced}/{n}")
+    print(
+        f"dashboard RSS: {mb(before)} before the sweep, peak {mb(sampler.peak)} during it "
+        f"({sampler.samples} samples), lifetime peak (VmHWM) {mb(hwm)}"
+    )
+    peak = max(sampler.peak, hwm or 0)
+    if n >= TARGET_WORKERS:
+        fast = "met" if took < TARGET_SECONDS else "MISSED"
+        small = "met" if peak < TARGET_RSS_MB * 1e6 else "MISSED"
+        print(
+            f"targets: sweep under {TARGET_SECONDS:g} s {fast}; "
+            f"RSS under {TARGET_RSS_MB:g} MB {small}"
+        )
+    return 0 if synced == n else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
