@@ -1,10 +1,45 @@
-"""`vectis status`: this worker's registration and sync state."""
+"""`vectis status`: this worker's registration and sync state, and whether the daemon answers."""
 
 from __future__ import annotations
+
+from typing import Annotated
+
+import typer
 
 from vectis.errors import VectisError
 
 
-def status() -> None:
-    """Show this worker's status: ID, subdomain, IP, sync status, last sync, error, service."""
-    raise VectisError("vectis status is not built yet")
+def status(
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document (fields in the README).")
+    ] = False,
+) -> None:
+    """Show this worker's status: ID, subdomain, IP, sync status, last sync, error, service.
+
+    Exit code: 0 synced, 10 pending, 11 failed, 12 outdated, 3 unreadable settings.
+    """
+    import os
+
+    from vectis.cli.render import emit_json, fields
+    from vectis.configfile import read_conf
+    from vectis.worker.local import probe_service, resolve_settings, status_exit_code, status_report
+
+    try:
+        conf = read_conf()
+        settings = resolve_settings(conf, os.environ)
+    except VectisError as exc:
+        if json_output:
+            emit_json(exc.to_json())  # stdout keeps one JSON document; the line goes to stderr
+        raise
+    report = status_report(conf, settings, probe_service(settings.host, settings.port))
+    if json_output:
+        emit_json(report)
+    else:
+        fields([(key, value) for key, value in report.items() if value is not None or key in KEEP])
+    code = status_exit_code(report)
+    if code:
+        raise typer.Exit(int(code))
+
+
+# Shown as "-" even when empty, so people see that there is no error or no last sync.
+KEEP = {"id", "subdomain", "ip", "last_sync", "error", "dashboard_url"}

@@ -2,14 +2,66 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from vectis.errors import VectisError
+from vectis.cli.render import emit_json, say
 
 app = typer.Typer(help="Run and set up the worker daemon.", no_args_is_help=True)
 
 
 @app.command()
-def serve() -> None:
+def serve(
+    host: Annotated[
+        str | None,
+        typer.Option(help="Listen address [env VECTIS_WORKER_HOST; worker.conf; 0.0.0.0]."),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="Listen port [env VECTIS_WORKER_PORT; worker.conf; 3000]."
+        ),
+    ] = None,
+    ip: Annotated[
+        str | None,
+        typer.Option(help="This worker's public IP for heartbeats [env VECTIS_PUBLIC_IP]."),
+    ] = None,
+) -> None:
     """Run the worker daemon (for systemd): answers signed POST /sync on port 3000."""
-    raise VectisError("vectis worker serve is not built yet")
+    from vectis.worker.app import run
+
+    run(host=host, port=port, ip=ip)
+
+
+@app.command()
+def init(
+    dashboard_url: Annotated[
+        str | None,
+        typer.Option(envvar="VECTIS_DASHBOARD_URL", help="The dashboard's URL."),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, envvar="VECTIS_WORKER_PORT", help="The daemon's port."),
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(envvar="VECTIS_WORKER_HOST", help="The daemon's listen address."),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Create the worker secret if missing and write settings to worker.conf (idempotent)."""
+    from vectis.worker.local import init_worker
+
+    done = init_worker(dashboard_url=dashboard_url or None, port=port, host=host or None)
+    if json_output:
+        emit_json(done)
+        return
+    if done["secret_created"]:
+        say(f"created the worker secret {done['secret_path']} (mode 0600)")
+    else:
+        say(f"kept the existing worker secret {done['secret_path']}")
+    for key, value in done["changed"].items():
+        say(f"set {key} = {value} in {done['conf_path']}")
+    if not done["changed"]:
+        say(f"{done['conf_path']} already up to date")

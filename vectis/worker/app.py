@@ -1,0 +1,286 @@
+"""The worker daemon: `create_app()` with signed `POST /sync` and `GET /healthz` (SPEC 4, 6).
+
+Anything but those two routes answers the same 401 as a bad signature, so the port reveals
+nothing. One middleware turns errors into the JSON error shape and logs one line per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_urldispatcher import _default_expect_handler
+
+from vectis import __version__
+from vectis.configfile import conf_path, read_conf, secret_path
+from vectis.crypto.secrets import key_from_secret, read_secret_file
+from vectis.crypto.signing import SIGNATURE_HEADER, AuthFailure, NonceStoreFull, sign_response
+from vectis.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
+    VectisError,
+)
+from vectis.worker.local import ServeSettings, resolve_settings
+from vectis.worker.notify import notify
+from vectis.worker.runtime import FLUSH_INTERVAL, WorkerRuntime
+from vectis.worker.stats import StatsSampler
+
+log = logging.getLogger("vectis.worker")
+
+SYNC_PATH = "/sync"
+MAX_REVISION = 2**62
+SHUTDOWN_TIMEOUT = 5.0
+
+RUNTIME = web.AppKey("runtime", WorkerRuntime)
+SAMPLER = web.AppKey("sampler", StatsSampler)
+FLUSH_EVERY = web.AppKey("flush_every", float)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_HEALTHY = b'{"status":"ok"}'
+_UNAUTHORIZED = b'{"error":"unauthorized"}'
+
+
+def _json(status: int, body: bytes) -> web.Response:
+    return web.Response(status=status, body=body, content_type="application/json")
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    # Request paths come from anyone: escape control and non-ASCII characters for the log.
+    return ascii(text[:limit])[1:-1]
+
+
+@web.middleware
+async def outcome_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map every outcome to an answer and log it as one line (never a secret)."""
+    reason = ""
+    try:
+        response = await handler(request)
+    except Unauthorized as exc:
+        reason, response = exc.message, _json(401, _UNAUTHORIZED)
+    except VectisError as exc:
+        reason = exc.message
+        response = _json(exc.http_status, json.dumps(exc.to_json()).encode())
+    except web.HTTPException as exc:
+        # No such route or method: the same 401 as a bad signature.
+        reason, response = f"no route ({exc.status})", _json(401, _UNAUTHORIZED)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception as exc:
+        log.error("%s %s failed: %s", request.method, _printable(request.raw_path), type(exc))
+        body = b'{"error":"internal","message":"internal error"}'
+        reason, response = "internal error", _json(500, body)
+    worker_id = request.app[RUNTIME].worker_id or "-"
+    line = f"{_printable(request.method, 20)} {_printable(request.raw_path)} {response.status}"
+    if reason:
+        log.info("%s worker=%s reason=%s", line, worker_id, _printable(reason))
+    else:
+        log.info("%s worker=%s", line, worker_id)
+    if response.status == 413:
+        response.force_close()
+    return response
+
+
+async def _read_capped(request: web.Request, cap: int) -> bytes:
+    """The raw body, refused with 413 once it is known to exceed `cap` (chunked too)."""
+    if request.content_length is not None and request.content_length > cap:
+        raise PayloadTooLarge(f"the body is over {cap} bytes")
+    buf = bytearray()
+    async for chunk in request.content.iter_any():
+        buf += chunk
+        if len(buf) > cap:
+            raise PayloadTooLarge(f"the body is over {cap} bytes")
+    return bytes(buf)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _check_storable(value: Any, where: str) -> None:
+    """The config lands in worker.conf as TOML, which has no null."""
+    if value is None:
+        raise BadRequest(f"{where}: null cannot be stored; leave the key out")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_storable(item, f"{where}[{i}]")
+
+
+def parse_sync_body(body: bytes) -> tuple[int, dict[str, Any]]:
+    """`{"revision": N, "config": {...}}` from the raw body, or BadRequest."""
+    try:
+        doc = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadRequest('the body must be JSON: {"revision": N, "config": {...}}') from None
+    if not isinstance(doc, dict):
+        raise BadRequest('the body must be a JSON object: {"revision": N, "config": {...}}')
+    revision, config = doc.get("revision"), doc.get("config")
+    if isinstance(revision, bool) or not isinstance(revision, int):
+        raise BadRequest("revision must be an integer")
+    if not 0 <= revision <= MAX_REVISION:
+        raise BadRequest(f"revision must be from 0 to {MAX_REVISION}")
+    if not isinstance(config, dict):
+        raise BadRequest("config must be a JSON object")
+    _check_storable(config, "config")
+    return revision, config
+
+
+async def handle_sync(request: web.Request) -> web.Response:
+    """Verify, apply a newer revision, answer the signed status (SPEC section 4)."""
+    rt = request.app[RUNTIME]
+    if request.raw_path != SYNC_PATH:
+        raise Unauthorized(f"signed route answers only the exact path {SYNC_PATH}")
+    body = await _read_capped(request, rt.settings.max_body)
+    auth = request.headers.getall("Authorization", [])
+    if len(auth) > 1:
+        raise Unauthorized("more than one authorization header")
+    await rt.refresh()
+    try:
+        signed = rt.verifier.verify(
+            auth[0] if auth else None, request.method, SYNC_PATH, body, now=rt.clock()
+        )
+    except AuthFailure as exc:
+        raise Unauthorized(exc.reason) from None
+    except NonceStoreFull:
+        raise ServiceUnavailable("too many recent requests; retry in a few minutes") from None
+    revision, config = parse_sync_body(body)
+    outcome = await rt.sync_succeeded(revision, config)
+    sampler = request.app[SAMPLER]
+    answer = (
+        f'{{"status":"online","version":{json.dumps(__version__)},'
+        f'"worker_id":{json.dumps(signed.worker_id)},'
+        f'"applied_revision":{outcome.applied_revision},{sampler.json_fragment()}}}'
+    ).encode()
+    sig = sign_response(rt.key, signed.worker_id, signed.nonce, 200, answer, ts=int(rt.clock()))
+    response = _json(200, answer)
+    response.headers[SIGNATURE_HEADER] = sig
+    return response
+
+
+async def handle_healthz(request: web.Request) -> web.Response:
+    """Alive, and nothing more."""
+    return _json(200, _HEALTHY)
+
+
+async def _expect(request: web.Request) -> web.Response | None:
+    """Refuse an announced oversized body before the client sends it (Expect: 100-continue)."""
+    cap = request.app[RUNTIME].settings.max_body
+    if request.content_length is not None and request.content_length > cap:
+        body = json.dumps(PayloadTooLarge(f"the body is over {cap} bytes").to_json())
+        response = _json(413, body.encode())
+        response.force_close()
+        return response
+    await _default_expect_handler(request)
+    return None
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    """The lazy last_sync writer and, with a dashboard URL, the heartbeat loop."""
+    rt = app[RUNTIME]
+    tasks = [asyncio.create_task(rt.flush_every(app[FLUSH_EVERY]), name="flush-last-sync")]
+    heartbeat = _heartbeat(rt.settings)
+    if heartbeat is not None:
+        tasks.append(asyncio.create_task(heartbeat, name="heartbeat"))
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            try:
+                await task
+            except Exception as exc:  # a failed loop must not block a clean shutdown
+                log.error("%s stopped with %s", task.get_name(), type(exc).__name__)
+    await rt.flush()
+
+
+def _heartbeat(settings: ServeSettings) -> Coroutine[Any, Any, None] | None:
+    if settings.dashboard_url is None:
+        return None
+    try:
+        agent = importlib.import_module("vectis.worker.agent")
+    except ModuleNotFoundError:
+        log.warning("no heartbeat: vectis.worker.agent is not in this build")
+        return None
+    loop: Callable[[str | None, int, float], Coroutine[Any, Any, None]] = agent.heartbeat_loop
+    return loop(settings.ip, settings.port, settings.heartbeat_interval)
+
+
+def create_app(
+    runtime: WorkerRuntime,
+    sampler: StatsSampler,
+    *,
+    flush_every: float = FLUSH_INTERVAL,
+) -> web.Application:
+    """The worker's application: two routes, one middleware, background work in cleanup_ctx."""
+    app = web.Application(
+        middlewares=[outcome_middleware], client_max_size=runtime.settings.max_body
+    )
+    app[RUNTIME] = runtime
+    app[SAMPLER] = sampler
+    app[FLUSH_EVERY] = flush_every
+    app.router.add_post(SYNC_PATH, handle_sync, expect_handler=_expect)
+    app.router.add_get("/healthz", handle_healthz, allow_head=False)
+    app.cleanup_ctx.append(_background)
+    return app
+
+
+async def _serve(settings: ServeSettings, runtime: WorkerRuntime, sampler: StatsSampler) -> None:
+    app = create_app(runtime, sampler)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise VectisError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+        ) from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    who = runtime.worker_id or "not registered: /sync answers 401 until registration"
+    log.info(
+        "vectis %s worker listening on %s:%d (%s)", __version__, settings.host, settings.port, who
+    )
+    notify("READY=1")
+    await stop.wait()
+    log.info("stopping")
+    notify("STOPPING=1")
+    await runner.cleanup()
+    log.info("stopped")
+
+
+def run(*, host: str | None, port: int | None, ip: str | None) -> None:
+    """Check the secret and worker.conf, then serve until SIGTERM or SIGINT."""
+    logging.basicConfig(
+        stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    path = conf_path()
+    conf = read_conf(path)
+    key = key_from_secret(read_secret_file(secret_path()))
+    settings = resolve_settings(conf, os.environ, host=host, port=port, ip=ip)
+
+    async def main() -> None:
+        runtime = WorkerRuntime(path, key, settings, conf=conf, clock=time.time)
+        sampler = StatsSampler(settings.stats_mounts)
+        await _serve(settings, runtime, sampler)
+
+    asyncio.run(main())

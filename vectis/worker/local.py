@@ -1,0 +1,209 @@
+"""This machine's worker: settings precedence, local facts, `worker init`, `status` report.
+
+No network library is imported here: `vectis status` and `vectis worker init` use this
+module, and the daemon builds on it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from vectis import __version__
+from vectis.config import DEFAULT_PORT, WorkerConf, check_url
+from vectis.configfile import conf_path, locked_conf, secret_path
+from vectis.crypto.secrets import create_secret_file, read_secret_file
+from vectis.crypto.signing import DEFAULT_NONCE_CAPACITY
+from vectis.errors import BadRequest, ConfigError, ExitCode
+from vectis.status import SyncStatus, outdated
+
+MAX_BODY = 1024 * 1024
+PROBE_TIMEOUT = 0.5
+_WILDCARD_V4 = {"", "0.0.0.0", "*"}
+_WILDCARD_V6 = {"::", "[::]"}
+
+STATUS_EXIT = {
+    SyncStatus.SYNCED: ExitCode.OK,
+    SyncStatus.PENDING: ExitCode.PENDING,
+    SyncStatus.FAILED: ExitCode.FAILED,
+    SyncStatus.OUTDATED: ExitCode.OUTDATED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    """What `vectis worker serve` runs with, after flag > env > worker.conf > default."""
+
+    host: str
+    port: int
+    ip: str | None
+    nonce_capacity: int
+    heartbeat_interval: float
+    dashboard_url: str | None
+    stats_mounts: tuple[str, ...]
+    max_body: int = MAX_BODY
+
+
+def _env(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None  # an empty variable means unset
+
+
+def _env_int(env: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    text = _env(env, name)
+    if text is None:
+        return None
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ConfigError(f"{name}: must be an integer from {low} to {high}, not {text!r}")
+    return int(text)
+
+
+def _env_float(env: Mapping[str, str], name: str, low: float) -> float | None:
+    text = _env(env, name)
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= low or value == float("inf"):
+        raise ConfigError(f"{name}: must be a number of at least {low:g}, not {text!r}")
+    return value
+
+
+def check_ip(value: str, what: str = "--ip") -> str:
+    """A valid IPv4 or IPv6 address in its normal form; raise BadRequest otherwise."""
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise BadRequest(f"{what}: {value!r} is not an IPv4 or IPv6 address") from None
+
+
+def resolve_settings(
+    conf: WorkerConf,
+    env: Mapping[str, str],
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    ip: str | None = None,
+) -> ServeSettings:
+    """Apply the precedence flag > environment > worker.conf > default."""
+    s = conf.settings
+    ip_value = ip if ip is not None else _env(env, "VECTIS_PUBLIC_IP")
+    if ip_value is not None:
+        ip_value = check_ip(ip_value, "--ip" if ip is not None else "VECTIS_PUBLIC_IP")
+    url = _env(env, "VECTIS_DASHBOARD_URL")
+    if url is not None:
+        try:
+            url = check_url(url, "VECTIS_DASHBOARD_URL")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    return ServeSettings(
+        host=host or _env(env, "VECTIS_WORKER_HOST") or s.host,
+        port=port or _env_int(env, "VECTIS_WORKER_PORT", 1, 65535) or s.port or DEFAULT_PORT,
+        ip=ip_value,
+        nonce_capacity=_env_int(env, "VECTIS_NONCE_CAPACITY", 1, 2**31) or DEFAULT_NONCE_CAPACITY,
+        heartbeat_interval=_env_float(env, "VECTIS_HEARTBEAT_INTERVAL", 1) or s.heartbeat_interval,
+        dashboard_url=url or s.dashboard_url,
+        stats_mounts=tuple(s.stats_mounts),
+    )
+
+
+def facts_changed(conf: WorkerConf, port: int, ip: str | None) -> str | None:
+    """Why the dashboard's picture of this worker is stale (SPEC section 5), or None."""
+    st = conf.state
+    if st.id is None:
+        return None
+    if st.reported_version is not None and st.reported_version != __version__:
+        return f"version changed from {st.reported_version} to {__version__}"
+    if st.reported_port is not None and st.reported_port != port:
+        return f"port changed from {st.reported_port} to {port}"
+    if ip is not None and st.ip is not None and st.ip != ip:
+        return f"public IP changed from {st.ip} to {ip}"
+    return None
+
+
+def probe_address(host: str) -> str:
+    """Where to knock for the daemon: loopback for a wildcard listen address."""
+    host = host.strip()
+    if host in _WILDCARD_V4:
+        return "127.0.0.1"
+    if host in _WILDCARD_V6:
+        return "::1"
+    return host.strip("[]")
+
+
+def probe_service(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> bool:
+    """Whether the daemon answers `GET /healthz` with 200 {"status": "ok"} in time."""
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection(probe_address(host), port, timeout=timeout)
+    try:
+        conn.request("GET", "/healthz")
+        resp = conn.getresponse()
+        body = resp.read(256)
+        return resp.status == 200 and json.loads(body) == {"status": "ok"}
+    except (OSError, ValueError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def status_report(conf: WorkerConf, settings: ServeSettings, running: bool) -> dict[str, Any]:
+    """The fields of `vectis status` (documented in the README), from plain data."""
+    st = conf.state
+    record = st.sync
+    why = facts_changed(conf, settings.port, settings.ip)
+    if why is not None:
+        record, _ = outdated(record, datetime.now(UTC), why)
+    return {
+        "id": st.id,
+        "subdomain": st.subdomain,
+        "ip": st.ip,
+        "port": settings.port,
+        "sync_status": record.status.value,
+        "last_sync": record.last_sync,
+        "error": record.last_error,
+        "service": "running" if running else "stopped",
+        "consecutive_failures": record.consecutive_failures,
+        "applied_revision": st.applied_revision,
+        "dashboard_url": settings.dashboard_url,
+        "version": __version__,
+        "outdated_reason": why if record.status is SyncStatus.OUTDATED else None,
+    }
+
+
+def status_exit_code(report: dict[str, Any]) -> ExitCode:
+    """0 only when synced (SPEC section 8)."""
+    return STATUS_EXIT[SyncStatus(report["sync_status"])]
+
+
+def init_worker(*, dashboard_url: str | None, port: int | None, host: str | None) -> dict[str, Any]:
+    """Create the secret if missing and write the given settings; keep state and unknown keys."""
+    if dashboard_url is not None:
+        try:
+            dashboard_url = check_url(dashboard_url, "--dashboard-url")
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+    secret = secret_path()
+    created = create_secret_file(secret)
+    read_secret_file(secret)  # an existing secret with loose permissions fails here, not later
+    changed: dict[str, Any] = {}
+    with locked_conf() as conf:
+        s = conf.settings
+        for key, value in (("dashboard_url", dashboard_url), ("port", port), ("host", host)):
+            if value is not None and getattr(s, key) != value:
+                setattr(s, key, value)
+                changed[key] = value
+    return {
+        "secret_path": str(secret),
+        "secret_created": created,
+        "conf_path": str(conf_path()),
+        "changed": changed,
+        "registered": conf.registered,
+        "sync_status": conf.state.sync.status.value,
+    }

@@ -1,0 +1,192 @@
+"""The daemon's view of `worker.conf`: reloaded when a command changes it, written under lock.
+
+A cheap `stat()` (inode, size, mtime_ns) before each use tells whether a command wrote the
+file (a registration, a new IP); the file is then read again, in a thread. Every write is a
+`locked_conf()` read-modify-write, in a thread, so the daemon never loses what a command
+wrote. `last_sync` alone is kept in memory and written at most once a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from vectis.config import WorkerConf
+from vectis.configfile import locked_conf, read_conf
+from vectis.crypto.signing import RequestVerifier
+from vectis.errors import VectisError
+from vectis.status import SyncRecord, succeeded
+from vectis.worker.local import ServeSettings, facts_changed
+
+log = logging.getLogger("vectis.worker")
+
+FLUSH_INTERVAL = 60.0
+
+FileSig = tuple[int, int, int] | None
+
+
+def file_sig(path: Path) -> FileSig:
+    """(inode, size, mtime_ns) of `path`, or None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _later(a: str | None, b: str | None) -> str | None:
+    """The later of two ISO 8601 UTC times written by `vectis.status.iso` (they sort as text)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOutcome:
+    """What a successful `/sync` left behind."""
+
+    worker_id: str
+    applied_revision: int
+    applied_now: bool
+
+
+class WorkerRuntime:
+    """Holds the current `worker.conf`, the secret's key and the request verifier."""
+
+    def __init__(
+        self,
+        path: Path,
+        key: bytes,
+        settings: ServeSettings,
+        *,
+        conf: WorkerConf | None = None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.path = path
+        self.key = key
+        self.settings = settings
+        self.clock = clock
+        self._sig = file_sig(path)
+        self.conf = conf if conf is not None else read_conf(path)
+        self.verifier = RequestVerifier(
+            self._key_for, start_time=clock(), nonce_capacity=settings.nonce_capacity
+        )
+        self.pending_last_sync: str | None = None
+        self._reload_lock = asyncio.Lock()
+        self._write_lock = asyncio.Lock()
+
+    def _key_for(self, worker_id: str) -> bytes | None:
+        # Only this worker's own id is known; before registration nothing is.
+        return self.key if worker_id == self.conf.state.id else None
+
+    @property
+    def worker_id(self) -> str | None:
+        return self.conf.state.id
+
+    def record(self) -> SyncRecord:
+        """The sync record as the daemon knows it: the file's, with the unwritten last_sync."""
+        rec = self.conf.state.sync
+        last = _later(rec.last_sync, self.pending_last_sync)
+        return rec if last == rec.last_sync else replace(rec, last_sync=last)
+
+    async def refresh(self) -> None:
+        """Read `worker.conf` again if it changed on disk since it was last read."""
+        if file_sig(self.path) == self._sig:
+            return
+        async with self._reload_lock:
+            sig = file_sig(self.path)  # before reading: a later change is seen next time
+            if sig == self._sig:
+                return
+            try:
+                conf = await asyncio.to_thread(read_conf, self.path)
+            except VectisError as exc:
+                log.error("keeping the last good worker.conf: %s", exc.message)
+                self._sig = sig
+                return
+            if conf.state.id != self.conf.state.id:
+                log.info("worker id is now %s", conf.state.id or "(none: not registered)")
+            self.conf, self._sig = conf, sig
+            if self.pending_last_sync is not None and self.pending_last_sync <= (
+                conf.state.sync.last_sync or ""
+            ):
+                self.pending_last_sync = None
+
+    def _outdated_because(self, conf: WorkerConf) -> str | None:
+        return facts_changed(conf, self.settings.port, self.settings.ip)
+
+    async def sync_succeeded(self, revision: int, config: dict[str, Any]) -> SyncOutcome:
+        """Record a verified `/sync`: apply a newer revision and move the status, persisted."""
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        worker_id = self.conf.state.id or ""
+        if not self._needs_write(revision, now):
+            return SyncOutcome(worker_id, self.conf.state.applied_revision, False)
+        async with self._write_lock:
+            await self.refresh()
+            if not self._needs_write(revision, now):
+                return SyncOutcome(worker_id, self.conf.state.applied_revision, False)
+            applied, applied_now = await asyncio.to_thread(
+                self._write_sync, revision, config, now, self.pending_last_sync
+            )
+            await self.refresh()
+        if applied_now:
+            log.info("applied config revision %d", applied)
+        return SyncOutcome(worker_id, applied, applied_now)
+
+    def _needs_write(self, revision: int, now: datetime) -> bool:
+        """Whether this sync changes more than last_sync; if not, note last_sync in memory."""
+        conf = self.conf
+        new, change = succeeded(self.record(), now, up_to_date=self._outdated_because(conf) is None)
+        if revision > conf.state.applied_revision or change is not None:
+            return True
+        self.pending_last_sync = _later(self.pending_last_sync, new.last_sync)
+        return False
+
+    def _write_sync(
+        self, revision: int, config: dict[str, Any], now: datetime, pending: str | None
+    ) -> tuple[int, bool]:
+        with locked_conf(self.path) as conf:
+            applied_now = revision > conf.state.applied_revision
+            if applied_now:
+                conf.config = config
+                conf.state.applied_revision = revision
+            rec = conf.state.sync
+            rec = replace(rec, last_sync=_later(rec.last_sync, pending))
+            why = self._outdated_because(conf)
+            conf.state.sync, change = succeeded(rec, now, up_to_date=why is None)
+            if change is not None:
+                conf.record(replace(change, cause=why or "reached by the dashboard"))
+            return conf.state.applied_revision, applied_now
+
+    def _write_last_sync(self, last_sync: str) -> None:
+        with locked_conf(self.path) as conf:
+            rec = conf.state.sync
+            conf.state.sync = replace(rec, last_sync=_later(rec.last_sync, last_sync))
+
+    async def flush(self) -> None:
+        """Write the in-memory last_sync if it is newer than the file's."""
+        pending = self.pending_last_sync
+        if pending is None or not self.conf.registered:
+            return
+        async with self._write_lock:
+            try:
+                await asyncio.to_thread(self._write_last_sync, pending)
+            except VectisError as exc:
+                log.error("cannot record the last sync time: %s", exc.message)
+                return
+            if self.pending_last_sync == pending:
+                self.pending_last_sync = None
+            await self.refresh()
+
+    async def flush_every(self, interval: float = FLUSH_INTERVAL) -> None:
+        """Write last_sync lazily, at most once per `interval` (runs until cancelled)."""
+        while True:
+            await asyncio.sleep(interval)
+            await self.flush()
