@@ -216,7 +216,9 @@ class _Protocol(asyncio.Protocol):
             body = self.buf[end + 4 : end + 4 + length]
             self.buf = self.buf[end + 4 + length :]
             close = head.get(b"connection", b"").lower() == b"close"
-            if parts[0] != b"POST" or parts[1] != b"/sync":
+            if parts[0] == b"GET" and parts[1] == b"/healthz":
+                self._finish(_response(200, b'{"status":"ok"}'), close)
+            elif parts[0] != b"POST" or parts[1] != b"/sync":
                 self._finish(_response(404, b'{"error":"not_found"}'), close)
             else:
                 self._finish(self.shard.answer(self.local, head, body), close)

@@ -6,6 +6,7 @@ answer: a rich table by default, the API's own JSON document with `--json`.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -111,6 +112,7 @@ def _worker_fields(worker: dict[str, Any]) -> None:
         ("id", worker.get("id")),
         ("status", worker.get("status")),
         ("subdomain", worker.get("subdomain")),
+        ("hostname", worker.get("hostname")),
         ("address", _address(worker)),
         ("dns", worker.get("dns_status")),
         ("version", worker.get("version")),
@@ -119,6 +121,8 @@ def _worker_fields(worker: dict[str, Any]) -> None:
         ("last error", worker.get("last_error")),
         ("failures", worker.get("consecutive_failures")),
     ]
+    if "config" in worker:
+        pairs.append(("config", json.dumps(worker["config"], separators=(",", ":"))))
     stats = worker.get("stats")
     if isinstance(stats, dict):
         pairs.extend((f"stats.{k}", _short(v)) for k, v in stats.items())
