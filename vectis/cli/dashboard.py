@@ -2,14 +2,72 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from vectis.errors import VectisError
+from vectis.cli import admin, dnscmd
 
-app = typer.Typer(help="Run the dashboard, or manage a running one.", no_args_is_help=True)
+app = typer.Typer(
+    help="Run the dashboard, or manage a running one.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(admin.workers_app, name="workers")
+app.add_typer(admin.tokens_app, name="tokens")
+app.add_typer(dnscmd.app, name="dns")
 
 
 @app.command()
-def serve() -> None:
-    """Run the dashboard daemon: JSON API, web page, periodic sync."""
-    raise VectisError("vectis dashboard serve is not built yet")
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on [VECTIS_DASHBOARD_HOST; 127.0.0.1]")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on [VECTIS_DASHBOARD_PORT; 8080]")
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where the database lives [VECTIS_DATA_DIR; /var/lib/vectis as root]"),
+    ] = None,
+    zone: Annotated[
+        str | None, typer.Option(help="Parent domain of every worker's subdomain [VECTIS_ZONE]")
+    ] = None,
+    dns_backend: Annotated[
+        str | None,
+        typer.Option(help="none, route53 or rfc2136 (memory: tests) [VECTIS_DNS_BACKEND; none]"),
+    ] = None,
+    route53_zone_id: Annotated[
+        str | None, typer.Option(help="Route53 hosted zone ID [VECTIS_ROUTE53_ZONE_ID]")
+    ] = None,
+    admin_token_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the admin token [else VECTIS_ADMIN_TOKEN, else generated]"),
+    ] = None,
+    enroll_token_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding an enrollment token accepted besides API-made ones"),
+    ] = None,
+    new_admin_token: Annotated[
+        bool, typer.Option(help="Replace the stored admin token by a new one, printed once")
+    ] = False,
+) -> None:
+    """Run the dashboard daemon: JSON API, web page, periodic sync (stops on SIGTERM)."""
+    from vectis.dashboard.server import run
+    from vectis.dashboard.settings import load_settings
+
+    settings = load_settings(
+        os.environ,
+        host=host,
+        port=port,
+        data_dir=str(data_dir) if data_dir else None,
+        zone=zone,
+        dns_backend=dns_backend,
+        route53_zone_id=route53_zone_id,
+        admin_token_file=str(admin_token_file) if admin_token_file else None,
+        enroll_token_file=str(enroll_token_file) if enroll_token_file else None,
+        new_admin_token=new_admin_token,
+    )
+    run(settings)

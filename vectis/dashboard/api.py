@@ -1,0 +1,237 @@
+"""HTTP handlers: parse the request, call one `Dashboard` method, render JSON."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Any
+
+from aiohttp import web
+
+from vectis.crypto.signing import SIGNATURE_HEADER
+from vectis.dashboard import auth, pages
+from vectis.dashboard.keys import DASHBOARD
+from vectis.dashboard.names import is_worker_id
+from vectis.dashboard.service import Dashboard
+from vectis.errors import PayloadTooLarge, Unauthorized, VectisError
+
+
+class Forbidden(VectisError):
+    http_status = 403
+    code = "forbidden"
+
+
+def _dash(request: web.Request) -> Dashboard:
+    return request.app[DASHBOARD]
+
+
+def _address(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The raw body; a declared size over the cap is refused before anything is read."""
+    limit = _dash(request).settings.body_limit
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit // 1024} KiB")
+    return await request.read()
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+def require_admin(request: web.Request) -> None:
+    """Bearer admin token, or a session cookie (plus the CSRF header on changes)."""
+    dash = _dash(request)
+    header = request.headers.get("Authorization")
+    if header is not None:
+        if dash.is_admin_token(auth.bearer(header)):
+            return
+        raise dash.failed_attempt(_address(request), "bad admin token")
+    session = dash.sessions.get(request.cookies.get(auth.SESSION_COOKIE), time.time())
+    if session is None:
+        raise Unauthorized("no admin token or session")
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        sent = request.headers.get(auth.CSRF_HEADER, "")
+        if not sent.isascii() or not hmac.compare_digest(sent.encode(), session.csrf.encode()):
+            raise Forbidden(f"a missing or wrong {auth.CSRF_HEADER} header")
+
+
+def _worker_id(request: web.Request) -> str:
+    return request.match_info["worker_id"]
+
+
+# -- open --------------------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def auto_register(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    answer, created = await _dash(request).register(
+        _address(request), request.headers.get("Authorization"), body
+    )
+    return _json(answer, 201 if created else 200)
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    worker_id = _worker_id(request)
+    # A signed route answers only its exact raw path (SPEC section 6).
+    if not is_worker_id(worker_id) or request.raw_path != f"/infra/workers/{worker_id}/heartbeat":
+        raise Unauthorized("heartbeat path is not canonical")
+    answer, signature = await _dash(request).heartbeat(
+        worker_id, request.raw_path, request.headers.get("Authorization"), body
+    )
+    return web.Response(
+        body=answer,
+        content_type="application/json",
+        headers={SIGNATURE_HEADER: signature},
+    )
+
+
+# -- web session -------------------------------------------------------------------------------
+
+
+async def login(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    sid, csrf = _dash(request).login(_address(request), body)
+    resp = _json({"csrf": csrf})
+    resp.set_cookie(
+        auth.SESSION_COOKIE,
+        sid,
+        httponly=True,
+        samesite="Strict",
+        path="/",
+        secure=request.secure,
+        max_age=int(auth.SESSION_TTL),
+    )
+    return resp
+
+
+async def logout(request: web.Request) -> web.Response:
+    _dash(request).sessions.drop(request.cookies.get(auth.SESSION_COOKIE))
+    resp = _json({"authenticated": False})
+    resp.del_cookie(auth.SESSION_COOKIE, path="/")
+    return resp
+
+
+async def session(request: web.Request) -> web.Response:
+    found = _dash(request).sessions.get(request.cookies.get(auth.SESSION_COOKIE), time.time())
+    if found is None:
+        return _json({"authenticated": False})
+    return _json({"authenticated": True, "csrf": found.csrf})
+
+
+# -- admin -------------------------------------------------------------------------------------
+
+
+async def list_workers(request: web.Request) -> web.Response:
+    require_admin(request)
+    status = request.query.get("status") or None
+    return _json({"workers": await _dash(request).list_workers(status)})
+
+
+async def show_worker(request: web.Request) -> web.Response:
+    require_admin(request)
+    return _json(await _dash(request).show_worker(_worker_id(request)))
+
+
+async def sync_worker(request: web.Request) -> web.Response:
+    require_admin(request)
+    return _json(await _dash(request).sync_worker(_worker_id(request)))
+
+
+async def sync_all(request: web.Request) -> web.Response:
+    require_admin(request)
+    return _json((await _dash(request).sync_all()).as_dict())
+
+
+async def set_config(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await read_body(request)
+    return _json(await _dash(request).set_config(_worker_id(request), body))
+
+
+async def delete_worker(request: web.Request) -> web.Response:
+    require_admin(request)
+    return _json(await _dash(request).delete_worker(_worker_id(request)))
+
+
+async def create_token(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await read_body(request)
+    return _json(await _dash(request).create_token(body), 201)
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    require_admin(request)
+    return _json({"tokens": await _dash(request).list_tokens()})
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    require_admin(request)
+    return _json(await _dash(request).revoke_token(request.match_info["token_id"]))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    require_admin(request)
+    text = await _dash(request).metrics_text()
+    return web.Response(
+        text=text,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+def _page(body: bytes, content_type: str) -> web.Response:
+    resp = web.Response(body=body, headers={"Content-Type": content_type})
+    resp.headers["Content-Security-Policy"] = pages.CSP
+    resp.headers["Cache-Control"] = "no-cache"
+    resp.headers["X-Frame-Options"] = "DENY"
+    return resp
+
+
+async def index(request: web.Request) -> web.Response:
+    return _page(pages.index_page(), "text/html; charset=utf-8")
+
+
+async def static(request: web.Request) -> web.Response:
+    return _page(*pages.static_file(request.match_info["name"]))
+
+
+async def install_sh(request: web.Request) -> web.Response:
+    return web.Response(
+        body=pages.install_script(),
+        headers={"Content-Type": "text/x-shellscript; charset=utf-8", "Cache-Control": "no-cache"},
+    )
+
+
+ROUTES = [
+    web.get("/healthz", healthz, allow_head=True),
+    web.post("/infra/workers/auto-register", auto_register),
+    web.post("/infra/workers/sync", sync_all),
+    web.get("/infra/workers", list_workers),
+    web.get("/infra/workers/{worker_id}", show_worker),
+    web.delete("/infra/workers/{worker_id}", delete_worker),
+    web.post("/infra/workers/{worker_id}/sync", sync_worker),
+    web.post("/infra/workers/{worker_id}/heartbeat", heartbeat),
+    web.put("/infra/workers/{worker_id}/config", set_config),
+    web.post("/infra/tokens", create_token),
+    web.get("/infra/tokens", list_tokens),
+    web.delete("/infra/tokens/{token_id}", revoke_token),
+    web.get("/metrics", metrics),
+    web.post("/login", login),
+    web.post("/logout", logout),
+    web.get("/session", session),
+    web.get("/", index),
+    web.get("/static/{name}", static),
+    web.get("/install.sh", install_sh),
+]

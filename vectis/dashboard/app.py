@@ -1,0 +1,82 @@
+"""`create_app()`: the dashboard's one route table, error middleware and background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from vectis.dashboard.api import ROUTES
+from vectis.dashboard.keys import DASHBOARD
+from vectis.dashboard.service import Dashboard
+from vectis.dashboard.settings import DashboardSettings
+from vectis.errors import TooManyRequests, VectisError
+
+log = logging.getLogger("vectis.dashboard")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+}
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as `{"error", "message"}` JSON; a surprise is logged, never shown."""
+    try:
+        resp = await handler(request)
+    except VectisError as exc:
+        resp = web.json_response(exc.to_json(), status=exc.http_status)
+        if isinstance(exc, TooManyRequests):
+            resp.headers["Retry-After"] = "60"
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, f"http_{exc.status}")
+        resp = web.json_response({"error": code, "message": exc.reason}, status=exc.status)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        resp = web.json_response(
+            {"error": "internal", "message": "internal error; see the dashboard's log"},
+            status=500,
+        )
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return resp
+
+
+def create_app(settings: DashboardSettings, dashboard: Dashboard | None = None) -> web.Application:
+    """The dashboard application; its store, DNS and tasks start with the app's runner."""
+    app = web.Application(middlewares=[errors], client_max_size=settings.body_limit)
+    app[DASHBOARD] = dashboard or Dashboard(settings)
+    app.add_routes(ROUTES)
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    dash = app[DASHBOARD]
+    try:
+        await dash.start()
+    except BaseException:
+        await dash.stop()
+        raise
+    tasks = [asyncio.create_task(dash.dns_forever(), name="vectis-dns")]
+    if dash.settings.sync_interval > 0:
+        tasks.append(asyncio.create_task(dash.sweep_forever(), name="vectis-sweep"))
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await dash.stop()

@@ -1,0 +1,74 @@
+"""The SQLite schema as a numbered list of steps; `PRAGMA user_version` holds how many ran.
+
+Never edit a step that has shipped: append a new one. Tests build a database at every
+earlier version and migrate it to the latest.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: workers, their status history, enrollment tokens.
+    """
+    CREATE TABLE workers (
+        id TEXT PRIMARY KEY,
+        subdomain TEXT NOT NULL,
+        ip TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        secret TEXT NOT NULL,
+        secret_hash TEXT NOT NULL,
+        version TEXT,
+        status TEXT NOT NULL DEFAULT 'pending',
+        last_sync TEXT,
+        last_error TEXT,
+        consecutive_failures INTEGER NOT NULL DEFAULT 0,
+        dns_status TEXT NOT NULL DEFAULT 'pending',
+        desired_revision INTEGER NOT NULL DEFAULT 0,
+        config_json TEXT NOT NULL DEFAULT '{}',
+        applied_revision INTEGER NOT NULL DEFAULT 0,
+        stats_json TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX workers_secret_hash ON workers (secret_hash);
+    CREATE UNIQUE INDEX workers_address ON workers (ip, port);
+    CREATE TABLE history (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        worker_id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        status TEXT NOT NULL,
+        previous TEXT NOT NULL,
+        cause TEXT NOT NULL
+    );
+    CREATE INDEX history_worker ON history (worker_id, seq);
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        description TEXT,
+        created_at TEXT NOT NULL,
+        expires_at TEXT,
+        max_uses INTEGER,
+        uses INTEGER NOT NULL DEFAULT 0,
+        revoked_at TEXT
+    );
+    """,
+    # 2: settings the dashboard keeps between starts (the admin token's hash, the DNS zone).
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+    # 3: what workers report about themselves, DNS retries with backoff, records left to delete.
+    """
+    ALTER TABLE workers ADD COLUMN hostname TEXT;
+    ALTER TABLE workers ADD COLUMN metadata_json TEXT;
+    ALTER TABLE workers ADD COLUMN dns_error TEXT;
+    ALTER TABLE workers ADD COLUMN dns_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE workers ADD COLUMN dns_next_at REAL NOT NULL DEFAULT 0;
+    CREATE INDEX workers_dns_due ON workers (dns_status, dns_next_at);
+    CREATE TABLE dns_orphans (
+        name TEXT PRIMARY KEY,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL NOT NULL DEFAULT 0
+    );
+    """,
+]
+
+LATEST = len(MIGRATIONS)

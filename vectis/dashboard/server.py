@@ -1,0 +1,69 @@
+"""Run the dashboard daemon until SIGTERM: logs on stdout, a new admin token on stderr."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from vectis.dashboard.settings import DashboardSettings
+
+log = logging.getLogger("vectis.dashboard")
+
+
+def run(settings: DashboardSettings) -> None:
+    """Serve until told to stop; startup errors propagate as VectisError."""
+    os.umask(0o077)  # the database and its WAL files hold worker secrets
+    logging.basicConfig(
+        stream=sys.stdout,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: DashboardSettings) -> None:
+    from aiohttp import web
+
+    from vectis.dashboard.app import create_app
+    from vectis.dashboard.keys import DASHBOARD
+
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=logging.getLogger("vectis.http"))
+    await runner.setup()
+    try:
+        dash = app[DASHBOARD]
+        if dash.generated_admin_token:
+            sys.stderr.write(
+                "vectis dashboard: admin token (shown only now; stored hashed): "
+                f"{dash.generated_admin_token}\n"
+            )
+            sys.stderr.flush()
+        site = web.TCPSite(runner, settings.host, settings.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            from vectis.errors import ConfigError
+
+            raise ConfigError(
+                f"cannot listen on {settings.host}:{settings.port} ({exc.strerror})"
+            ) from None
+        log.info(
+            "dashboard listening on http://%s:%d (data %s, DNS %s, zone %s)",
+            settings.host,
+            settings.port,
+            settings.data_dir,
+            settings.dns_backend,
+            settings.zone,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await runner.cleanup()
+    log.info("stopped")

@@ -1,0 +1,409 @@
+"""The dashboard's use-cases over the store, the DNS backend and the syncer.
+
+`Dashboard` is the core object: the HTTP handlers only parse, call one method and render.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from vectis.crypto.secrets import key_from_secret
+from vectis.crypto.signing import AuthFailure, NonceStoreFull, RequestVerifier, sign_response
+from vectis.dashboard import auth, validate
+from vectis.dashboard.dns import create_backend
+from vectis.dashboard.dns.base import DNSBackend
+from vectis.dashboard.metrics import Metrics
+from vectis.dashboard.model import (
+    Token,
+    Worker,
+    after_config,
+    after_dns,
+    after_heartbeat,
+    token_json,
+    worker_json,
+)
+from vectis.dashboard.names import new_worker_id
+from vectis.dashboard.settings import DashboardSettings
+from vectis.dashboard.store import Registration, SQLiteStore, Store
+from vectis.dashboard.syncer import SweepCounts, Syncer
+from vectis.errors import (
+    BadRequest,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+)
+from vectis.status import SyncStatus, iso
+
+log = logging.getLogger("vectis.dashboard")
+
+DNS_TIMEOUT = 30.0
+DNS_BATCH = 50
+
+
+class Dashboard:
+    """Registration, heartbeats, syncs, config, tokens and admin auth."""
+
+    def __init__(
+        self,
+        settings: DashboardSettings,
+        *,
+        store: Store | None = None,
+        dns: DNSBackend | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store = store or SQLiteStore(settings.db_path)
+        self.dns = dns or create_backend(settings.dns_backend, settings.zone, settings.dns_options)
+        self.metrics = Metrics()
+        self.syncer = Syncer(
+            self.store,
+            self.metrics,
+            timeout=settings.sync_timeout,
+            concurrency=settings.sync_concurrency,
+            clock=clock,
+        )
+        self.sessions = auth.Sessions()
+        self.limiter = auth.FailureLimiter()
+        self.generated_admin_token: str | None = None
+        self._admin_hash = ""
+        self._enroll_hash = auth.token_hash(settings.enroll_token) if settings.enroll_token else ""
+        self._keys: dict[str, bytes] = {}
+        self.verifier = RequestVerifier(
+            self._keys.get, start_time=clock(), nonce_capacity=settings.nonce_capacity
+        )
+        self._dns_wake = asyncio.Event()
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, check DNS, load keys, settle the admin token; then ready."""
+        await self.store.open()
+        await self.dns.validate()
+        await self._settle_admin_token()
+        where = f"{self.settings.dns_backend}:{self.settings.zone}"
+        if await self.store.get_meta("dns") != where:
+            moved = await self.store.rezone(self.settings.zone)
+            await self.store.set_meta("dns", where)
+            if moved:
+                log.info("DNS is now %s: %d worker records queued", where, moved)
+        secrets_by_id = await self.store.worker_secrets()
+        self._keys.update({i: key_from_secret(s) for i, s in secrets_by_id.items()})
+        await self.syncer.start()
+
+    async def stop(self) -> None:
+        await self.syncer.close()
+        await self.dns.close()
+        await self.store.close()
+
+    async def _settle_admin_token(self) -> None:
+        given = self.settings.admin_token
+        if given:
+            self._admin_hash = auth.token_hash(given)
+            await self.store.set_meta("admin_token_hash", self._admin_hash)
+            return
+        stored = await self.store.get_meta("admin_token_hash")
+        if stored and not self.settings.new_admin_token:
+            self._admin_hash = stored
+            return
+        token = auth.new_token()
+        self._admin_hash = auth.token_hash(token)
+        await self.store.set_meta("admin_token_hash", self._admin_hash)
+        self.generated_admin_token = token
+
+    # -- auth ---------------------------------------------------------------------------------
+
+    def is_admin_token(self, token: str | None) -> bool:
+        return bool(token) and auth.same_hash(auth.token_hash(token or ""), self._admin_hash)
+
+    def failed_attempt(self, address: str, why: str) -> TooManyRequests | Unauthorized:
+        """Count a failed credential from `address`; the error to answer with."""
+        now = self.clock()
+        blocked = self.limiter.blocked(address, now)
+        self.limiter.failed(address, now)
+        log.info("auth failure from %s: %s", address, why)
+        if blocked:
+            wait = self.limiter.retry_after(address, now)
+            return TooManyRequests(f"too many failed attempts; retry in {wait} s")
+        return Unauthorized(why)
+
+    def login(self, address: str, body: bytes) -> tuple[str, str]:
+        """Check the admin token of a login form; a new (session id, CSRF token)."""
+        try:
+            token = validate.json_object(body).get("token")
+        except BadRequest:
+            token = None
+        if not isinstance(token, str) or not self.is_admin_token(token):
+            raise self.failed_attempt(address, "bad admin token at login")
+        sid, session = self.sessions.create(self.clock())
+        return sid, session.csrf
+
+    async def _enrollment(self, address: str, authorization: str | None) -> str | None:
+        """The token ID an auto-register call presents (None: the start-time token)."""
+        token = auth.bearer(authorization)
+        if token is None:
+            raise self.failed_attempt(address, "no enrollment token")
+        digest = auth.token_hash(token)
+        if self._enroll_hash and auth.same_hash(digest, self._enroll_hash):
+            return None
+        found = await self.store.find_token(digest)
+        if found is None:
+            raise self.failed_attempt(address, "unknown enrollment token")
+        state = found.state(self.now())
+        if state in ("revoked", "expired"):
+            raise self.failed_attempt(address, f"enrollment token {found.id} is {state}")
+        return found.id
+
+    # -- worker-facing ------------------------------------------------------------------------
+
+    async def register(
+        self, address: str, authorization: str | None, body: bytes
+    ) -> tuple[dict[str, Any], bool]:
+        """SPEC section 3: (answer, created)."""
+        try:
+            token_id = await self._enrollment(address, authorization)
+        except (Unauthorized, TooManyRequests) as exc:
+            self.metrics.registrations[
+                "rate_limited" if isinstance(exc, TooManyRequests) else "unauthorized"
+            ] += 1
+            raise
+        try:
+            ip, port, secret, hostname, version = validate.registration(validate.json_object(body))
+            reg = Registration(ip, port, secret, hostname, version, token_id)
+            w, created = await self.store.register(
+                reg, self.settings.zone, new_worker_id, self.now()
+            )
+        except Unauthorized:
+            self.metrics.registrations["unauthorized"] += 1
+            raise self.failed_attempt(address, "enrollment token used up") from None
+        except Exception as exc:
+            self.metrics.registrations[getattr(exc, "code", "error")] += 1
+            raise
+        self._keys[w.id] = key_from_secret(w.secret)
+        self.metrics.registrations["created" if created else "updated"] += 1
+        log.info(
+            "%s worker %s at %s port %d",
+            "registered" if created else "re-registered",
+            w.id,
+            w.ip,
+            w.port,
+        )
+        if w.dns_status == "pending":
+            self._dns_wake.set()
+        return {"id": w.id, "subdomain": w.subdomain, "ip": w.ip}, created
+
+    async def heartbeat(
+        self, worker_id: str, path: str, authorization: str | None, body: bytes
+    ) -> tuple[bytes, str]:
+        """SPEC section 7: verify, record, and answer (body, X-Vectis-Signature)."""
+        now = self.clock()
+        try:
+            req = self.verifier.verify(authorization, "POST", path, body, now=now)
+        except AuthFailure as exc:
+            self.metrics.heartbeats["unauthorized"] += 1
+            log.info("heartbeat for %s refused: %s", worker_id[:64], exc.reason)
+            raise Unauthorized(exc.reason) from None
+        except NonceStoreFull:
+            raise ServiceUnavailable("too many recent requests; retry shortly") from None
+        if req.worker_id != worker_id:
+            log.info("heartbeat path names %s but is signed by %s", worker_id[:64], req.worker_id)
+            raise Unauthorized("signed for another worker")
+        ip, port, version, applied = validate.heartbeat(validate.json_object(body))
+        at = self.now()
+
+        def mutate(w: Worker) -> Any:
+            return after_heartbeat(
+                w,
+                at,
+                ip=ip or w.ip,
+                port=port or w.port,
+                version=version,
+                applied_revision=applied,
+            )
+
+        changed = await self.store.update_workers([worker_id], mutate, at)
+        if not changed:
+            raise Unauthorized("worker was deleted")
+        w = changed[0]
+        self.metrics.heartbeats["ok"] += 1
+        if w.dns_status == "pending":
+            self._dns_wake.set()
+        answer = b'{"status": "%s", "revision": %d, "config": %s}' % (
+            w.status.encode(),
+            w.desired_revision,
+            w.config_json.encode("utf-8"),
+        )
+        key = self._keys[worker_id]
+        return answer, sign_response(key, worker_id, req.nonce, 200, answer, ts=int(self.clock()))
+
+    # -- admin --------------------------------------------------------------------------------
+
+    def render(self, w: Worker) -> dict[str, Any]:
+        return worker_json(w, dns_provisions=self.dns.provisions)
+
+    async def _worker(self, worker_id: str) -> Worker:
+        w = await self.store.get_worker(worker_id)
+        if w is None:
+            raise NotFound(f"no worker {worker_id[:64]!r}")
+        return w
+
+    async def list_workers(self, status: str | None) -> list[dict[str, Any]]:
+        if status is not None and status not in {s.value for s in SyncStatus}:
+            raise BadRequest("'status' must be one of pending, synced, failed, outdated")
+        return [self.render(w) for w in await self.store.list_workers(status)]
+
+    async def show_worker(self, worker_id: str) -> dict[str, Any]:
+        w = await self._worker(worker_id)
+        doc = self.render(w)
+        doc["config"] = json.loads(w.config_json)
+        doc["history"] = await self.store.history(w.id)
+        return doc
+
+    async def sync_worker(self, worker_id: str) -> dict[str, Any]:
+        w = await self.syncer.sync_one(await self._worker(worker_id))
+        if w is None:
+            raise NotFound(f"worker {worker_id[:64]!r} was deleted during the sync")
+        return self.render(w)
+
+    async def sync_all(self) -> SweepCounts:
+        started = time.perf_counter()
+        counts = await self.syncer.sweep(await self.store.list_workers())
+        log.info(
+            "synced %d workers in %.2f s: %d synced, %d outdated, %d failed",
+            counts.total,
+            time.perf_counter() - started,
+            counts.synced,
+            counts.outdated,
+            counts.failed,
+        )
+        return counts
+
+    async def set_config(self, worker_id: str, body: bytes) -> dict[str, Any]:
+        config_json = validate.config(body)
+        at = self.now()
+        changed = await self.store.update_workers(
+            [worker_id], lambda w: after_config(w, at, config_json), at
+        )
+        if not changed:
+            raise NotFound(f"no worker {worker_id[:64]!r}")
+        log.info("worker %s: config revision %d set", worker_id, changed[0].desired_revision)
+        return self.render(changed[0])
+
+    async def delete_worker(self, worker_id: str) -> dict[str, Any]:
+        w = await self.store.delete_worker(worker_id)
+        if w is None:
+            raise NotFound(f"no worker {worker_id[:64]!r}")
+        self._keys.pop(w.id, None)
+        log.info("deleted worker %s", w.id)
+        if self.dns.provisions:
+            try:
+                await asyncio.wait_for(self.dns.delete(w.subdomain), DNS_TIMEOUT)
+            except Exception as exc:
+                log.warning("DNS delete of %s failed (%s); retrying later", w.subdomain, exc)
+                await self.store.add_dns_orphan(w.subdomain, self.clock() + 2)
+        return {"id": w.id, "deleted": True}
+
+    async def create_token(self, body: bytes) -> dict[str, Any]:
+        doc = validate.json_object(body) if body.strip() else {}
+        now = self.now()
+        description, expires_at, max_uses = validate.token_request(doc, now)
+        plain = auth.new_token()
+        token = Token(
+            id=secrets.token_hex(4),
+            token_hash=auth.token_hash(plain),
+            description=description,
+            created_at=iso(now),
+            expires_at=expires_at,
+            max_uses=max_uses,
+            uses=0,
+            revoked_at=None,
+        )
+        await self.store.create_token(token)
+        log.info("enrollment token %s created", token.id)
+        return {**token_json(token, now), "token": plain}
+
+    async def list_tokens(self) -> list[dict[str, Any]]:
+        now = self.now()
+        return [token_json(t, now) for t in await self.store.list_tokens()]
+
+    async def revoke_token(self, token_id: str) -> dict[str, Any]:
+        token = await self.store.revoke_token(token_id, self.now())
+        if token is None:
+            raise NotFound(f"no token {token_id[:64]!r}")
+        log.info("enrollment token %s revoked", token.id)
+        return token_json(token, self.now())
+
+    async def metrics_text(self) -> str:
+        return self.metrics.render(await self.store.status_counts())
+
+    # -- background ---------------------------------------------------------------------------
+
+    async def sweep_forever(self) -> None:
+        """Sync every worker each `sync_interval` seconds (the first sweep after one interval)."""
+        while True:
+            await asyncio.sleep(self.settings.sync_interval)
+            try:
+                await self.sync_all()
+            except Exception:
+                log.exception("periodic sync sweep failed")
+
+    async def _dns_attempt(self, w: Worker) -> None:
+        error: str | None = None
+        try:
+            await asyncio.wait_for(self.dns.ensure(w.subdomain, w.ip), DNS_TIMEOUT)
+        except Exception as exc:
+            error = str(exc)[:200] or type(exc).__name__
+            log.warning("DNS record %s -> %s failed: %s", w.subdomain, w.ip, error)
+        at = self.now()
+        tried_ip = w.ip
+
+        def mutate(current: Worker) -> Any:
+            if current.ip != tried_ip:
+                return None  # it moved meanwhile; the new address is already queued
+            new = after_dns(current, at, error is None, error, self.settings.dns_retry_max)
+            return new, []
+
+        await self.store.update_workers([w.id], mutate, at)
+
+    async def _dns_orphan(self, name: str, attempts: int) -> None:
+        try:
+            await asyncio.wait_for(self.dns.delete(name), DNS_TIMEOUT)
+        except Exception as exc:
+            delay = min(self.settings.dns_retry_max, 2.0 ** min(attempts + 1, 20))
+            log.warning("DNS delete of %s failed again (%s)", name, exc)
+            await self.store.set_dns_orphan(name, attempts + 1, self.clock() + delay)
+        else:
+            await self.store.set_dns_orphan(name, None, 0)
+
+    async def dns_forever(self) -> None:
+        """Provision pending DNS records, retrying failures with exponential backoff."""
+        if not self.dns.provisions:
+            return
+        while True:
+            self._dns_wake.clear()
+            try:
+                now = self.clock()
+                due = await self.store.dns_due(now, DNS_BATCH)
+                orphans = await self.store.dns_orphans_due(now, DNS_BATCH)
+                await asyncio.gather(
+                    *(self._dns_attempt(w) for w in due),
+                    *(self._dns_orphan(n, a) for n, a in orphans),
+                )
+                if len(due) == DNS_BATCH:
+                    continue
+            except Exception:
+                log.exception("DNS reconciler pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dns_wake.wait(), timeout=1.0)

@@ -1,0 +1,132 @@
+"""Settings of `vectis dashboard serve`: flags over variables over defaults (SPEC section 9)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vectis.crypto.signing import DEFAULT_NONCE_CAPACITY
+from vectis.errors import ConfigError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_ZONE = "vectis.internal"
+DEFAULT_SYNC_INTERVAL = 60.0
+DEFAULT_SYNC_CONCURRENCY = 100
+DEFAULT_SYNC_TIMEOUT = 5.0
+BODY_LIMIT = 1024 * 1024
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    """`/var/lib/vectis` as root, else `$XDG_DATA_HOME/vectis` (`~/.local/share/vectis`)."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/vectis")
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "vectis"
+
+
+@dataclass
+class DashboardSettings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    data_dir: Path = field(default_factory=lambda: Path("."))
+    zone: str = DEFAULT_ZONE
+    dns_backend: str = "none"
+    #: what `create_backend` reads: the environment plus the flags as VECTIS_* names
+    dns_options: dict[str, str] = field(default_factory=dict)
+    admin_token: str | None = None
+    new_admin_token: bool = False
+    enroll_token: str | None = None
+    sync_interval: float = DEFAULT_SYNC_INTERVAL
+    sync_concurrency: int = DEFAULT_SYNC_CONCURRENCY
+    sync_timeout: float = DEFAULT_SYNC_TIMEOUT
+    nonce_capacity: int = DEFAULT_NONCE_CAPACITY
+    body_limit: int = BODY_LIMIT
+    dns_retry_max: float = 300.0
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "dashboard.db"
+
+
+def _read_token_file(path: str, what: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the {what} ({exc})") from None
+    if not text:
+        raise ConfigError(f"{path}: the {what} file is empty")
+    return text
+
+
+def _number(env: Mapping[str, str], name: str, default: float, low: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: must be a number") from None
+    if not low <= value < 1e9:
+        raise ConfigError(f"{name}={raw!r}: must be at least {low:g}")
+    return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ConfigError(f"{name}={raw!r}: must be an integer from {low} to {high}")
+    return int(raw)
+
+
+def load_settings(
+    env: Mapping[str, str],
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    data_dir: str | None = None,
+    zone: str | None = None,
+    dns_backend: str | None = None,
+    route53_zone_id: str | None = None,
+    admin_token_file: str | None = None,
+    enroll_token_file: str | None = None,
+    new_admin_token: bool = False,
+) -> DashboardSettings:
+    """Resolve every setting; raise ConfigError naming the flag or variable at fault."""
+    s = DashboardSettings()
+    s.host = host or env.get("VECTIS_DASHBOARD_HOST") or DEFAULT_HOST
+    s.port = port if port is not None else _integer(env, "VECTIS_DASHBOARD_PORT", 8080, 0, 65535)
+    if not 0 <= s.port <= 65535:
+        raise ConfigError(f"--port {s.port}: must be from 0 to 65535")
+    s.data_dir = Path(data_dir or env.get("VECTIS_DATA_DIR") or default_data_dir(env))
+    s.zone = (zone or env.get("VECTIS_ZONE") or DEFAULT_ZONE).strip().rstrip(".").lower()
+    labels = s.zone.split(".")
+    if not all(labels) or not all(
+        len(x) <= 63 and x.replace("-", "").isalnum() and x.isascii() for x in labels
+    ):
+        raise ConfigError(f"zone {s.zone!r}: must be a DNS name such as fleet.example.com")
+    s.dns_backend = (dns_backend or env.get("VECTIS_DNS_BACKEND") or "none").strip().lower()
+    options = dict(env)
+    options["VECTIS_ZONE"] = s.zone
+    options["VECTIS_DNS_BACKEND"] = s.dns_backend
+    if route53_zone_id:
+        options["VECTIS_ROUTE53_ZONE_ID"] = route53_zone_id
+    s.dns_options = options
+    if admin_token_file:
+        s.admin_token = _read_token_file(admin_token_file, "admin token")
+    else:
+        s.admin_token = env.get("VECTIS_ADMIN_TOKEN", "").strip() or None
+    s.new_admin_token = new_admin_token
+    if enroll_token_file:
+        s.enroll_token = _read_token_file(enroll_token_file, "enrollment token")
+    else:
+        s.enroll_token = env.get("VECTIS_TOKEN", "").strip() or None
+    s.sync_interval = _number(env, "VECTIS_SYNC_INTERVAL", DEFAULT_SYNC_INTERVAL, 0)
+    s.sync_concurrency = _integer(env, "VECTIS_SYNC_CONCURRENCY", 100, 1, 10_000)
+    s.sync_timeout = _number(env, "VECTIS_SYNC_TIMEOUT", DEFAULT_SYNC_TIMEOUT, 0.05)
+    s.nonce_capacity = _integer(env, "VECTIS_NONCE_CAPACITY", 65_536, 1, 100_000_000)
+    return s

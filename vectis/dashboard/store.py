@@ -1,0 +1,513 @@
+"""The dashboard's store: one async interface, and its SQLite implementation.
+
+Every SQLite call runs on one dedicated thread with one connection, so the event loop never
+waits on the disk and transactions never interleave. A PostgreSQL store would implement the
+same `Store` methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import sqlite3
+import stat
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple, dataclass, fields, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from vectis.dashboard.migrations import LATEST, MIGRATIONS
+from vectis.dashboard.model import Changes, Token, Worker, moved, new_worker
+from vectis.errors import ConfigError, Conflict, Unauthorized
+from vectis.status import StatusChange, SyncStatus, iso
+
+log = logging.getLogger("vectis.dashboard.store")
+
+T = TypeVar("T")
+HISTORY_KEEP = 200
+_CHUNK = 500
+_WORKER_COLUMNS = [f.name for f in fields(Worker)]
+_SELECT_WORKER = f"SELECT {', '.join(_WORKER_COLUMNS)} FROM workers"  # noqa: S608
+_UPDATE_WORKER = (
+    "UPDATE workers SET "  # noqa: S608 (column names are ours)
+    + ", ".join(f"{c} = ?" for c in _WORKER_COLUMNS[1:])
+    + " WHERE id = ?"
+)
+_INSERT_WORKER = (
+    f"INSERT INTO workers ({', '.join(_WORKER_COLUMNS)}, secret_hash) "  # noqa: S608
+    f"VALUES ({', '.join('?' for _ in _WORKER_COLUMNS)}, ?)"
+)
+
+_SELECT_TOKEN = f"SELECT {', '.join(f.name for f in fields(Token))} FROM tokens"  # noqa: S608
+
+Mutation = Callable[[Worker], tuple[Worker, Changes] | None]
+
+
+def secret_hash(secret: str) -> str:
+    """What the unique index holds: SHA-256 of the lowercase secret."""
+    return hashlib.sha256(secret.lower().encode("ascii")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A validated auto-register request."""
+
+    ip: str
+    port: int
+    secret: str
+    hostname: str | None
+    version: str | None
+    token_id: str | None  # None: the VECTIS_TOKEN given at start (no use limit)
+
+
+class Store(ABC):
+    """Everything the dashboard keeps. Methods raise Conflict/Unauthorized for rule breaches."""
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def get_meta(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    async def set_meta(self, key: str, value: str) -> None: ...
+
+    @abstractmethod
+    async def register(
+        self, reg: Registration, zone: str, new_id: Callable[[], str], now: datetime
+    ) -> tuple[Worker, bool]:
+        """Store a new worker (True) or update the one with this secret (False)."""
+
+    @abstractmethod
+    async def get_worker(self, worker_id: str) -> Worker | None: ...
+
+    @abstractmethod
+    async def list_workers(self, status: str | None = None) -> list[Worker]: ...
+
+    @abstractmethod
+    async def worker_secrets(self) -> dict[str, str]: ...
+
+    @abstractmethod
+    async def update_workers(
+        self, ids: Sequence[str], mutate: Mutation, now: datetime
+    ) -> list[Worker]:
+        """Apply `mutate` to each worker in one transaction; return the changed ones."""
+
+    @abstractmethod
+    async def delete_worker(self, worker_id: str) -> Worker | None: ...
+
+    @abstractmethod
+    async def history(self, worker_id: str, limit: int = 100) -> list[dict[str, str]]: ...
+
+    @abstractmethod
+    async def dns_due(self, now: float, limit: int) -> list[Worker]: ...
+
+    @abstractmethod
+    async def rezone(self, zone: str) -> int:
+        """Move every worker's subdomain under `zone` and queue its DNS record again."""
+
+    @abstractmethod
+    async def add_dns_orphan(self, name: str, next_at: float) -> None: ...
+
+    @abstractmethod
+    async def dns_orphans_due(self, now: float, limit: int) -> list[tuple[str, int]]: ...
+
+    @abstractmethod
+    async def set_dns_orphan(self, name: str, attempts: int | None, next_at: float) -> None:
+        """Reschedule an orphan record, or forget it when `attempts` is None."""
+
+    @abstractmethod
+    async def create_token(self, token: Token) -> None: ...
+
+    @abstractmethod
+    async def find_token(self, token_hash: str) -> Token | None: ...
+
+    @abstractmethod
+    async def list_tokens(self) -> list[Token]: ...
+
+    @abstractmethod
+    async def revoke_token(self, token_id: str, now: datetime) -> Token | None: ...
+
+    @abstractmethod
+    async def status_counts(self) -> dict[str, int]: ...
+
+
+def _worker(row: Sequence[Any]) -> Worker:
+    return Worker(*row)
+
+
+def _token(row: Sequence[Any]) -> Token:
+    return Token(*row)
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+def prepare_data_dir(path: Path) -> None:
+    """Create the data dir 0700 (or warn when an existing one is open to others)."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot create the data dir ({exc.strerror})") from None
+    if mode & 0o077:
+        log.warning("data dir %s has mode %04o; 0700 is expected", path, mode)
+
+
+class SQLiteStore(Store):
+    """SQLite in WAL mode, on one thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectis-store")
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "store is not open"
+        return self._db
+
+    @contextlib.contextmanager
+    def _tx(self) -> Any:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        prepare_data_dir(self.path.parent)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.fchmod(fd, 0o600)
+            os.close(fd)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"{self.path}: cannot open the database ({exc})") from None
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            migrate(db)
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise ConfigError(f"{self.path}: not a usable Vectis database ({exc})") from None
+        self._db = db
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def close(self) -> None:
+        await self._run(self._close)
+        self._pool.shutdown(wait=True)
+
+    # -- meta ---------------------------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        def q() -> str | None:
+            row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._run(q)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        def q() -> None:
+            self.db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+        await self._run(q)
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def _holder(self, ip: str, port: int) -> str | None:
+        row = self.db.execute(
+            "SELECT id FROM workers WHERE ip = ? AND port = ?", (ip, port)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def _history(self, db: sqlite3.Connection, rows: list[tuple[str, StatusChange]]) -> None:
+        if not rows:
+            return
+        db.executemany(
+            "INSERT INTO history (worker_id, at, status, previous, cause) VALUES (?, ?, ?, ?, ?)",
+            [(wid, c.at, c.status.value, c.previous.value, c.cause) for wid, c in rows],
+        )
+        db.executemany(
+            "DELETE FROM history WHERE worker_id = ? AND seq <= (SELECT seq FROM history "
+            "WHERE worker_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+            [(wid, wid, HISTORY_KEEP) for wid in {wid for wid, _ in rows}],
+        )
+
+    def _register(
+        self, reg: Registration, zone: str, new_id: Callable[[], str], now: datetime
+    ) -> tuple[Worker, bool]:
+        digest = secret_hash(reg.secret)
+        with self._tx() as db:
+            row = db.execute(f"{_SELECT_WORKER} WHERE secret_hash = ?", (digest,)).fetchone()
+            holder = self._holder(reg.ip, reg.port)
+            if row is not None:
+                old = _worker(row)
+                if holder is not None and holder != old.id:
+                    raise Conflict(f"{reg.ip} port {reg.port} is held by another worker")
+                w = moved(old, reg.ip, reg.port, now)
+                if reg.hostname is not None or reg.version is not None:
+                    w = replace(
+                        w,
+                        hostname=reg.hostname or w.hostname,
+                        version=reg.version or w.version,
+                        updated_at=iso(now),
+                    )
+                db.execute(_UPDATE_WORKER, (*astuple(w)[1:], w.id))
+                return w, False
+            if holder is not None:
+                raise Conflict(f"{reg.ip} port {reg.port} is held by another worker")
+            if reg.token_id is not None:
+                used = db.execute(
+                    "UPDATE tokens SET uses = uses + 1 WHERE id = ? AND revoked_at IS NULL "
+                    "AND (max_uses IS NULL OR uses < max_uses) "
+                    "AND (expires_at IS NULL OR expires_at > ?)",
+                    (reg.token_id, iso(now)),
+                ).rowcount
+                if used != 1:
+                    raise Unauthorized("enrollment token used up, expired or revoked")
+            for _ in range(100):
+                worker_id = new_id()
+                if db.execute("SELECT 1 FROM workers WHERE id = ?", (worker_id,)).fetchone():
+                    continue  # a collision: draw again, never reuse an ID
+                w = new_worker(
+                    worker_id,
+                    zone,
+                    reg.ip,
+                    reg.port,
+                    reg.secret.lower(),
+                    reg.hostname,
+                    reg.version,
+                    now,
+                )
+                db.execute(_INSERT_WORKER, (*astuple(w), digest))
+                pending = SyncStatus.PENDING
+                change = StatusChange(iso(now), pending, pending, "registered")
+                self._history(db, [(w.id, change)])
+                return w, True
+            raise Conflict("could not draw a free worker ID; try again")
+
+    async def register(
+        self, reg: Registration, zone: str, new_id: Callable[[], str], now: datetime
+    ) -> tuple[Worker, bool]:
+        return await self._run(self._register, reg, zone, new_id, now)
+
+    async def get_worker(self, worker_id: str) -> Worker | None:
+        def q() -> Worker | None:
+            row = self.db.execute(f"{_SELECT_WORKER} WHERE id = ?", (worker_id,)).fetchone()
+            return None if row is None else _worker(row)
+
+        return await self._run(q)
+
+    async def list_workers(self, status: str | None = None) -> list[Worker]:
+        def q() -> list[Worker]:
+            if status is None:
+                rows = self.db.execute(f"{_SELECT_WORKER} ORDER BY created_at, id")
+            else:
+                rows = self.db.execute(
+                    f"{_SELECT_WORKER} WHERE status = ? ORDER BY created_at, id", (status,)
+                )
+            return [_worker(r) for r in rows]
+
+        return await self._run(q)
+
+    async def worker_secrets(self) -> dict[str, str]:
+        def q() -> dict[str, str]:
+            return {str(i): str(s) for i, s in self.db.execute("SELECT id, secret FROM workers")}
+
+        return await self._run(q)
+
+    def _update(self, ids: Sequence[str], mutate: Mutation, now: datetime) -> list[Worker]:
+        changed: list[Worker] = []
+        history: list[tuple[str, StatusChange]] = []
+        with self._tx() as db:
+            for chunk in _chunks(list(ids)):
+                marks = ", ".join("?" for _ in chunk)
+                rows = db.execute(f"{_SELECT_WORKER} WHERE id IN ({marks})", tuple(chunk))
+                for row in rows.fetchall():
+                    out = mutate(_worker(row))
+                    if out is None:
+                        continue
+                    w, changes = out
+                    changed.append(w)
+                    history.extend((w.id, c) for c in changes)
+            try:
+                db.executemany(_UPDATE_WORKER, [(*astuple(w)[1:], w.id) for w in changed])
+            except sqlite3.IntegrityError:
+                raise Conflict("that IP and port are held by another worker") from None
+            self._history(db, history)
+        return changed
+
+    async def update_workers(
+        self, ids: Sequence[str], mutate: Mutation, now: datetime
+    ) -> list[Worker]:
+        return await self._run(self._update, ids, mutate, now)
+
+    async def delete_worker(self, worker_id: str) -> Worker | None:
+        def q() -> Worker | None:
+            with self._tx() as db:
+                row = db.execute(f"{_SELECT_WORKER} WHERE id = ?", (worker_id,)).fetchone()
+                if row is None:
+                    return None
+                db.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+                db.execute("DELETE FROM history WHERE worker_id = ?", (worker_id,))
+                return _worker(row)
+
+        return await self._run(q)
+
+    async def history(self, worker_id: str, limit: int = 100) -> list[dict[str, str]]:
+        def q() -> list[dict[str, str]]:
+            rows = self.db.execute(
+                "SELECT at, status, previous, cause FROM history WHERE worker_id = ? "
+                "ORDER BY seq DESC LIMIT ?",
+                (worker_id, limit),
+            ).fetchall()
+            keys = ("at", "status", "previous", "cause")
+            return [dict(zip(keys, r, strict=True)) for r in reversed(rows)]
+
+        return await self._run(q)
+
+    async def dns_due(self, now: float, limit: int) -> list[Worker]:
+        def q() -> list[Worker]:
+            rows = self.db.execute(
+                f"{_SELECT_WORKER} WHERE dns_status IN ('pending', 'failed') "
+                "AND dns_next_at <= ? ORDER BY dns_next_at LIMIT ?",
+                (now, limit),
+            )
+            return [_worker(r) for r in rows]
+
+        return await self._run(q)
+
+    async def rezone(self, zone: str) -> int:
+        def q() -> int:
+            with self._tx() as db:
+                return int(
+                    db.execute(
+                        "UPDATE workers SET subdomain = id || '.' || ?, dns_status = 'pending', "
+                        "dns_error = NULL, dns_attempts = 0, dns_next_at = 0",
+                        (zone,),
+                    ).rowcount
+                )
+
+        return await self._run(q)
+
+    async def add_dns_orphan(self, name: str, next_at: float) -> None:
+        def q() -> None:
+            self.db.execute(
+                "INSERT OR REPLACE INTO dns_orphans (name, attempts, next_at) VALUES (?, 1, ?)",
+                (name, next_at),
+            )
+
+        await self._run(q)
+
+    async def dns_orphans_due(self, now: float, limit: int) -> list[tuple[str, int]]:
+        def q() -> list[tuple[str, int]]:
+            rows = self.db.execute(
+                "SELECT name, attempts FROM dns_orphans WHERE next_at <= ? "
+                "ORDER BY next_at LIMIT ?",
+                (now, limit),
+            )
+            return [(str(n), int(a)) for n, a in rows]
+
+        return await self._run(q)
+
+    async def set_dns_orphan(self, name: str, attempts: int | None, next_at: float) -> None:
+        def q() -> None:
+            if attempts is None:
+                self.db.execute("DELETE FROM dns_orphans WHERE name = ?", (name,))
+            else:
+                self.db.execute(
+                    "UPDATE dns_orphans SET attempts = ?, next_at = ? WHERE name = ?",
+                    (attempts, next_at, name),
+                )
+
+        await self._run(q)
+
+    # -- tokens -------------------------------------------------------------------------------
+
+    async def create_token(self, token: Token) -> None:
+        def q() -> None:
+            self.db.execute(
+                "INSERT INTO tokens (id, token_hash, description, created_at, expires_at, "
+                "max_uses, uses, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                astuple(token),
+            )
+
+        await self._run(q)
+
+    async def find_token(self, token_hash: str) -> Token | None:
+        def q() -> Token | None:
+            row = self.db.execute(f"{_SELECT_TOKEN} WHERE token_hash = ?", (token_hash,)).fetchone()
+            return None if row is None else _token(row)
+
+        return await self._run(q)
+
+    async def list_tokens(self) -> list[Token]:
+        def q() -> list[Token]:
+            return [_token(r) for r in self.db.execute(f"{_SELECT_TOKEN} ORDER BY created_at, id")]
+
+        return await self._run(q)
+
+    async def revoke_token(self, token_id: str, now: datetime) -> Token | None:
+        def q() -> Token | None:
+            with self._tx() as db:
+                db.execute(
+                    "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                    (iso(now), token_id),
+                )
+                row = db.execute(f"{_SELECT_TOKEN} WHERE id = ?", (token_id,)).fetchone()
+                return None if row is None else _token(row)
+
+        return await self._run(q)
+
+    async def status_counts(self) -> dict[str, int]:
+        def q() -> dict[str, int]:
+            rows = self.db.execute("SELECT status, COUNT(*) FROM workers GROUP BY status")
+            return {str(s): int(n) for s, n in rows}
+
+        return await self._run(q)
+
+
+def migrate(db: sqlite3.Connection, target: int = LATEST) -> int:
+    """Apply the numbered steps the database has not seen; return the version reached."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > LATEST:
+        raise sqlite3.DatabaseError(
+            f"schema version {version} is newer than this Vectis ({LATEST}); upgrade Vectis"
+        )
+    for number in range(version + 1, target + 1):
+        db.executescript(
+            f"BEGIN IMMEDIATE;\n{MIGRATIONS[number - 1]}\nPRAGMA user_version = {number};\nCOMMIT;"
+        )
+        log.info("database schema migrated to version %d", number)
+    return max(version, target)

@@ -1,0 +1,251 @@
+"""The signed client to workers' `POST /sync`, and sweeps over many workers at once.
+
+One aiohttp session serves every sync; a sweep runs a fixed pool of `concurrency` tasks
+over the worker list (never one task per worker) and writes outcomes to the store in
+batches. A worker already being synced is joined, never synced twice at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from vectis.crypto.secrets import key_from_secret
+from vectis.crypto.signing import (
+    SIGNATURE_HEADER,
+    AuthFailure,
+    new_nonce,
+    sign_request,
+    verify_response,
+)
+from vectis.dashboard.metrics import Metrics
+from vectis.dashboard.model import SyncReply, Worker, after_failure, after_sync
+from vectis.dashboard.store import Store
+
+if TYPE_CHECKING:
+    import aiohttp
+
+log = logging.getLogger("vectis.dashboard.sync")
+
+RESPONSE_LIMIT = 1024 * 1024
+FLUSH_EVERY = 500
+
+Outcome = SyncReply | str  # a verified reply, or the cause of the failure
+
+
+@dataclass(frozen=True, slots=True)
+class SweepCounts:
+    total: int
+    synced: int
+    failed: int
+    outdated: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "total": self.total,
+            "synced": self.synced,
+            "failed": self.failed,
+            "outdated": self.outdated,
+        }
+
+
+def _url(w: Worker) -> str:
+    host = f"[{w.ip}]" if ":" in w.ip else w.ip
+    return f"http://{host}:{w.port}/sync"
+
+
+def read_reply(worker_id: str, raw: bytes) -> Outcome:
+    """Decode a verified 200 answer; a malformed one is a failure, never an exception."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return "http 200: the answer is not JSON"
+    if not isinstance(doc, dict):
+        return "http 200: the answer is not a JSON object"
+    if doc.get("worker_id", worker_id) != worker_id:
+        return f"identity mismatch: the worker answered as {str(doc.get('worker_id'))[:64]!r}"
+    applied = doc.get("applied_revision")
+    if isinstance(applied, bool) or not isinstance(applied, int) or applied < 0:
+        return "http 200: the answer has no valid applied_revision"
+    version = doc.get("version")
+    stats, metadata = doc.get("stats"), doc.get("metadata")
+    return SyncReply(
+        applied_revision=min(applied, 2**62),
+        version=str(version)[:64] if version is not None else None,
+        stats_json=json.dumps(stats) if isinstance(stats, dict) else None,
+        metadata_json=json.dumps(metadata) if isinstance(metadata, dict) else None,
+    )
+
+
+class Syncer:
+    """Signs, sends and verifies syncs; records their outcomes through the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        timeout: float,
+        concurrency: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self.clock = clock
+        self._session: aiohttp.ClientSession | None = None
+        self._inflight: dict[str, asyncio.Future[Outcome]] = {}
+
+    async def start(self) -> None:
+        import aiohttp
+
+        # force_close: a sweep talks to thousands of distinct endpoints once each, so kept-alive
+        # sockets would only pile up as idle file descriptors.
+        connector = aiohttp.TCPConnector(
+            limit=self.concurrency, limit_per_host=0, force_close=True, ttl_dns_cache=None
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            trust_env=False,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _exchange(self, w: Worker) -> Outcome:
+        import aiohttp
+
+        assert self._session is not None, "syncer is not started"
+        key = key_from_secret(w.secret)
+        body = w.sync_body()
+        nonce = new_nonce(os.urandom)
+        auth = sign_request(key, w.id, "POST", "/sync", body, ts=int(self.clock()), nonce=nonce)
+        headers = {"Authorization": auth, "Content-Type": "application/json"}
+        try:
+            async with self._session.post(_url(w), data=body, headers=headers) as resp:
+                if resp.status != 200:
+                    if resp.status in (401, 403):
+                        return (
+                            f"identity mismatch: the worker at {w.ip}:{w.port} refused "
+                            f"this worker's signature (http {resp.status})"
+                        )
+                    return f"http {resp.status}"
+                if (resp.content_length or 0) > RESPONSE_LIMIT:
+                    return "http 200: the answer is too large"
+                raw = bytearray()
+                async for chunk in resp.content.iter_any():
+                    raw += chunk
+                    if len(raw) > RESPONSE_LIMIT:
+                        return "http 200: the answer is too large"
+                signature = resp.headers.get(SIGNATURE_HEADER)
+        except TimeoutError:
+            return f"timeout: no answer within {self.timeout:g} s"
+        except aiohttp.ClientConnectorError as exc:
+            reason = exc.os_error.strerror if exc.os_error and exc.os_error.strerror else "error"
+            return f"unreachable: {w.ip}:{w.port}: {reason.lower()}"
+        except (aiohttp.ClientError, OSError) as exc:
+            return f"unreachable: {w.ip}:{w.port}: {type(exc).__name__}"
+        try:
+            verify_response(key, w.id, nonce, 200, bytes(raw), signature)
+        except AuthFailure as exc:
+            return f"identity mismatch: {exc.reason}"
+        return read_reply(w.id, bytes(raw))
+
+    async def _outcome(self, w: Worker) -> tuple[Outcome, bool]:
+        """This worker's outcome; joins a sync of it already running. True when it ran here."""
+        running = self._inflight.get(w.id)
+        if running is not None:
+            return await asyncio.shield(running), False
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._inflight[w.id] = future
+        try:
+            outcome = await self._exchange(w)
+        except Exception as exc:  # never let one worker's surprise break a sweep
+            log.exception("sync of %s failed unexpectedly", w.id)
+            outcome = f"unreachable: internal error ({type(exc).__name__})"
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            self._inflight.pop(w.id, None)
+        future.set_result(outcome)
+        return outcome, True
+
+    async def _record(self, outcomes: dict[str, tuple[Outcome, float]]) -> list[Worker]:
+        now = datetime.fromtimestamp(self.clock(), UTC)
+
+        def mutate(w: Worker) -> Any:
+            outcome = outcomes[w.id][0]
+            if isinstance(outcome, SyncReply):
+                return after_sync(w, now, outcome)
+            return after_failure(w, now, outcome)
+
+        changed = await self.store.update_workers(list(outcomes), mutate, now)
+        for w in changed:
+            self.metrics.sync_done(w.status, outcomes[w.id][1])
+            if w.status == "failed":
+                log.info("sync %s: failed: %s", w.id, w.last_error)
+        return changed
+
+    async def sync_one(self, w: Worker) -> Worker | None:
+        """Sync one worker now and store the outcome; None when it was deleted meanwhile."""
+        started = time.perf_counter()
+        outcome, ran = await self._outcome(w)
+        if not ran:
+            return await self.store.get_worker(w.id)
+        changed = await self._record({w.id: (outcome, time.perf_counter() - started)})
+        return changed[0] if changed else None
+
+    async def sweep(
+        self, workers: Sequence[Worker], progress: Callable[[int], Awaitable[None]] | None = None
+    ) -> SweepCounts:
+        """Sync every worker with bounded concurrency; store outcomes in batches."""
+        queue = iter(workers)
+        pending: dict[str, tuple[Outcome, float]] = {}
+        counts = {"synced": 0, "failed": 0, "outdated": 0}
+        flushing: list[asyncio.Task[list[Worker]]] = []
+
+        def flush() -> None:
+            if pending:
+                batch = dict(pending)
+                pending.clear()
+                flushing.append(asyncio.ensure_future(self._record(batch)))
+
+        async def run() -> None:
+            for w in queue:
+                started = time.perf_counter()
+                outcome, ran = await self._outcome(w)
+                if not ran:
+                    continue  # the sync it joined records its own outcome
+                pending[w.id] = (outcome, time.perf_counter() - started)
+                if len(pending) >= FLUSH_EVERY:
+                    flush()
+
+        pool = [asyncio.ensure_future(run()) for _ in range(min(self.concurrency, len(workers)))]
+        try:
+            await asyncio.gather(*pool)
+        finally:
+            for task in pool:
+                task.cancel()
+            flush()
+            results = await asyncio.gather(*flushing, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            for w in result:
+                if w.status in counts:
+                    counts[w.status] += 1
+        return SweepCounts(total=len(workers), **counts)

@@ -1,0 +1,142 @@
+"""Pure checks of request bodies: each returns plain values or raises BadRequest."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from vectis.crypto.secrets import is_acceptable_secret
+from vectis.errors import BadRequest, PayloadTooLarge
+from vectis.status import iso, parse_iso
+
+DEFAULT_WORKER_PORT = 3000
+CONFIG_LIMIT = 512 * 1024
+MAX_TEXT = 255
+
+
+def json_object(body: bytes, what: str = "the body") -> dict[str, Any]:
+    """Parse a JSON object; anything else is a 400 that says what was wrong."""
+    if not body.strip():
+        raise BadRequest(f"{what} is empty; send a JSON object")
+    try:
+        doc = json.loads(body)
+    except UnicodeDecodeError:
+        raise BadRequest(f"{what} is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"{what} is not valid JSON ({exc.msg} at position {exc.pos})") from None
+    except ValueError as exc:
+        raise BadRequest(f"{what} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BadRequest(f"{what} is nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return doc
+
+
+def unicast_ip(value: Any, field: str = "ip") -> str:
+    """A unicast IPv4/IPv6 address in canonical form; private and loopback are accepted."""
+    if not isinstance(value, str) or not value or len(value) > 64:
+        raise BadRequest(f"'{field}' must be an IP address string")
+    try:
+        addr = ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise BadRequest(f"'{field}': {value[:64]!r} is not an IP address") from None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if addr.is_unspecified or addr.is_multicast:
+        raise BadRequest(f"'{field}': {addr} is not a unicast address")
+    if isinstance(addr, ipaddress.IPv4Address) and addr == ipaddress.IPv4Address("255.255.255.255"):
+        raise BadRequest(f"'{field}': {addr} is the broadcast address")
+    return str(addr)
+
+
+def port(value: Any, field: str = "port", default: int | None = None) -> int:
+    if value is None and default is not None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise BadRequest(f"'{field}' must be an integer from 1 to 65535")
+    return value
+
+
+def text(doc: dict[str, Any], field: str, limit: int = MAX_TEXT) -> str | None:
+    value = doc.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise BadRequest(f"'{field}' must be a string of at most {limit} characters")
+    return value or None
+
+
+def registration(doc: dict[str, Any]) -> tuple[str, int, str, str | None, str | None]:
+    """(ip, port, secret, hostname, version) of an auto-register body."""
+    if "ip" not in doc:
+        raise BadRequest("'ip' is missing")
+    ip = unicast_ip(doc["ip"])
+    secret = doc.get("secret")
+    if secret is None:
+        raise BadRequest("'secret' is missing")
+    if not is_acceptable_secret(secret):
+        raise BadRequest("'secret' must be 32 to 128 hexadecimal characters")
+    return (
+        ip,
+        port(doc.get("port"), default=DEFAULT_WORKER_PORT),
+        str(secret),
+        text(doc, "hostname"),
+        text(doc, "version", 64),
+    )
+
+
+def heartbeat(doc: dict[str, Any]) -> tuple[str | None, int | None, str | None, int | None]:
+    """(ip, port, version, applied_revision) of a heartbeat body; each may be absent."""
+    ip = unicast_ip(doc["ip"]) if doc.get("ip") is not None else None
+    p = port(doc["port"]) if doc.get("port") is not None else None
+    revision = doc.get("applied_revision")
+    if revision is not None and (
+        isinstance(revision, bool) or not isinstance(revision, int) or not 0 <= revision < 2**62
+    ):
+        raise BadRequest("'applied_revision' must be a non-negative integer")
+    return ip, p, text(doc, "version", 64), revision
+
+
+def config(body: bytes) -> str:
+    """A worker's desired config: a JSON object under the size cap, stored compactly."""
+    if len(body) > CONFIG_LIMIT:
+        raise PayloadTooLarge(f"the config is larger than {CONFIG_LIMIT // 1024} KiB")
+    doc = json_object(body, "the config")
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+def token_request(doc: dict[str, Any], now: datetime) -> tuple[str | None, str | None, int | None]:
+    """(description, expires_at, max_uses) of a token creation body."""
+    description = text(doc, "description", 200)
+    expires_at: str | None = None
+    if doc.get("expires_in") is not None and doc.get("expires_at") is not None:
+        raise BadRequest("give 'expires_in' or 'expires_at', not both")
+    if doc.get("expires_in") is not None:
+        seconds = doc["expires_in"]
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise BadRequest("'expires_in' must be a number of seconds")
+        if not 1 <= seconds <= 10 * 365 * 86400:
+            raise BadRequest("'expires_in' must be from 1 second to 10 years")
+        expires_at = iso(now + timedelta(seconds=float(seconds)))
+    elif doc.get("expires_at") is not None:
+        value = doc["expires_at"]
+        try:
+            if not isinstance(value, str) or len(value) > 40:
+                raise ValueError
+            moment = parse_iso(value)
+        except (ValueError, OverflowError):
+            raise BadRequest(
+                "'expires_at' must be an ISO 8601 time such as 2030-01-31T12:00:00Z"
+            ) from None
+        if moment <= now:
+            raise BadRequest("'expires_at' is in the past")
+        expires_at = iso(moment)
+    max_uses = doc.get("max_uses")
+    if max_uses is not None and (
+        isinstance(max_uses, bool) or not isinstance(max_uses, int) or not 1 <= max_uses <= 2**31
+    ):
+        raise BadRequest("'max_uses' must be a positive integer")
+    return description, expires_at, max_uses
