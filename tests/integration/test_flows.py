@@ -347,3 +347,76 @@ def test_vectis_sync_entry_point(worker: Path, dashboard: Dashboard) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["action"] == "heartbeat"
+
+
+def test_next_delay_backs_off_with_jitter() -> None:
+    from vectis.worker.agent import MAX_BACKOFF, next_delay
+
+    assert next_delay(60, 0, lambda: 0.5) == 60
+    assert next_delay(60, 0, lambda: 0.0) == pytest.approx(54)
+    assert next_delay(60, 0, lambda: 1.0) == pytest.approx(66)
+    assert next_delay(60, 1, lambda: 0.5) == 120
+    assert next_delay(60, 3, lambda: 0.5) == 480
+    assert next_delay(60, 50, lambda: 0.5) == MAX_BACKOFF
+    assert next_delay(3600, 5, lambda: 0.5) == 3600  # never shorter than the interval
+
+
+async def _until(check: Any, timeout: float = 10) -> None:
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_heartbeat_loop_reports_and_survives_failures(
+    worker: Path, dashboard: Dashboard, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+    import logging
+
+    from vectis.worker.agent import heartbeat_loop
+
+    caplog.set_level(logging.INFO, logger="vectis.worker.agent")
+    task = asyncio.create_task(heartbeat_loop("198.51.100.20", 3000, 0.2))
+    await _until(lambda: "not registered yet" in caplog.text)
+    assert dashboard.heartbeats == []
+    _registered(worker, dashboard)
+    await _until(lambda: len(dashboard.heartbeats) >= 2)
+    assert dashboard.heartbeats[-1]["ip"] == "198.51.100.20"
+    assert dashboard.ip == "198.51.100.20"
+    await _until(lambda: conf(worker)["state"]["ip"] == "198.51.100.20")
+
+    dashboard.sign = "none"  # now every answer fails: the loop keeps going and backs off
+    await _until(lambda: "identity mismatch" in caplog.text)
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert conf(worker)["state"]["sync_status"] == "failed"
+    assert "heartbeat failed (1 in a row), failed: identity mismatch" in caplog.text
+    secret = read_secret_file(worker / "worker.secret")
+    assert secret not in caplog.text and TOKEN not in caplog.text
+
+
+def test_worker_daemon_sends_heartbeats(worker: Path, dashboard: Dashboard) -> None:
+    from tests.support import running
+
+    _registered(worker, dashboard)
+    port = free_port()
+    env = {
+        "VECTIS_HEARTBEAT_INTERVAL": "1",
+        "VECTIS_PUBLIC_IP": "198.51.100.30",
+        "VECTIS_WORKER_PORT": str(port),
+    }
+    log = worker.parent / "worker.log"
+    args = ["worker", "serve", "--host", "127.0.0.1"]
+    with running(args, ready_url=f"http://127.0.0.1:{port}/healthz", log=log, env=env) as proc:
+        deadline = time.monotonic() + 15
+        while not (dashboard.heartbeats and dashboard.heartbeats[-1]["ip"] == "198.51.100.30"):
+            assert time.monotonic() < deadline, proc.output
+            assert proc.alive(), proc.output
+            time.sleep(0.05)
+        assert dashboard.heartbeats[-1]["port"] == port
+    assert (dashboard.ip, dashboard.port) == ("198.51.100.30", port)
