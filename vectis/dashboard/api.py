@@ -181,9 +181,7 @@ async def metrics(request: web.Request) -> web.Response:
     require_admin(request)
     text = await _dash(request).metrics_text()
     return web.Response(
-        text=text,
-        content_type="text/plain",
-        charset="utf-8",
+        body=text.encode("utf-8"),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
     )
 

@@ -16,12 +16,16 @@ CONFIG_LIMIT = 512 * 1024
 MAX_TEXT = 255
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def json_object(body: bytes, what: str = "the body") -> dict[str, Any]:
     """Parse a JSON object; anything else is a 400 that says what was wrong."""
     if not body.strip():
         raise BadRequest(f"{what} is empty; send a JSON object")
     try:
-        doc = json.loads(body)
+        doc = json.loads(body, parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise BadRequest(f"{what} is not UTF-8") from None
     except json.JSONDecodeError as exc:
@@ -100,11 +104,24 @@ def heartbeat(doc: dict[str, Any]) -> tuple[str | None, int | None, str | None, 
     return ip, p, text(doc, "version", 64), revision
 
 
+def _storable(value: Any, where: str) -> None:
+    """Workers keep their config as TOML, which has no null: refuse it here, not at sync."""
+    if value is None:
+        raise BadRequest(f"{where}: null cannot be stored by a worker; leave the key out")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _storable(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _storable(item, f"{where}[{i}]")
+
+
 def config(body: bytes) -> str:
     """A worker's desired config: a JSON object under the size cap, stored compactly."""
     if len(body) > CONFIG_LIMIT:
         raise PayloadTooLarge(f"the config is larger than {CONFIG_LIMIT // 1024} KiB")
     doc = json_object(body, "the config")
+    _storable(doc, "config")
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
 
 
