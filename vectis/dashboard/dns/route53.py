@@ -109,6 +109,7 @@ class Route53Backend(DNSBackend):
         jitter: Callable[[], float] = random.random,
         max_attempts: int = 8,
         insync_timeout: float = 600.0,
+        follow: bool = True,
     ) -> None:
         self.zone = normalize_zone(zone)
         self.zone_id = zone_id.strip().rsplit("/", 1)[-1]
@@ -122,6 +123,7 @@ class Route53Backend(DNSBackend):
         self.jitter = jitter
         self.max_attempts = max_attempts
         self.insync_timeout = insync_timeout
+        self.follow = follow
         self.limit = _RateLimit(rate, clock, sleep)
         self.client = client
         #: API calls made, by operation name (for figures and tests).
@@ -162,8 +164,9 @@ class Route53Backend(DNSBackend):
             session = boto3.session.Session(profile_name=self.profile)
         except botocore.exceptions.ProfileNotFound:
             raise DNSError(f"the AWS profile {self.profile!r} does not exist") from None
+        # max_attempts is left to botocore (3, or AWS_MAX_ATTEMPTS) so operators can tune it.
         config = botocore.config.Config(
-            retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=20
+            retries={"mode": "standard"}, connect_timeout=5, read_timeout=20
         )
         return session.client(
             "route53", region_name=session.region_name or "us-east-1", config=config
@@ -382,8 +385,10 @@ class Route53Backend(DNSBackend):
         self.changes[change_id] = resp["ChangeInfo"].get("Status", "PENDING")
         for unit in units:
             wishes[unit.name].settle()
-        if self.changes[change_id] != "INSYNC" and (
-            self._follower is None or self._follower.done()
+        if (
+            self.follow
+            and self.changes[change_id] != "INSYNC"
+            and (self._follower is None or self._follower.done())
         ):
             self._follower = asyncio.get_running_loop().create_task(self._follow())
 
