@@ -1,0 +1,215 @@
+"""The SQLite store: migrations from every earlier version, registration rules, batches."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from vectis.dashboard.migrations import LATEST
+from vectis.dashboard.model import SyncReply, Token, after_failure, after_sync
+from vectis.dashboard.store import HISTORY_KEEP, Registration, SQLiteStore, migrate, secret_hash
+from vectis.errors import ConfigError, Conflict, Unauthorized
+
+NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
+SECRET = "ab" * 32
+
+
+def seed(db: sqlite3.Connection, version: int) -> None:
+    """Rows as a dashboard at `version` would have written them."""
+    if version >= 1:
+        db.execute(
+            "INSERT INTO workers (id, subdomain, ip, port, secret, secret_hash, version, status, "
+            "last_sync, dns_status, desired_revision, config_json, applied_revision, stats_json, "
+            "created_at, updated_at) VALUES ('old-fox-0001', 'old-fox-0001.z.test', '10.0.0.1', "
+            "3000, ?, ?, '0.0.9', 'synced', '2026-01-01T00:00:00Z', 'synced', 2, '{\"a\":1}', 2, "
+            "'{\"cpu\":1}', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+            (SECRET, secret_hash(SECRET)),
+        )
+        db.execute(
+            "INSERT INTO history (worker_id, at, status, previous, cause) VALUES "
+            "('old-fox-0001', '2026-01-01T00:00:00Z', 'synced', 'pending', 'sync succeeded')"
+        )
+        db.execute(
+            "INSERT INTO tokens (id, token_hash, description, created_at, max_uses, uses) "
+            "VALUES ('t1', 'h1', 'old', '2026-01-01T00:00:00Z', 5, 1)"
+        )
+    if version >= 2:
+        db.execute("INSERT INTO meta (key, value) VALUES ('admin_token_hash', 'abc')")
+    if version >= 3:
+        db.execute("UPDATE workers SET hostname = 'old-box', dns_attempts = 0")
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+@pytest.mark.parametrize("version", range(LATEST + 1))
+def test_migrates_from_every_earlier_version(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "data" / "dashboard.db"
+    path.parent.mkdir()
+    db = sqlite3.connect(path, isolation_level=None)
+    assert migrate(db, target=version) == version
+    seed(db, version)
+    db.close()
+
+    async def check() -> None:
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            assert int(store.db.execute("PRAGMA user_version").fetchone()[0]) == LATEST
+            assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            workers = await store.list_workers()
+            tokens = await store.list_tokens()
+            if version == 0:
+                assert workers == [] and tokens == []
+                return
+            (w,) = workers
+            assert (w.id, w.ip, w.status, w.desired_revision) == (
+                "old-fox-0001",
+                "10.0.0.1",
+                "synced",
+                2,
+            )
+            assert w.dns_attempts == 0 and w.dns_next_at == 0
+            assert w.hostname == ("old-box" if version >= 3 else None)
+            assert (await store.history(w.id))[0]["cause"] == "sync succeeded"
+            assert tokens[0].uses == 1 and tokens[0].max_uses == 5
+            meta = await store.get_meta("admin_token_hash")
+            assert meta == ("abc" if version >= 2 else None)
+            # The migrated store accepts new work.
+            reg = Registration("10.0.0.2", 3000, "cd" * 32, None, None, None)
+            new, created = await store.register(reg, "z.test", lambda: "new-owl-0002", NOW)
+            assert created and new.id == "new-owl-0002"
+        finally:
+            await store.close()
+
+    run(check())
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "dashboard.db"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {LATEST + 1}")
+    db.close()
+    with pytest.raises(ConfigError, match="newer than this Vectis"):
+        run(SQLiteStore(path).open())
+
+
+def test_garbage_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "dashboard.db"
+    path.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(ConfigError, match="not a usable Vectis database"):
+        run(SQLiteStore(path).open())
+
+
+def test_files_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "fresh" / "dashboard.db"
+
+    async def go() -> None:
+        store = SQLiteStore(path)
+        await store.open()
+        await store.close()
+
+    run(go())
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+async def test_registration_rules(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "d.db")
+    await store.open()
+    try:
+        ids = iter(["dup-id-0001", "dup-id-0001", "dup-id-0001", "two-id-0002"])
+        reg = Registration("10.0.0.1", 3000, SECRET.upper(), "h", "1.0", None)
+        w, created = await store.register(reg, "z.test", lambda: next(ids), NOW)
+        assert created and w.secret == SECRET and w.subdomain == "dup-id-0001.z.test"
+        # A colliding ID is drawn again, never reused.
+        reg2 = Registration("10.0.0.2", 3000, "cd" * 32, None, None, None)
+        w2, created = await store.register(reg2, "z.test", lambda: next(ids), NOW)
+        assert created and w2.id == "two-id-0002"
+        # Same secret: same worker, the new address stored, its DNS queued again.
+        moved = Registration("10.0.0.3", 3000, SECRET, None, None, None)
+        w3, created = await store.register(moved, "z.test", lambda: "never-used-0003", NOW)
+        assert not created and w3.id == w.id and w3.ip == "10.0.0.3"
+        assert w3.dns_status == "pending" and w3.hostname == "h"
+        # An address held by another worker is a conflict, for new and known secrets.
+        with pytest.raises(Conflict):
+            await store.register(
+                Registration("10.0.0.2", 3000, "ef" * 32, None, None, None),
+                "z.test",
+                lambda: "x-y-0004",
+                NOW,
+            )
+        with pytest.raises(Conflict):
+            await store.register(
+                Registration("10.0.0.2", 3000, SECRET, None, None, None),
+                "z.test",
+                lambda: "x-y-0005",
+                NOW,
+            )
+        assert len(await store.list_workers()) == 2
+    finally:
+        await store.close()
+
+
+async def test_token_use_limit_is_atomic(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "d.db")
+    await store.open()
+    try:
+        await store.create_token(
+            Token("t1", "hash", None, "2026-01-01T00:00:00Z", None, 3, 0, None)
+        )
+        n = iter(range(100))
+        results = await asyncio.gather(
+            *(
+                store.register(
+                    Registration(f"10.0.1.{i}", 3000, f"{i:02x}" * 32, None, None, "t1"),
+                    "z.test",
+                    lambda: f"w-a-{next(n):04x}",
+                    NOW,
+                )
+                for i in range(10)
+            ),
+            return_exceptions=True,
+        )
+        assert sum(1 for r in results if isinstance(r, tuple)) == 3
+        assert all(isinstance(r, Unauthorized) for r in results if not isinstance(r, tuple))
+        assert (await store.find_token("hash")).uses == 3  # type: ignore[union-attr]
+    finally:
+        await store.close()
+
+
+async def test_batched_updates_and_history_cap(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "d.db")
+    await store.open()
+    try:
+        n = iter(range(10_000))
+        for i in range(1200):
+            reg = Registration(
+                f"10.1.{i // 250}.{i % 250 + 1}", 3000, f"{i:064x}", None, None, None
+            )
+            await store.register(reg, "z.test", lambda: f"w-b-{next(n):04x}", NOW)
+        ids = [w.id for w in await store.list_workers()]
+        assert len(ids) == 1200
+        changed = await store.update_workers(
+            ids, lambda w: after_failure(w, NOW, "timeout: x"), NOW
+        )
+        assert len(changed) == 1200 and {w.status for w in changed} == {"failed"}
+        assert (await store.status_counts()) == {"failed": 1200}
+        # An unknown id is skipped, a None from the mutation changes nothing.
+        assert await store.update_workers(["nope-nope-0000"], lambda w: None, NOW) == []
+        # History keeps the latest HISTORY_KEEP entries per worker.
+        wid = ids[0]
+        ok = SyncReply(0, None, None, None)
+        for _ in range(HISTORY_KEEP // 2 + 20):
+            await store.update_workers([wid], lambda w: after_sync(w, NOW, ok), NOW)
+            await store.update_workers([wid], lambda w: after_failure(w, NOW, "unreachable"), NOW)
+        hist = await store.history(wid, limit=1000)
+        assert len(hist) == HISTORY_KEEP and hist[-1]["status"] == "failed"
+        assert hist[0]["cause"] != "registered"  # the oldest entries went first
+    finally:
+        await store.close()
