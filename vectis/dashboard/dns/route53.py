@@ -137,6 +137,7 @@ class Route53Backend(DNSBackend):
         self._follower: asyncio.Task[None] | None = None
         self._closed = False
         self._flushing = False
+        self._first_at = 0.0
 
     @classmethod
     def from_options(cls, zone: str, options: Mapping[str, str]) -> Route53Backend:
@@ -257,9 +258,16 @@ class Route53Backend(DNSBackend):
         await self._enqueue(name_in_zone(name, self.zone), None)
 
     async def lookup(self, name: str) -> list[str]:
-        name = name_in_zone(name, self.zone)
-        sets = (await self._read([name]))[name]
-        return [v for rs in sets if rs.type in ("A", "AAAA") for v in rs.values]
+        return (await self.lookup_many([name]))[name]
+
+    async def lookup_many(self, names: Sequence[str]) -> dict[str, list[str]]:
+        """`lookup` for many names at the cost of one zone listing (used by `dns check`)."""
+        clean = {n: name_in_zone(n, self.zone) for n in names}
+        sets = await self._read(sorted(set(clean.values())))
+        return {
+            n: [v for rs in sets[c] if rs.type in ("A", "AAAA") for v in rs.values]
+            for n, c in clean.items()
+        }
 
     async def close(self) -> None:
         self._closed = True
@@ -289,6 +297,8 @@ class Route53Backend(DNSBackend):
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush_loop())
         fut: asyncio.Future[None] = loop.create_future()
+        if not self._pending:
+            self._first_at = self.clock()
         wish = self._pending.get(name)
         if wish is None:
             wish = self._pending[name] = _Pending(ip)
@@ -301,8 +311,10 @@ class Route53Backend(DNSBackend):
         assert self._wakeup is not None
         while True:
             await self._wakeup.wait()
-            if self.window > 0:
-                await self.sleep(self.window)
+            # Changes that queued up during the previous flush have waited long enough.
+            left = self._first_at + self.window - self.clock()
+            if left > 0:
+                await self.sleep(left)
             batch, self._pending = self._pending, {}
             self._wakeup.clear()
             self._flushing = True
