@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, BrowserContext, Page
 
 from tests.browser.harness import (
     ADMIN_TOKEN,
@@ -20,6 +21,7 @@ from tests.browser.harness import (
     CHROMIUM_ARGS,
     Fleet,
     PageErrors,
+    PageMaker,
     dashboard_env,
 )
 from tests.support import free_port, running
@@ -50,7 +52,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+def browser() -> Iterator[Browser]:
     """Debian's Chromium, headless, shared by the session's tests."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
@@ -63,12 +65,12 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def page_factory(browser: Any, fleet: Fleet) -> Iterator[Any]:
+def page_factory(browser: Browser, fleet: Fleet) -> Iterator[PageMaker]:
     """New pages on a fresh browser context (own cookies), checked for script errors."""
-    contexts: list[Any] = []
+    contexts: list[BrowserContext] = []
     errors = PageErrors()
 
-    def make(width: int = 1280, height: int = 860, **options: Any) -> Any:
+    def make(width: int = 1280, height: int = 860, **options: Any) -> Page:
         context = browser.new_context(
             viewport={"width": width, "height": height}, base_url=fleet.url, **options
         )

@@ -11,7 +11,9 @@ import secrets
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from playwright.sync_api import ConsoleMessage, Error, Locator, Page
 
 from tests.support import Proc, free_port, http, running
 from vectis.configfile import locked_conf, read_conf
@@ -32,6 +34,12 @@ ADMIN_TOKEN = "browser-admin-" + "a1" * 16
 ENROLL_TOKEN = "browser-enroll-" + "b2" * 16
 # Long enough for a refused connection, short enough for a test that waits on a timeout.
 SYNC_TIMEOUT = "2"
+
+
+class PageMaker(Protocol):
+    """The `page_factory` fixture: a new page in a fresh browser context."""
+
+    def __call__(self, width: int = 1280, height: int = 860, **options: Any) -> Page: ...
 
 
 @dataclass
@@ -70,7 +78,7 @@ class Fleet:
 
     def worker_json(self, worker_id: str) -> dict[str, Any]:
         status, body = self.api("GET", f"/infra/workers/{worker_id}")
-        assert status == 200, body
+        assert status == 200 and isinstance(body, dict), body
         return body
 
     def register(
@@ -143,29 +151,29 @@ class PageErrors:
     def __init__(self) -> None:
         self.seen: list[str] = []
 
-    def console(self, msg: Any) -> None:
+    def console(self, msg: ConsoleMessage) -> None:
         text = msg.text
         # Chromium logs every non-2xx fetch ("Failed to load resource"); those are expected
         # answers (a wrong token is a 401), not page faults.
         if msg.type == "error" and "Failed to load resource" not in text:
             self.seen.append(text)
 
-    def page_error(self, exc: Any) -> None:
+    def page_error(self, exc: Error) -> None:
         self.seen.append(f"uncaught: {exc}")
 
 
-def log_in(page: Any, token: str = ADMIN_TOKEN) -> None:
+def log_in(page: Page, token: str = ADMIN_TOKEN) -> None:
     """Open the page and log in through the form, as an operator does."""
     page.goto("/")
     page.get_by_label("Admin token").fill(token)
     page.get_by_role("button", name="Log in").click()
 
 
-def row(page: Any, worker_id: str) -> Any:
+def row(page: Page, worker_id: str) -> Locator:
     return page.locator(f'[data-worker-id="{worker_id}"]')
 
 
-def screenshot(page: Any, name: str) -> Path:
+def screenshot(page: Page, name: str) -> Path:
     """Save a full-page PNG under artifacts/ (kept by CI, not committed)."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"

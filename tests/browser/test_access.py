@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.harness import Fleet, log_in, random_secret, row
+from tests.browser.harness import Fleet, PageMaker, log_in, random_secret, row
 
 pytestmark = pytest.mark.browser
 
@@ -17,12 +17,12 @@ def no_sideways_scroll(page: Page) -> None:
     assert width <= 375, f"{page.url} is {width} px wide"
 
 
-def test_phone_width_keyboard_and_escaping(fleet: Fleet, page_factory) -> None:
+def test_phone_width_keyboard_and_escaping(fleet: Fleet, page_factory: PageMaker) -> None:
     alpha = fleet.start_worker("alpha")
     status, body = fleet.register(random_secret(), 4100, hostname=HOSTILE, version=HOSTILE)
     assert status == 201, body
     hostile_id = body["id"]
-    page: Page = page_factory(width=375, height=800)
+    page = page_factory(width=375, height=800)
 
     # The page and all its assets come from the dashboard, under its CSP.
     response = page.goto("/")
@@ -65,8 +65,8 @@ def test_phone_width_keyboard_and_escaping(fleet: Fleet, page_factory) -> None:
     no_sideways_scroll(page)
 
 
-def test_session_cookie_csrf_and_logout(fleet: Fleet, page_factory) -> None:
-    page: Page = page_factory()
+def test_session_cookie_csrf_and_logout(fleet: Fleet, page_factory: PageMaker) -> None:
+    page = page_factory()
     log_in(page)
     expect(page.get_by_role("heading", name="Fleet")).to_be_visible()
     cookies = page.context.cookies()

@@ -6,18 +6,18 @@ import re
 import socket
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Locator, Page, expect
 
-from tests.browser.harness import Fleet, log_in, row, screenshot
+from tests.browser.harness import Fleet, PageMaker, log_in, row, screenshot
 
 pytestmark = pytest.mark.browser
 
 
-def status_of(page, worker_id: str):
+def status_of(page: Page, worker_id: str) -> Locator:
     return row(page, worker_id).locator("[data-status]")
 
 
-def test_log_in_sync_and_see_each_failure_cause(fleet: Fleet, page_factory) -> None:
+def test_log_in_sync_and_see_each_failure_cause(fleet: Fleet, page_factory: PageMaker) -> None:
     alpha = fleet.start_worker("alpha")
     bravo = fleet.start_worker("bravo")
     charlie = fleet.start_worker("charlie")
@@ -113,7 +113,7 @@ def test_log_in_sync_and_see_each_failure_cause(fleet: Fleet, page_factory) -> N
     screenshot(page, "fleet-failures")
 
 
-def test_sync_all_with_no_workers_and_empty_fleet(fleet: Fleet, page_factory) -> None:
+def test_sync_all_with_no_workers_and_empty_fleet(fleet: Fleet, page_factory: PageMaker) -> None:
     page = page_factory()
     log_in(page)
     expect(page.get_by_text(re.compile("No workers yet"))).to_be_visible()

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
-from tests.browser.harness import Fleet, log_in, random_secret
+from tests.browser.harness import Fleet, PageMaker, log_in, random_secret
 
 pytestmark = pytest.mark.browser
 
 
-def test_create_copy_use_and_revoke_a_token(fleet: Fleet, page_factory) -> None:
-    page: Page = page_factory(permissions=["clipboard-read", "clipboard-write"])
+def test_create_copy_use_and_revoke_a_token(fleet: Fleet, page_factory: PageMaker) -> None:
+    page = page_factory(permissions=["clipboard-read", "clipboard-write"])
     log_in(page)
     page.get_by_role("link", name="Tokens").click()
     expect(page.get_by_role("heading", name="Enrollment tokens")).to_be_visible()

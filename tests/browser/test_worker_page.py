@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
-from tests.browser.harness import Fleet, log_in, row, screenshot
+from tests.browser.harness import Fleet, PageMaker, log_in, row, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -16,11 +16,13 @@ def editor_text(config: object) -> str:
     return json.dumps(config, indent=2)
 
 
-def test_config_edit_makes_outdated_then_sync_applies_it(fleet: Fleet, page_factory) -> None:
+def test_config_edit_makes_outdated_then_sync_applies_it(
+    fleet: Fleet, page_factory: PageMaker
+) -> None:
     alpha = fleet.start_worker("alpha")
     bravo = fleet.start_worker("bravo")
     charlie = fleet.start_worker("charlie")
-    page: Page = page_factory()
+    page = page_factory()
     log_in(page)
     page.get_by_role("button", name="Sync all").click()
     expect(page.get_by_role("button", name="Synced: 3")).to_be_visible()
@@ -84,7 +86,7 @@ def test_config_edit_makes_outdated_then_sync_applies_it(fleet: Fleet, page_fact
     assert alpha.applied_config() == config
     body = fleet.worker_json(alpha.id)
     assert (body["status"], body["applied_revision"]) == ("synced", 1)
-    expect(page.locator("#worker-history")).to_contain_text("applied config revision 1")
+    expect(page.locator("#worker-history tr").first).to_contain_text("applied config revision 1")
     expect(page.locator("#config-revisions")).to_contain_text(
         "Desired revision 1; the worker runs revision 1."
     )
@@ -92,9 +94,9 @@ def test_config_edit_makes_outdated_then_sync_applies_it(fleet: Fleet, page_fact
     assert bravo.proc.alive()
 
 
-def test_refresh_keeps_focus_and_unsaved_edits(fleet: Fleet, page_factory) -> None:
+def test_refresh_keeps_focus_and_unsaved_edits(fleet: Fleet, page_factory: PageMaker) -> None:
     alpha = fleet.start_worker("alpha")
-    page: Page = page_factory()
+    page = page_factory()
     log_in(page)
     page.goto(f"/#/workers/{alpha.id}")
     expect(page.locator("#worker-badge")).to_have_text("pending")
@@ -125,9 +127,9 @@ def test_refresh_keeps_focus_and_unsaved_edits(fleet: Fleet, page_factory) -> No
     expect(search).to_have_value("127.0")
 
 
-def test_delete_asks_first(fleet: Fleet, page_factory) -> None:
+def test_delete_asks_first(fleet: Fleet, page_factory: PageMaker) -> None:
     alpha = fleet.start_worker("alpha")
-    page: Page = page_factory()
+    page = page_factory()
     log_in(page)
     page.goto(f"/#/workers/{alpha.id}")
     expect(page.locator("#worker-badge")).to_have_text("pending")

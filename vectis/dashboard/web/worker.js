@@ -135,8 +135,8 @@ function renderDetails() {
 
 function renderHistory() {
   const body = $("worker-history");
-  const history = Array.isArray(worker.history) ? [...worker.history] : [];
-  history.sort((a, b) => String(b?.at ?? "").localeCompare(String(a?.at ?? "")));
+  // The dashboard lists changes oldest first; the page shows the newest on top.
+  const history = Array.isArray(worker.history) ? [...worker.history].reverse() : [];
   if (!history.length) {
     body.replaceChildren(h("tr", {}, h("td", { colspan: "4", class: "muted", text: "No status changes yet." })));
     return;
@@ -206,6 +206,7 @@ async function syncNow() {
   const button = $("worker-sync");
   button.setAttribute("aria-disabled", "true");
   setText(outcome, "Syncing…");
+  setMessage("", "");
   outcome.className = "outcome busy";
   try {
     const data = await api("POST", `/infra/workers/${encodeURIComponent(id)}/sync`);
