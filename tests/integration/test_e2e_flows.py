@@ -176,6 +176,18 @@ def _flows(tmp_path: Path, url: str, knot: Any) -> None:
         assert code == 200 and shown.get("worker", shown)["ip"] == "127.0.0.2", shown
         until(lambda: knot.query(f"{worker_id}.{ZONE}", "A") == ["127.0.0.2"], "the moved A record")
 
+        # A config set on the dashboard reaches the worker through its next heartbeat.
+        code, _, body = http(
+            "PUT",
+            f"{url}/infra/workers/{worker_id}/config",
+            {"motd": "hi"},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
+        assert code == 200, body
+        code, data, err = w.cli("sync", "--json", VECTIS_PUBLIC_IP="127.0.0.2")
+        assert (code, data["config_applied"], data["applied_revision"]) == (0, True, 1), err
+        assert "motd" in (w.conf_dir / "worker.conf").read_text()
+
         # The dashboard reaches it at the new address.
         code, synced = admin("POST", f"{url}/infra/workers/{worker_id}/sync")
         synced = synced.get("worker", synced)
