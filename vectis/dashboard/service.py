@@ -47,6 +47,7 @@ log = logging.getLogger("vectis.dashboard")
 
 DNS_TIMEOUT = 30.0
 DNS_BATCH = 50
+DNS_POLL = 1.0
 
 
 class Dashboard:
@@ -312,7 +313,9 @@ class Dashboard:
                 await asyncio.wait_for(self.dns.delete(w.subdomain), DNS_TIMEOUT)
             except Exception as exc:
                 log.warning("DNS delete of %s failed (%s); retrying later", w.subdomain, exc)
-                await self.store.add_dns_orphan(w.subdomain, self.clock() + 2)
+                retry = min(2.0, self.settings.dns_retry_max)
+                await self.store.add_dns_orphan(w.subdomain, self.clock() + retry)
+                self._dns_wake.set()
         return {"id": w.id, "deleted": True}
 
     async def create_token(self, body: bytes) -> dict[str, Any]:
@@ -359,7 +362,8 @@ class Dashboard:
             except Exception:
                 log.exception("periodic sync sweep failed")
 
-    async def _dns_attempt(self, w: Worker) -> None:
+    async def _dns_attempt(self, w: Worker) -> float:
+        """One try at `w`'s record; the time of its next try (inf when done)."""
         error: str | None = None
         try:
             await asyncio.wait_for(self.dns.ensure(w.subdomain, w.ip), DNS_TIMEOUT)
@@ -375,17 +379,19 @@ class Dashboard:
             new = after_dns(current, at, error is None, error, self.settings.dns_retry_max)
             return new, []
 
-        await self.store.update_workers([w.id], mutate, at)
+        changed = await self.store.update_workers([w.id], mutate, at)
+        return changed[0].dns_next_at if changed and error is not None else float("inf")
 
-    async def _dns_orphan(self, name: str, attempts: int) -> None:
+    async def _dns_orphan(self, name: str, attempts: int) -> float:
         try:
             await asyncio.wait_for(self.dns.delete(name), DNS_TIMEOUT)
         except Exception as exc:
             delay = min(self.settings.dns_retry_max, 2.0 ** min(attempts + 1, 20))
             log.warning("DNS delete of %s failed again (%s)", name, exc)
             await self.store.set_dns_orphan(name, attempts + 1, self.clock() + delay)
-        else:
-            await self.store.set_dns_orphan(name, None, 0)
+            return self.clock() + delay
+        await self.store.set_dns_orphan(name, None, 0)
+        return float("inf")
 
     async def dns_forever(self) -> None:
         """Provision pending DNS records, retrying failures with exponential backoff."""
@@ -393,17 +399,20 @@ class Dashboard:
             return
         while True:
             self._dns_wake.clear()
+            pause = DNS_POLL
             try:
                 now = self.clock()
                 due = await self.store.dns_due(now, DNS_BATCH)
                 orphans = await self.store.dns_orphans_due(now, DNS_BATCH)
-                await asyncio.gather(
+                retries = await asyncio.gather(
                     *(self._dns_attempt(w) for w in due),
                     *(self._dns_orphan(n, a) for n, a in orphans),
                 )
-                if len(due) == DNS_BATCH:
+                if len(due) == DNS_BATCH or len(orphans) == DNS_BATCH:
                     continue
+                # Sleep until the soonest retry when it comes before the next poll.
+                pause = max(0.01, min([pause, *(t - self.clock() for t in retries)]))
             except Exception:
                 log.exception("DNS reconciler pass failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dns_wake.wait(), timeout=1.0)
+                await asyncio.wait_for(self._dns_wake.wait(), timeout=pause)
