@@ -15,8 +15,6 @@ from typing import Any
 from vectis import __version__
 from vectis.config import DEFAULT_PORT, WorkerConf, check_url
 from vectis.configfile import conf_path, locked_conf, secret_path
-from vectis.crypto.secrets import create_secret_file, read_secret_file
-from vectis.crypto.signing import DEFAULT_NONCE_CAPACITY
 from vectis.errors import BadRequest, ConfigError, ExitCode
 from vectis.status import SyncStatus, outdated
 
@@ -40,7 +38,7 @@ class ServeSettings:
     host: str
     port: int
     ip: str | None
-    nonce_capacity: int
+    nonce_capacity: int | None  # None: the signing core's default
     heartbeat_interval: float
     dashboard_url: str | None
     stats_mounts: tuple[str, ...]
@@ -105,7 +103,7 @@ def resolve_settings(
         host=host or _env(env, "VECTIS_WORKER_HOST") or s.host,
         port=port or _env_int(env, "VECTIS_WORKER_PORT", 1, 65535) or s.port or DEFAULT_PORT,
         ip=ip_value,
-        nonce_capacity=_env_int(env, "VECTIS_NONCE_CAPACITY", 1, 2**31) or DEFAULT_NONCE_CAPACITY,
+        nonce_capacity=_env_int(env, "VECTIS_NONCE_CAPACITY", 1, 2**31),
         heartbeat_interval=_env_float(env, "VECTIS_HEARTBEAT_INTERVAL", 1) or s.heartbeat_interval,
         dashboard_url=url or s.dashboard_url,
         stats_mounts=tuple(s.stats_mounts),
@@ -184,6 +182,8 @@ def status_exit_code(report: dict[str, Any]) -> ExitCode:
 
 def init_worker(*, dashboard_url: str | None, port: int | None, host: str | None) -> dict[str, Any]:
     """Create the secret if missing and write the given settings; keep state and unknown keys."""
+    from vectis.crypto.secrets import create_secret_file, read_secret_file
+
     if dashboard_url is not None:
         try:
             dashboard_url = check_url(dashboard_url, "--dashboard-url")

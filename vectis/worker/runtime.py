@@ -19,7 +19,7 @@ from typing import Any
 
 from vectis.config import WorkerConf
 from vectis.configfile import locked_conf, read_conf
-from vectis.crypto.signing import RequestVerifier
+from vectis.crypto.signing import DEFAULT_NONCE_CAPACITY, RequestVerifier
 from vectis.errors import VectisError
 from vectis.status import SyncRecord, succeeded
 from vectis.worker.local import ServeSettings, facts_changed
@@ -77,7 +77,9 @@ class WorkerRuntime:
         self._sig = file_sig(path)
         self.conf = conf if conf is not None else read_conf(path)
         self.verifier = RequestVerifier(
-            self._key_for, start_time=clock(), nonce_capacity=settings.nonce_capacity
+            self._key_for,
+            start_time=clock(),
+            nonce_capacity=settings.nonce_capacity or DEFAULT_NONCE_CAPACITY,
         )
         self.pending_last_sync: str | None = None
         self._reload_lock = asyncio.Lock()
