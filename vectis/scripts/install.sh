@@ -38,8 +38,9 @@ Environment:
   VECTIS_PACKAGE        what to install: a local path, a wheel or a requirement
                         (default: 'vectis' from the package index)
   VECTIS_SYSTEM_PACKAGES=1
-                        take the dependencies from the system Python (e.g. distro packages):
-                        venv with --system-site-packages, vectis installed with --no-deps
+                        take vectis's dependencies from VECTIS_PYTHON's own site-packages
+                        (e.g. distro packages) instead of the index: nothing but vectis
+                        itself is installed into the venv (pip --no-deps)
   VECTIS_PYTHON         the Python 3.11+ that makes the venv (default: python3)
   VECTIS_USER           the service user (default: vectis)
   VECTIS_ROOT           install under this root instead of / (for tests: no user is created,
@@ -175,8 +176,25 @@ check_inputs() {
 
 # --- install steps --------------------------------------------------------------------------
 
+# Python snippets run by the venv's interpreter.
+readonly SITE_DIRS_PY='import site; print("\n".join(site.getsitepackages()))'
+readonly PURELIB_PY='import sysconfig; print(sysconfig.get_paths()["purelib"])'
+readonly MISSING_DEPS_PY='
+import re
+from importlib.metadata import PackageNotFoundError, distribution, requires
+missing = []
+for req in requires("vectis") or []:
+    if ";" not in req:
+        name = re.split(r"[<>=!~ \[(]", req, maxsplit=1)[0]
+        try:
+            distribution(name)
+        except PackageNotFoundError:
+            missing.append(name)
+print(" ".join(missing))
+'
+
 make_venv() {
-  local venv_args=() pip_args=(--disable-pip-version-check --no-input -q)
+  local venv_args=() pip_args=(--disable-pip-version-check --no-input -q) missing
   step "install vectis into ${VENV} (${PACKAGE})"
   mkdir -p "$R/opt"
   if [ -e "$R$VENV" ]; then
@@ -187,20 +205,24 @@ make_venv() {
   else
     CREATED+=("$R$VENV")
   fi
-  if [ "$SYSTEM_PACKAGES" = "1" ]; then
-    venv_args+=(--system-site-packages)
-    # The system's own copy of vectis, if any, must not stand in for the one given here.
-    pip_args+=(--no-deps --ignore-installed)
-  fi
   [ "$OUTER_PIP" -eq 0 ] || venv_args+=(--without-pip)
   "$PYTHON" -m venv "${venv_args[@]}" "$R$VENV"
+  if [ "$SYSTEM_PACKAGES" = "1" ]; then
+    # The venv sees the site-packages of VECTIS_PYTHON's environment (plain paths, so that
+    # their .pth files, e.g. another copy of vectis, do not load); vectis itself goes in the
+    # venv, whatever copy those hold.
+    "$PYTHON" -c "$SITE_DIRS_PY" >"$("$R$VENV/bin/python" -c "$PURELIB_PY")/vectis-deps.pth"
+    pip_args+=(--no-deps --ignore-installed)
+  fi
   if ! venv_pip install "${pip_args[@]}" "$PACKAGE" >"$WORK/pip.log" 2>&1; then
     tail -n 25 "$WORK/pip.log" >&2
     fail "pip could not install '$PACKAGE' (check VECTIS_PACKAGE, the network or the index)"
   fi
+  missing="$("$R$VENV/bin/python" -c "$MISSING_DEPS_PY")"
+  [ -z "$missing" ] || fail "the venv lacks vectis's dependencies: ${missing}"
   "$R$VENV/bin/vectis" --help >/dev/null 2>"$WORK/check.log" || {
     cat "$WORK/check.log" >&2
-    fail "the installed vectis does not run (missing dependencies?)"
+    fail "the installed vectis does not run"
   }
   VERSION="$("$R$VENV/bin/python" -c 'import vectis; print(vectis.__version__)')"
 }
@@ -269,12 +291,15 @@ Environment=PYTHONUNBUFFERED=1
 UMask=0077
 
 # Hardening: a network daemon that reads /proc figures (psutil) and writes only ${ETC_DIR}.
+# Not set, on purpose: PrivateNetwork (it serves the network), ProcSubset=pid (psutil reads
+# /proc/stat and /proc/meminfo), MemoryDenyWriteExecute (libffi closures may need it).
 NoNewPrivileges=yes
 ProtectSystem=strict
 ReadWritePaths=${ETC_DIR}
 PrivateTmp=yes
 ProtectHome=yes
 PrivateDevices=yes
+PrivateMounts=yes
 ProtectProc=invisible
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
@@ -391,13 +416,15 @@ except ValueError:
     raise SystemExit(0)
 for key in ("sync_status", "id", "subdomain", "ip", "port", "error"):
     if d.get(key) is not None:
-        print(f"{sys.argv[1]}:   {key:<10}{d[key]}")
+        label = "status" if key == "sync_status" else key
+        print(f"{sys.argv[1]}:   {label:<10}{d[key]}")
 ' "$PROG" || true
-  case "$REGISTERED" in
-    0) say "not registered (no VECTIS_TOKEN): register later with" \
-      "VECTIS_TOKEN=... vectis register --dashboard-url URL" ;;
-    2) warn "registration failed (see above); retry with: VECTIS_TOKEN=... vectis sync" ;;
-  esac
+  if [ "$REGISTERED" -eq 2 ]; then
+    warn "registration failed (see above); retry with: VECTIS_TOKEN=... vectis sync"
+  elif [[ "$status" =~ \"sync_status\":\ ?\"pending\" ]]; then
+    say "pending: not registered (no VECTIS_TOKEN); register later with:"
+    say "  VECTIS_TOKEN=... vectis register --dashboard-url URL"
+  fi
 }
 
 install() {

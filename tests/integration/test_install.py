@@ -1,0 +1,498 @@
+"""scripts/install.sh end to end: the real script, run as root in a VECTIS_ROOT sandbox.
+
+One wheel of this checkout is built per session; every install puts it into a fresh venv in
+the sandbox (VECTIS_SYSTEM_PACKAGES=1: the dependencies come from the running Python, so no
+install downloads anything), and the installed `vectis` is what the assertions run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pwd
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support import free_port, running
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "install.sh"
+COMMANDS = ("vectis", "vectis-status", "vectis-sync")
+UNIT = "etc/systemd/system/vectis-worker.service"
+ENROLL = "enroll-" + "5f0c2a9e" * 4
+ABSENT_USER = "vectis-absent-test-user"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(sys.platform != "linux", reason="install.sh supports Linux only"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="install.sh runs as root"),
+]
+
+needs_dashboard = pytest.mark.skipif(
+    importlib.util.find_spec("vectis.dashboard.app") is None,
+    reason="`vectis dashboard serve` is not built yet (no vectis.dashboard.app)",
+)
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel of this checkout, built once from a copy (the checkout stays clean)."""
+    src = tmp_path_factory.mktemp("wheel-src")
+    shutil.copytree(
+        REPO / "vectis", src / "vectis", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (built,) = out.glob("vectis-*.whl")
+    return built
+
+
+@dataclass
+class Sandbox:
+    """An install root and the way to run install.sh and the installed vectis against it."""
+
+    root: Path
+    wheel: Path
+    base_env: Mapping[str, str]
+
+    @property
+    def etc(self) -> Path:
+        return self.root / "etc/vectis"
+
+    @property
+    def venv(self) -> Path:
+        return self.root / "opt/vectis"
+
+    @property
+    def unit(self) -> Path:
+        return self.root / UNIT
+
+    def links(self) -> list[Path]:
+        return [self.root / "usr/local/bin" / name for name in COMMANDS]
+
+    def install(
+        self, *args: str, stdin_script: bool = False, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        """Run install.sh; `stdin_script` pipes it into bash as `curl ... | bash` does."""
+        full = {**self.base_env, **env}
+        if stdin_script:
+            return subprocess.run(
+                ["bash", "-s", "--", *args],
+                input=SCRIPT.read_text(),
+                env=full,
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
+            )
+        return subprocess.run(
+            ["bash", str(SCRIPT), *args],
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
+    def vectis(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The installed `vectis`, pointed at the sandbox's config dir."""
+        env = {**self.base_env, "VECTIS_CONFIG_DIR": str(self.etc)}
+        return subprocess.run(
+            [str(self.venv / "bin/vectis"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def status(self) -> tuple[int, dict[str, object]]:
+        done = self.vectis("status", "--json")
+        return done.returncode, json.loads(done.stdout)
+
+    def secret(self) -> str:
+        return (self.etc / "worker.secret").read_text()
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, wheel: Path) -> Sandbox:
+    env = dict(os.environ)
+    env.update(
+        VECTIS_ROOT=str(tmp_path / "root"),
+        VECTIS_PACKAGE=str(wheel),
+        VECTIS_SYSTEM_PACKAGES="1",
+        VECTIS_PYTHON=sys.executable,
+        VECTIS_USER=ABSENT_USER,
+        VECTIS_WORKER_PORT=str(free_port()),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    return Sandbox(tmp_path / "root", wheel, env)
+
+
+@dataclass
+class Dashboard:
+    url: str
+
+
+@pytest.fixture
+def dashboard(tmp_path: Path) -> Iterator[Dashboard]:
+    """A real `vectis dashboard serve` on a loopback port that accepts ENROLL."""
+    port = free_port()
+    env = {
+        "VECTIS_TOKEN": ENROLL,
+        "VECTIS_ADMIN_TOKEN": "admin-" + "9d1e" * 8,
+        "VECTIS_SYNC_INTERVAL": "0",
+        "VECTIS_DATA_DIR": str(tmp_path / "dashboard-data"),
+    }
+    with running(
+        ["dashboard", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        ready_url=f"http://127.0.0.1:{port}/healthz",
+        log=tmp_path / "dashboard.log",
+        env=env,
+    ):
+        yield Dashboard(f"http://127.0.0.1:{port}")
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def assert_nothing_installed(box: Sandbox) -> None:
+    assert not box.venv.exists(), "the venv was left behind"
+    assert not box.unit.exists(), "the unit was left behind"
+    for link in box.links():
+        assert not link.is_symlink() and not link.exists(), f"{link} was left behind"
+    assert not list(box.root.glob("opt/vectis*")), "a backup of the venv was left behind"
+
+
+# --- the script itself ----------------------------------------------------------------------
+
+
+def test_shellcheck_is_clean() -> None:
+    done = subprocess.run(
+        ["shellcheck", str(SCRIPT)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_checkout_link_and_package_data_are_the_same_script() -> None:
+    assert SCRIPT.is_symlink()
+    assert os.readlink(SCRIPT) == "../vectis/scripts/install.sh"
+    assert SCRIPT.resolve() == REPO / "vectis/scripts/install.sh"
+    assert mode(SCRIPT.resolve()) & 0o111, "install.sh should be executable"
+
+
+def test_wheel_ships_the_script(wheel: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as zf:
+        shipped = zf.read("vectis/scripts/install.sh")
+    assert shipped == SCRIPT.read_bytes()
+
+
+def test_help_and_bad_usage(sandbox: Sandbox) -> None:
+    done = sandbox.install("--help")
+    assert done.returncode == 0
+    for word in ("--uninstall", "--purge", "VECTIS_TOKEN", "VECTIS_PACKAGE", "VECTIS_ROOT"):
+        assert word in done.stdout
+    bad = sandbox.install("--frobnicate")
+    assert bad.returncode == 2 and "unknown option '--frobnicate'" in bad.stderr
+    lone = sandbox.install("--purge")
+    assert lone.returncode == 2 and "--purge goes with --uninstall" in lone.stderr
+    assert not sandbox.root.exists()
+
+
+def test_refuses_a_user_other_than_root(sandbox: Sandbox) -> None:
+    nobody = pwd.getpwnam("nobody")
+    done = subprocess.run(
+        ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups"]
+        + ["bash", "-s"],
+        input=SCRIPT.read_text(),
+        env={**sandbox.base_env, "VECTIS_ROOT": "/nonexistent-vectis-root"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "run as root" in done.stderr
+
+
+def test_refuses_an_old_python(sandbox: Sandbox, tmp_path: Path) -> None:
+    old = tmp_path / "python3.9"
+    old.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in -V|--version) echo "Python 3.9.18";; *) exit 1;; esac\n'
+    )
+    old.chmod(0o755)
+    done = sandbox.install(VECTIS_PYTHON=str(old))
+    assert done.returncode == 1
+    assert "Python 3.11 or newer is needed" in done.stderr and "3.9.18" in done.stderr
+    assert not (sandbox.root / "opt").exists()
+
+
+def test_refuses_bad_inputs_before_touching_anything(sandbox: Sandbox) -> None:
+    port = sandbox.install(VECTIS_WORKER_PORT="70000")
+    assert port.returncode == 1 and "VECTIS_WORKER_PORT must be a port number" in port.stderr
+    url = sandbox.install(VECTIS_DASHBOARD_URL="ftp://example.com")
+    assert url.returncode == 1 and "VECTIS_DASHBOARD_URL must be an http" in url.stderr
+    missing = sandbox.install(VECTIS_PACKAGE=str(sandbox.root.parent / "no-such.whl"))
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    assert not (sandbox.root / "opt").exists()
+
+
+# --- installs -------------------------------------------------------------------------------
+
+
+def test_fresh_install_without_token_is_pending(sandbox: Sandbox, tmp_path: Path) -> None:
+    nobody = pwd.getpwnam("nobody")
+    done = sandbox.install(stdin_script=True, VECTIS_USER="nobody")
+    assert done.returncode == 0, done.stderr
+    assert "vectis register" in done.stdout, "the summary says how to register later"
+
+    code, status = sandbox.status()
+    assert code == 10 and status["sync_status"] == "pending"
+    assert status["id"] is None
+    assert status["port"] == int(sandbox.base_env["VECTIS_WORKER_PORT"])
+
+    # /etc/vectis 0700 and its files 0600, all owned by the service user (it exists: nobody).
+    assert mode(sandbox.etc) == 0o700
+    assert re.fullmatch(r"[0-9a-f]{64}\n?", sandbox.secret())
+    for path in (sandbox.etc, sandbox.etc / "worker.secret", sandbox.etc / "worker.conf"):
+        st = path.stat()
+        assert (st.st_uid, st.st_gid) == (nobody.pw_uid, nobody.pw_gid), path
+    for name in ("worker.secret", "worker.conf"):
+        assert mode(sandbox.etc / name) == 0o600, name
+
+    # The venv is root's and really runs this checkout's vectis, not the test runner's copy.
+    assert sandbox.venv.stat().st_uid == 0 and mode(sandbox.venv) == 0o755
+    where = subprocess.run(
+        [str(sandbox.venv / "bin/python"), "-c", "import vectis; print(vectis.__file__)"],
+        cwd=sandbox.root,  # not the checkout, which `python -c` would put first on sys.path
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert where.stdout.startswith(str(sandbox.venv)), where.stdout
+
+    # Paths written into files are the real ones, not the sandbox's.
+    for link in sandbox.links():
+        assert os.readlink(link) == f"/opt/vectis/bin/{link.name}"
+    unit = sandbox.unit.read_text()
+    assert mode(sandbox.unit) == 0o644
+    assert "ExecStart=/opt/vectis/bin/vectis worker serve\n" in unit
+    assert "User=nobody\n" in unit and "Type=notify\n" in unit
+    assert str(sandbox.root) not in unit
+    # The caller's VECTIS_CONFIG_DIR is not where the script writes.
+    assert not Path(os.environ["VECTIS_CONFIG_DIR"]).exists()
+    assert not (tmp_path / "etc-vectis").exists()
+
+
+def test_unit_passes_systemd_analyze_verify(sandbox: Sandbox) -> None:
+    done = sandbox.install()
+    assert done.returncode == 0, done.stderr
+    unit_text = sandbox.unit.read_text()
+    for directive in (
+        "Type=notify",
+        "ExecStart=/opt/vectis/bin/vectis worker serve",
+        "User=vectis-absent-test-user",
+        "Restart=always",
+        "RestartSec=5",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/etc/vectis",
+        "PrivateTmp=yes",
+        "ProtectHome=yes",
+    ):
+        assert f"\n{directive}\n" in unit_text, directive
+    # systemd-analyze resolves units and ExecStart under --root: give the sandbox the system's
+    # units, and the written unit, untouched, is verified with the sandbox's real venv.
+    shutil.copytree(
+        "/usr/lib/systemd/system", sandbox.root / "usr/lib/systemd/system", symlinks=True
+    )
+    verify = ["systemd-analyze", "verify", f"--root={sandbox.root}", "/" + UNIT]
+    done = subprocess.run(verify, capture_output=True, text=True, check=False, timeout=60)
+    assert (done.returncode, done.stderr, done.stdout) == (0, "", "")
+    assert sandbox.unit.read_text() == unit_text
+
+    # Control: the same verify does check ExecStart inside the sandbox.
+    exe = sandbox.venv / "bin/vectis"
+    exe.rename(exe.with_name("vectis.away"))
+    done = subprocess.run(verify, capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode != 0 and "/opt/vectis/bin/vectis" in done.stderr
+
+
+def test_sandbox_without_the_service_user_keeps_owner_root(sandbox: Sandbox) -> None:
+    done = sandbox.install()
+    assert done.returncode == 0, done.stderr
+    assert f"user {ABSENT_USER} not created" in done.stdout
+    for path in (sandbox.etc, sandbox.etc / "worker.secret", sandbox.etc / "worker.conf"):
+        assert path.stat().st_uid == os.getuid(), path
+    assert mode(sandbox.etc) == 0o700 and mode(sandbox.etc / "worker.secret") == 0o600
+    with pytest.raises(KeyError):
+        pwd.getpwnam(ABSENT_USER)
+
+
+@needs_dashboard
+def test_install_with_token_registers_and_a_rerun_keeps_secret_and_id(
+    sandbox: Sandbox, dashboard: Dashboard
+) -> None:
+    env = {
+        "VECTIS_TOKEN": ENROLL,
+        "VECTIS_DASHBOARD_URL": dashboard.url,
+        "VECTIS_PUBLIC_IP": "127.0.0.1",
+    }
+    first = sandbox.install(**env)
+    assert first.returncode == 0, first.stderr
+    assert ENROLL not in first.stdout + first.stderr
+    code, status = sandbox.status()
+    assert code == 0 and status["sync_status"] == "synced"
+    worker_id = status["id"]
+    assert isinstance(worker_id, str)
+    assert re.fullmatch(r"[a-z]+(-[a-z]+)*-[0-9a-f]{4}", worker_id)
+    assert worker_id in first.stdout, "the summary names the worker"
+    secret = sandbox.secret()
+
+    second = sandbox.install(**env)
+    assert second.returncode == 0, second.stderr
+    assert sandbox.secret() == secret
+    code, status = sandbox.status()
+    assert (code, status["id"], status["sync_status"]) == (0, worker_id, "synced")
+
+    # A rerun without a token (an upgrade) keeps the registration too.
+    third = sandbox.install(VECTIS_DASHBOARD_URL=dashboard.url)
+    assert third.returncode == 0, third.stderr
+    assert sandbox.secret() == secret
+    assert sandbox.status()[1]["id"] == worker_id
+    assert "pending" not in third.stdout
+
+
+@needs_dashboard
+def test_bad_token_exits_3_and_leaves_the_install_failed(
+    sandbox: Sandbox, dashboard: Dashboard
+) -> None:
+    bad = "not-a-real-token-" + "7a" * 12
+    done = sandbox.install(
+        VECTIS_TOKEN=bad, VECTIS_DASHBOARD_URL=dashboard.url, VECTIS_PUBLIC_IP="127.0.0.1"
+    )
+    assert done.returncode == 3, done.stderr
+    assert bad not in done.stdout + done.stderr
+    assert "vectis sync" in done.stderr, "the message says how to retry"
+    code, status = sandbox.status()
+    assert code == 11 and status["sync_status"] == "failed" and status["error"]
+    # Installed all the same: venv, unit, links stay.
+    assert (sandbox.venv / "bin/vectis").exists() and sandbox.unit.exists()
+    assert all(link.is_symlink() for link in sandbox.links())
+
+
+def test_unreachable_dashboard_exits_3(sandbox: Sandbox) -> None:
+    done = sandbox.install(
+        VECTIS_TOKEN=ENROLL,
+        VECTIS_DASHBOARD_URL=f"http://127.0.0.1:{free_port()}",
+        VECTIS_PUBLIC_IP="127.0.0.1",
+    )
+    assert done.returncode == 3, done.stderr
+    assert ENROLL not in done.stdout + done.stderr
+    code, status = sandbox.status()
+    assert code == 11 and status["sync_status"] == "failed"
+
+
+# --- failures roll back ---------------------------------------------------------------------
+
+
+def test_failed_package_install_leaves_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
+    empty = tmp_path / "not-a-project"
+    empty.mkdir()
+    done = sandbox.install(VECTIS_PACKAGE=str(empty))
+    assert done.returncode == 1
+    assert "step 'install vectis into /opt/vectis" in done.stderr
+    assert "run install.sh again" in done.stderr
+    assert_nothing_installed(sandbox)
+    assert not sandbox.etc.exists()
+
+
+def test_failed_upgrade_restores_the_previous_install(sandbox: Sandbox, tmp_path: Path) -> None:
+    assert sandbox.install().returncode == 0
+    secret = sandbox.secret()
+    conf = (sandbox.etc / "worker.conf").read_bytes()
+    unit = sandbox.unit.read_bytes()
+    empty = tmp_path / "not-a-project"
+    empty.mkdir()
+
+    done = sandbox.install(VECTIS_PACKAGE=str(empty))
+    assert done.returncode == 1
+    assert sandbox.vectis("--help").returncode == 0, "the previous venv is back and runs"
+    assert not list(sandbox.root.glob("opt/vectis.*")), "no backup left behind"
+    assert sandbox.unit.read_bytes() == unit
+    assert all(os.readlink(link).startswith("/opt/vectis/bin/") for link in sandbox.links())
+    assert sandbox.secret() == secret
+    assert (sandbox.etc / "worker.conf").read_bytes() == conf
+
+
+def test_failed_configure_step_keeps_existing_worker_conf_and_secret(sandbox: Sandbox) -> None:
+    sandbox.etc.mkdir(parents=True, mode=0o700)
+    secret = "ab" * 32 + "\n"
+    (sandbox.etc / "worker.secret").write_text(secret)
+    (sandbox.etc / "worker.secret").chmod(0o600)
+    broken = b'port = "not a port\n'
+    (sandbox.etc / "worker.conf").write_bytes(broken)
+
+    done = sandbox.install()
+    assert done.returncode == 1
+    assert "step 'worker secret and worker.conf' failed" in done.stderr
+    assert_nothing_installed(sandbox)
+    assert sandbox.secret() == secret
+    assert (sandbox.etc / "worker.conf").read_bytes() == broken
+
+
+def test_a_foreign_file_in_usr_local_bin_is_not_replaced(sandbox: Sandbox) -> None:
+    foreign = sandbox.root / "usr/local/bin/vectis-sync"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text("#!/bin/sh\necho someone else's\n")
+    done = sandbox.install()
+    assert done.returncode == 1
+    assert "/usr/local/bin/vectis-sync exists and is not a link" in done.stderr
+    assert foreign.read_text() == "#!/bin/sh\necho someone else's\n"
+    assert not (sandbox.root / "usr/local/bin/vectis").is_symlink()
+    assert not sandbox.venv.exists() and not sandbox.unit.exists()
+
+
+# --- uninstall ------------------------------------------------------------------------------
+
+
+def test_uninstall_keeps_etc_and_purge_removes_it(sandbox: Sandbox) -> None:
+    assert sandbox.install().returncode == 0
+    secret = sandbox.secret()
+    other = sandbox.root / "usr/local/bin/other-tool"
+    other.symlink_to("/usr/bin/true")
+
+    done = sandbox.install("--uninstall")
+    assert done.returncode == 0, done.stderr
+    assert_nothing_installed(sandbox)
+    assert other.is_symlink(), "links that are not ours stay"
+    assert sandbox.secret() == secret and (sandbox.etc / "worker.conf").exists()
+    assert mode(sandbox.etc) == 0o700
+
+    again = sandbox.install("--uninstall")
+    assert again.returncode == 0, "uninstalling twice is harmless"
+
+    purged = sandbox.install("--uninstall", "--purge")
+    assert purged.returncode == 0, purged.stderr
+    assert not sandbox.etc.exists()
+    assert other.is_symlink()
