@@ -1,0 +1,403 @@
+"""The operator commands (`vectis dashboard workers|tokens ...`) against a real dashboard process.
+
+Workers are registered through the real auto-register API; a synced one is answered by the
+fleet simulator (bench/fleet.py) running as its own process on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from tests.support import child_env, free_port, http, run_cli, running, wait_ready
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN = secrets.token_urlsafe(24)
+ENROLL = secrets.token_urlsafe(24)
+
+
+class Dashboard:
+    def __init__(self, url: str, data: Path) -> None:
+        self.url = url
+        self.data = data
+
+    def register(
+        self,
+        secret: str | None = None,
+        ip: str = "127.0.0.1",
+        port: int | None = None,
+        token: str = ENROLL,
+    ) -> tuple[int, Any]:
+        body = {"ip": ip, "secret": secret or secrets.token_hex(32), "port": port or free_port()}
+        status, _, raw = http(
+            "POST",
+            f"{self.url}/infra/workers/auto-register",
+            body,
+            {"Authorization": f"Bearer {token}"},
+        )
+        return status, json.loads(raw) if raw else None
+
+    def new_worker(self, **kw: Any) -> str:
+        status, doc = self.register(**kw)
+        assert status == 201, doc
+        return str(doc["id"])
+
+    def cli(
+        self, *args: str, token: str | None = ADMIN, input: str = "", url: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        env = {"COLUMNS": "200"}  # rich tables: no wrapped ids in a pipe's default 80 columns
+        if token is not None:
+            env["VECTIS_ADMIN_TOKEN"] = token
+        return run_cli(["dashboard", *args, "--url", url or self.url], env=env, input=input)
+
+
+def _start(tmp: Path) -> Iterator[Dashboard]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        "VECTIS_ADMIN_TOKEN": ADMIN,
+        "VECTIS_TOKEN": ENROLL,
+        "VECTIS_SYNC_INTERVAL": "0",
+        "VECTIS_SYNC_TIMEOUT": "2",
+        "VECTIS_DATA_DIR": str(tmp / "data"),
+    }
+    args = ["dashboard", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with running(args, ready_url=f"{url}/healthz", log=tmp / "dashboard.log", env=env):
+        yield Dashboard(url, tmp / "data")
+
+
+@pytest.fixture(scope="module")
+def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    """One dashboard for the module; every test registers workers of its own."""
+    yield from _start(tmp_path_factory.mktemp("dash"))
+
+
+@pytest.fixture
+def own_dash(tmp_path: Path) -> Iterator[Dashboard]:
+    """A dashboard of the test's own, for fleet-wide outcomes."""
+    yield from _start(tmp_path)
+
+
+@pytest.fixture
+def fleet_worker(tmp_path: Path) -> Iterator[Any]:
+    """Start the simulated worker for a registration: call it with (dashboard) -> worker id."""
+    procs: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
+
+    def start(d: Dashboard) -> str:
+        port, secret = free_port(), secrets.token_hex(32)
+        worker_id = d.new_worker(secret=secret, port=port)
+        roster = tmp_path / f"roster-{port}.json"
+        roster.write_text(
+            json.dumps([{"id": worker_id, "ip": "127.0.0.1", "port": port, "secret": secret}])
+        )
+        log = (tmp_path / f"fleet-{port}.log").open("wb")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "fleet.py"),
+                "--roster",
+                str(roster),
+                "--processes",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=child_env({"PYTHONPATH": str(ROOT)}),
+        )
+        procs.append((proc, log))
+        wait_ready(f"http://127.0.0.1:{port}/healthz")
+        return worker_id
+
+    yield start
+    for proc, log in procs:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        log.close()
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The failed command wrote nothing on stdout and exactly one line on stderr."""
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def as_json(result: subprocess.CompletedProcess[str]) -> Any:
+    """stdout is one JSON document and nothing else."""
+    return json.loads(result.stdout)
+
+
+def test_list_and_show(dash: Dashboard) -> None:
+    secret = secrets.token_hex(32)
+    worker_id = dash.new_worker(secret=secret)
+
+    listed = dash.cli("workers", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    workers = {w["id"]: w for w in as_json(listed)["workers"]}
+    assert workers[worker_id]["status"] == "pending"
+    assert workers[worker_id]["ip"] == "127.0.0.1"
+
+    pending = as_json(dash.cli("workers", "list", "--status", "pending", "--json"))
+    assert worker_id in {w["id"] for w in pending["workers"]}
+    synced = as_json(dash.cli("workers", "list", "--status", "synced", "--json"))
+    assert worker_id not in {w["id"] for w in synced["workers"]}
+
+    shown = dash.cli("workers", "show", worker_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    doc = as_json(shown)
+    assert doc["id"] == worker_id
+    assert doc["subdomain"].startswith(worker_id)
+    assert isinstance(doc["history"], list)
+
+    table = dash.cli("workers", "list")
+    assert table.returncode == 0 and worker_id in table.stdout
+    fields = dash.cli("workers", "show", worker_id)
+    assert fields.returncode == 0 and worker_id in fields.stdout and "pending" in fields.stdout
+
+    for result in (listed, shown, table, fields):
+        assert secret not in result.stdout + result.stderr
+        assert ADMIN not in result.stdout + result.stderr
+
+
+def test_bad_status_filter_is_a_usage_error(dash: Dashboard) -> None:
+    line = one_line_error(result := dash.cli("workers", "list", "--status", "happy"))
+    assert result.returncode == 2 and "--status" in line
+
+
+def test_set_config_from_file_and_stdin(dash: Dashboard, tmp_path: Path) -> None:
+    worker_id = dash.new_worker()
+    before = as_json(dash.cli("workers", "show", worker_id, "--json"))["desired_revision"]
+
+    conf = tmp_path / "conf.json"
+    conf.write_text(json.dumps({"motd": "hello", "limits": {"cpu": 2}}))
+    result = dash.cli("workers", "set-config", worker_id, "--file", str(conf), "--json")
+    assert result.returncode == 0, result.stderr
+    assert as_json(result)["desired_revision"] == before + 1
+
+    result = dash.cli("workers", "set-config", worker_id, "-", "--json", input='{"motd": "x"}')
+    assert result.returncode == 0, result.stderr
+    assert as_json(result)["desired_revision"] == before + 2
+    shown = as_json(dash.cli("workers", "show", worker_id, "--json"))
+    assert shown["desired_revision"] == before + 2
+
+
+def test_bad_config_is_refused_before_sending(dash: Dashboard, tmp_path: Path) -> None:
+    worker_id = dash.new_worker()
+    before = as_json(dash.cli("workers", "show", worker_id, "--json"))["desired_revision"]
+    for name, text, expect in [
+        ("broken.json", "{not json", "not valid JSON"),
+        ("list.json", "[1, 2]", "JSON object"),
+        ("empty.json", "", "not valid JSON"),
+        ("missing.json", None, "No such file"),
+    ]:
+        conf = tmp_path / name
+        if text is not None:
+            conf.write_text(text)
+        result = dash.cli("workers", "set-config", worker_id, "--file", str(conf))
+        assert result.returncode == 2, result.stderr
+        line = one_line_error(result)
+        assert expect in line and str(conf) in line
+    after = as_json(dash.cli("workers", "show", worker_id, "--json"))["desired_revision"]
+    assert after == before
+
+
+def test_sync_unreachable_worker_fails(dash: Dashboard) -> None:
+    worker_id = dash.new_worker(port=free_port())  # nothing listens there
+    result = dash.cli("workers", "sync", worker_id, "--json")
+    assert result.returncode == 11, result.stderr
+    doc = as_json(result)
+    assert doc["status"] == "failed"
+    assert doc["last_error"]
+    assert doc["consecutive_failures"] >= 1
+
+
+def test_sync_reachable_worker_is_synced_with_stats(dash: Dashboard, fleet_worker: Any) -> None:
+    worker_id = fleet_worker(dash)
+    result = dash.cli("workers", "sync", worker_id, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc = as_json(result)
+    assert doc["status"] == "synced"
+    assert doc["stats"]["cpu_percent"] == 1.5
+    assert doc["last_sync"]
+
+    # A new config makes it outdated until the next sync applies it.
+    changed = dash.cli("workers", "set-config", worker_id, "-", "--json", input='{"a": 1}')
+    assert as_json(changed)["status"] == "outdated"
+    again = as_json(dash.cli("workers", "sync", worker_id, "--json"))
+    assert again["status"] == "synced"
+    assert again["applied_revision"] == again["desired_revision"]
+    history = as_json(dash.cli("workers", "show", worker_id, "--json"))["history"]
+    assert [h["status"] for h in history][-3:] == ["synced", "outdated", "synced"]
+
+
+def test_sync_all_counts_outcomes(own_dash: Dashboard, fleet_worker: Any) -> None:
+    fleet_worker(own_dash)
+    fleet_worker(own_dash)
+    all_good = own_dash.cli("workers", "sync-all", "--json")
+    assert all_good.returncode == 0, all_good.stderr
+    assert as_json(all_good)["synced"] == 2
+
+    own_dash.new_worker(port=free_port())  # unreachable
+    mixed = own_dash.cli("workers", "sync-all", "--json")
+    assert mixed.returncode == 11
+    counts = as_json(mixed)
+    assert counts["synced"] == 2 and counts["failed"] == 1
+    table = own_dash.cli("workers", "sync-all")
+    assert table.returncode == 11 and "failed" in table.stdout
+
+
+def test_delete_needs_confirmation_without_a_tty(dash: Dashboard) -> None:
+    worker_id = dash.new_worker()
+    refused = dash.cli("workers", "delete", worker_id)
+    assert refused.returncode == 2
+    assert "--yes" in one_line_error(refused)
+    assert dash.cli("workers", "show", worker_id, "--json").returncode == 0
+
+    deleted = dash.cli("workers", "delete", worker_id, "--yes", "--json")
+    assert deleted.returncode == 0, deleted.stderr
+    as_json(deleted)
+    gone = dash.cli("workers", "show", worker_id)
+    assert gone.returncode != 0
+    assert worker_id in one_line_error(gone) or "not found" in gone.stderr.lower()
+
+
+def test_delete_asks_on_a_tty(dash: Dashboard) -> None:
+    import pty
+
+    worker_id = dash.new_worker()
+    for answer, code, exists in ((b"n\n", 1, True), (b"y\n", 0, False)):
+        primary, secondary = pty.openpty()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vectis",
+                "dashboard",
+                "workers",
+                "delete",
+                worker_id,
+                "--url",
+                dash.url,
+            ],
+            stdin=secondary,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=child_env({"VECTIS_ADMIN_TOKEN": ADMIN}),
+        )
+        os.close(secondary)
+        os.write(primary, answer)
+        _, err = proc.communicate(timeout=30)
+        os.close(primary)
+        assert proc.returncode == code, err
+        assert b"Delete worker" in err
+        shown = dash.cli("workers", "show", worker_id, "--json")
+        assert (shown.returncode == 0) is exists
+
+
+def test_unknown_worker_is_one_line(dash: Dashboard) -> None:
+    for command in (("show",), ("sync",), ("delete", "--yes")):
+        result = dash.cli("workers", command[0], "no-such-worker-0000", *command[1:])
+        assert result.returncode not in (0, 2, 4, 5)
+        one_line_error(result)
+
+
+def test_wrong_admin_token_exits_4(dash: Dashboard, tmp_path: Path) -> None:
+    result = dash.cli("workers", "list", "--json", token="not-the-token")
+    assert result.returncode == 4
+    assert "refused the admin token" in one_line_error(result)
+    assert "not-the-token" not in result.stderr
+
+    missing = dash.cli("workers", "list", token=None)
+    assert missing.returncode == 3
+    assert "VECTIS_ADMIN_TOKEN" in one_line_error(missing)
+
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(ADMIN + "\n")
+    from_file = dash.cli(
+        "workers", "list", "--json", "--admin-token-file", str(token_file), token=None
+    )
+    assert from_file.returncode == 0, from_file.stderr
+    assert "workers" in as_json(from_file)
+
+
+def test_dashboard_down_exits_5(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = run_cli(
+        ["dashboard", "workers", "list", "--url", url], env={"VECTIS_ADMIN_TOKEN": ADMIN}
+    )
+    assert result.returncode == 5
+    assert url in one_line_error(result)
+    by_env = run_cli(
+        ["dashboard", "tokens", "list"],
+        env={"VECTIS_ADMIN_TOKEN": ADMIN, "VECTIS_DASHBOARD_URL": url},
+    )
+    assert by_env.returncode == 5 and url in one_line_error(by_env)
+
+
+def test_tokens_create_list_revoke(dash: Dashboard) -> None:
+    created = dash.cli("tokens", "create", "--description", "rack 7", "--max-uses", "5", "--json")
+    assert created.returncode == 0, created.stderr
+    token = as_json(created)
+    assert token["token"] and token["id"]
+
+    listed = dash.cli("tokens", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    by_id = {t["id"]: t for t in as_json(listed)["tokens"]}
+    assert by_id[token["id"]]["description"] == "rack 7"
+    assert token["token"] not in listed.stdout  # shown once, at creation only
+    table = dash.cli("tokens", "list")
+    assert table.returncode == 0 and "rack 7" in table.stdout
+    assert token["token"] not in table.stdout
+
+    status, _ = dash.register(token=token["token"])
+    assert status == 201
+
+    revoked = dash.cli("tokens", "revoke", token["id"], "--json")
+    assert revoked.returncode == 0, revoked.stderr
+    as_json(revoked)
+    status, body = dash.register(token=token["token"])
+    assert status == 401 and body == {"error": "unauthorized"}
+
+
+def test_tokens_create_prints_the_install_line(dash: Dashboard) -> None:
+    result = dash.cli("tokens", "create", "--expires-in", "3600")
+    assert result.returncode == 0, result.stderr
+    token = next(
+        line.split()[-1] for line in result.stdout.splitlines() if line.startswith("token:")
+    )
+    assert f"VECTIS_TOKEN={token}" in result.stderr
+    assert f"{dash.url}/install.sh" in result.stderr
+    assert dash.register(token=token)[0] == 201
+
+
+def test_commands_do_not_import_aiohttp(tmp_path: Path) -> None:
+    probe = (
+        "import sys\n"
+        "from vectis.cli.main import main\n"
+        "try:\n"
+        "    main(['dashboard', 'workers', 'list', '--url', sys.argv[1]])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 5, exc.code\n"
+        "heavy = {'aiohttp', 'boto3', 'dns'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, f"http://127.0.0.1:{free_port()}"],
+        env=child_env({"VECTIS_ADMIN_TOKEN": ADMIN}),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
