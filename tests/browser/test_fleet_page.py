@@ -58,7 +58,9 @@ def test_log_in_sync_and_see_each_failure_cause(fleet: Fleet, page_factory: Page
 
     # Sync all reaches every worker and reports the counts.
     page.get_by_role("button", name="Sync all").click()
-    expect(page.locator("#sync-all-outcome")).to_contain_text("Sync all finished")
+    expect(page.locator("#sync-all-outcome")).to_have_text(
+        re.compile(r"Sync all finished at .+: 3 synced, 0 failed, 0 outdated\.")
+    )
     for worker in (alpha, bravo, charlie):
         expect(status_of(page, worker.id)).to_have_attribute("data-status", "synced")
     expect(page.get_by_role("button", name="Synced: 3")).to_be_visible()
@@ -118,5 +120,5 @@ def test_sync_all_with_no_workers_and_empty_fleet(fleet: Fleet, page_factory: Pa
     log_in(page)
     expect(page.get_by_text(re.compile("No workers yet"))).to_be_visible()
     page.get_by_role("button", name="Sync all").click()
-    expect(page.locator("#sync-all-outcome")).to_contain_text("Sync all finished")
+    expect(page.locator("#sync-all-outcome")).to_contain_text("0 synced, 0 failed")
     expect(page.locator("[data-worker-id]")).to_have_count(0)

@@ -300,7 +300,8 @@ async function syncAll() {
   for (const row of rows.values()) updateRow(row);
   try {
     const data = await api("POST", "/infra/workers/sync");
-    setText(outcome, `Sync all finished: ${countsText(data)}.`);
+    const at = new Date().toLocaleTimeString();
+    setText(outcome, `Sync all finished at ${at}: ${countsText(data)}.`);
     outcome.className = "outcome good";
   } catch (err) {
     setText(outcome, `Sync all failed: ${err.message}`);
