@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import secrets
@@ -97,19 +98,20 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if self.command == "POST" and self.path.rstrip("/").endswith("/rrset"):
             with self.server.lock:
                 self.server.changes += 1
-        req = urllib.request.Request(
-            self.server.upstream + self.path, data=body or None, method=self.command
-        )
-        for key, value in self.headers.items():
-            if key.lower() not in ("host", "content-length", "connection"):
-                req.add_header(key, value)
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                status, headers, data = resp.status, resp.headers, resp.read()
-        except urllib.error.HTTPError as err:
-            status, headers, data = err.code, err.headers, err.read()
+        # http.client, not urllib: urllib would add a form Content-Type that moto misreads.
+        host, port = self.server.upstream.rsplit("//", 1)[1].split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        headers = {
+            k: v
+            for k, v in self.headers.items()
+            if k.lower() not in ("host", "content-length", "connection")
+        }
+        conn.request(self.command, self.path, body=body or None, headers=headers)
+        resp = conn.getresponse()
+        status, resp_headers, data = resp.status, resp.getheaders(), resp.read()
+        conn.close()
         self.send_response(status)
-        for key, value in headers.items():
+        for key, value in resp_headers:
             if key.lower() not in ("content-length", "connection", "transfer-encoding"):
                 self.send_header(key, value)
         self.send_header("Content-Length", str(len(data)))
@@ -226,6 +228,8 @@ def burst_dashboard(count: int, endpoint: str, workdir: Path) -> tuple[float, in
         proc.wait(20)
         log.close()
         proxy.shutdown()
+        if os.environ.get("BENCH_KEEP_LOG"):
+            print((workdir / "dashboard.log").read_text()[-3000:], file=sys.stderr)
 
 
 def main() -> None:
@@ -236,8 +240,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         moto, endpoint = start_moto(Path(tmp) / "moto.log")
         try:
+            os.environ.update(aws_env(endpoint))
             if opts.via == "backend":
-                os.environ.update(aws_env(endpoint))
                 elapsed, failed, calls = asyncio.run(burst_backend(opts.records, endpoint))
             else:
                 elapsed, failed, calls = burst_dashboard(opts.records, endpoint, Path(tmp))
