@@ -63,6 +63,13 @@ def test_phone_width_keyboard_and_escaping(fleet: Fleet, page_factory: PageMaker
     page.get_by_role("button", name="Create token").click()
     expect(page.get_by_role("heading", name="Token created")).to_be_visible()
     no_sideways_scroll(page)
+    # Leaving the view forgets the new token: it is shown once.
+    token = page.locator("#created-token").input_value()
+    page.get_by_role("link", name="Fleet", exact=True).click()
+    expect(row(page, alpha.id)).to_be_visible()
+    assert token
+    assert page.locator("#created-token").input_value() == ""
+    assert token not in page.locator("#created-command").input_value()
 
 
 def test_session_cookie_csrf_and_logout(fleet: Fleet, page_factory: PageMaker) -> None:

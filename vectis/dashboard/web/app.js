@@ -3,7 +3,7 @@
 import { api, setCsrf, whenUnauthorized } from "./api.js";
 import { $, announce, setText } from "./dom.js";
 import { initFleet, refreshFleet } from "./fleet.js";
-import { initTokens, refreshTokens } from "./tokens.js";
+import { forgetCreatedToken, initTokens, refreshTokens } from "./tokens.js";
 import { initWorker, refreshWorker, showWorker } from "./worker.js";
 
 const REFRESH_MS = 3000;
@@ -13,6 +13,7 @@ let authenticated = false;
 let route = { view: "fleet" };
 let timer = null;
 let refreshing = false;
+let loggingIn = false;
 
 function parseRoute(hash) {
   const path = hash.replace(/^#/, "") || "/";
@@ -47,6 +48,7 @@ async function navigate({ focus = true } = {}) {
     return;
   }
   route = parseRoute(location.hash);
+  if (route.view !== "tokens") forgetCreatedToken();
   if (route.view === "worker") {
     document.title = `${route.id} · Vectis`;
     showView("worker", { focus });
@@ -89,6 +91,7 @@ function signedOut(message = "") {
   authenticated = false;
   setCsrf("");
   clearTimeout(timer);
+  forgetCreatedToken();
   setText($("login-error"), message);
   showView("login");
   $("login-token").focus();
@@ -105,7 +108,9 @@ async function logIn(event) {
     input.focus();
     return;
   }
-  const button = event.submitter || $("login-form").querySelector("button");
+  if (loggingIn) return;
+  loggingIn = true;
+  const button = $("login-form").querySelector("button");
   button.setAttribute("aria-disabled", "true");
   try {
     const data = await api("POST", "/login", { token }, { quiet401: true });
@@ -121,6 +126,7 @@ async function logIn(event) {
     setText(error, err.status === 401 ? "That token is not valid." : err.message);
     input.select();
   } finally {
+    loggingIn = false;
     button.setAttribute("aria-disabled", "false");
   }
 }

@@ -21,11 +21,16 @@ export function installCommand(token, origin = location.origin) {
   return `curl -fsSL ${url}/install.sh | sudo VECTIS_TOKEN=${shellWord(token)} VECTIS_DASHBOARD_URL=${url} bash`;
 }
 
-function hideCreated() {
+// The new token lives in the page only until Done, leaving the view, or logging out.
+export function forgetCreatedToken() {
   $("created-token").value = "";
   $("created-command").value = "";
   setText($("copy-outcome"), "");
   $("token-created").hidden = true;
+}
+
+function hideCreated() {
+  forgetCreatedToken();
   $("token-description").focus();
 }
 
