@@ -1,6 +1,6 @@
 """The signed client to workers' `POST /sync`, and sweeps over many workers at once.
 
-One aiohttp session serves every sync; a sweep runs a fixed pool of `concurrency` tasks
+Each sync is one short connection through `wire`; a sweep runs a fixed pool of `concurrency` tasks
 over the worker list (never one task per worker) and writes outcomes to the store in
 batches. A worker already being synced is joined, never synced twice at once.
 """
@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vectis.crypto.secrets import key_from_secret
 from vectis.crypto.signing import (
@@ -25,12 +25,10 @@ from vectis.crypto.signing import (
     sign_request,
     verify_response,
 )
+from vectis.dashboard import wire
 from vectis.dashboard.metrics import Metrics
 from vectis.dashboard.model import SyncReply, Worker, after_failure, after_sync
 from vectis.dashboard.store import Store
-
-if TYPE_CHECKING:
-    import aiohttp
 
 log = logging.getLogger("vectis.dashboard.sync")
 
@@ -101,68 +99,44 @@ class Syncer:
         self.timeout = timeout
         self.concurrency = concurrency
         self.clock = clock
-        self._session: aiohttp.ClientSession | None = None
         self._inflight: dict[str, asyncio.Future[Outcome]] = {}
 
     async def start(self) -> None:
-        import aiohttp
-
-        # force_close: a sweep talks to thousands of distinct endpoints once each, so kept-alive
-        # sockets would only pile up as idle file descriptors.
-        connector = aiohttp.TCPConnector(
-            limit=self.concurrency, limit_per_host=0, force_close=True, ttl_dns_cache=None
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self.timeout),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            trust_env=False,
-        )
+        """Nothing to open: each sync uses its own short connection (see `wire`)."""
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Nothing to close: a sweep's connections end with their exchanges."""
 
     async def _exchange(self, w: Worker) -> Outcome:
-        import aiohttp
-
-        assert self._session is not None, "syncer is not started"
         key = key_from_secret(w.secret)
         body = w.sync_body()
         nonce = new_nonce(os.urandom)
         auth = sign_request(key, w.id, "POST", "/sync", body, ts=int(self.clock()), nonce=nonce)
         headers = {"Authorization": auth, "Content-Type": "application/json"}
         try:
-            async with self._session.post(_url(w), data=body, headers=headers) as resp:
-                if resp.status != 200:
-                    if resp.status in (401, 403):
-                        return (
-                            f"identity mismatch: the worker at {w.ip}:{w.port} refused "
-                            f"this worker's signature (http {resp.status})"
-                        )
-                    return f"http {resp.status}"
-                if (resp.content_length or 0) > RESPONSE_LIMIT:
-                    return "http 200: the answer is too large"
-                raw = bytearray()
-                async for chunk in resp.content.iter_any():
-                    raw += chunk
-                    if len(raw) > RESPONSE_LIMIT:
-                        return "http 200: the answer is too large"
-                signature = resp.headers.get(SIGNATURE_HEADER)
+            answer = await wire.post(
+                w.ip, w.port, "/sync", headers, body, timeout=self.timeout, limit=RESPONSE_LIMIT
+            )
         except TimeoutError:
             return f"timeout: no answer within {self.timeout:g} s"
-        except aiohttp.ClientConnectorError as exc:
-            reason = exc.os_error.strerror if exc.os_error and exc.os_error.strerror else "error"
-            return f"unreachable: {w.ip}:{w.port}: {reason.lower()}"
-        except (aiohttp.ClientError, OSError) as exc:
-            return f"unreachable: {w.ip}:{w.port}: {type(exc).__name__}"
+        except wire.WireError as exc:
+            return f"unreachable: {w.ip}:{w.port}: {exc}"
+        except OSError as exc:
+            reason = (exc.strerror or type(exc).__name__).lower()
+            return f"unreachable: {w.ip}:{w.port}: {reason}"
+        if answer.status != 200:
+            if answer.status in (401, 403):
+                return (
+                    f"identity mismatch: the worker at {w.ip}:{w.port} refused "
+                    f"this worker's signature (http {answer.status})"
+                )
+            return f"http {answer.status}"
+        signature = answer.headers.get(SIGNATURE_HEADER.lower())
         try:
-            verify_response(key, w.id, nonce, 200, bytes(raw), signature)
+            verify_response(key, w.id, nonce, 200, answer.body, signature)
         except AuthFailure as exc:
             return f"identity mismatch: {exc.reason}"
-        return read_reply(w.id, bytes(raw))
+        return read_reply(w.id, answer.body)
 
     async def _outcome(self, w: Worker) -> tuple[Outcome, bool]:
         """This worker's outcome; joins a sync of it already running. True when it ran here."""
