@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -143,6 +144,14 @@ def vm_hwm(pid: int) -> int | None:
     return None
 
 
+def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the dashboard (collapsed stacks, one per line) until SIGINT."""
+    command = ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw"]
+    spy = subprocess.Popen([*command, "--output", str(out)], stderr=subprocess.DEVNULL)
+    time.sleep(1)  # py-spy attaches asynchronously and has no readiness signal to wait on
+    return spy
+
+
 def mb(size: int | None) -> str:
     return "n/a" if size is None else f"{size / 1e6:.1f} MB"
 
@@ -155,6 +164,9 @@ def main() -> int:
     parser.add_argument("--sync-concurrency", type=int, help="VECTIS_SYNC_CONCURRENCY")
     parser.add_argument("--sync-timeout", type=float, help="VECTIS_SYNC_TIMEOUT (seconds)")
     parser.add_argument("--profile", type=Path, help="run the dashboard under cProfile, to FILE")
+    parser.add_argument(
+        "--py-spy", type=Path, help="sample the dashboard with py-spy during the sweep, to FILE"
+    )
     parser.add_argument("--log", type=Path, help="keep the dashboard's log in FILE")
     args = parser.parse_args()
 
@@ -220,13 +232,24 @@ def run(
         return 1
     print(f"registration: {n} workers in {took:.2f} s ({n / took:.0f}/s)")
 
+    dashboard = psutil.Process(pid)
     swarm = fleet.Fleet.start(members, socks, args.processes)
     try:
-        before = psutil.Process(pid).memory_info().rss
+        fleet_procs = [psutil.Process(p) for p in swarm.pids]
+        fleet_cpu_before = sum(sum(p.cpu_times()[:2]) for p in fleet_procs)
+        before = dashboard.memory_info().rss
+        cpu_before = sum(dashboard.cpu_times()[:2])
+        load = os.getloadavg()[0]
+        spy = _py_spy(pid, args.py_spy) if args.py_spy else None
         with PeakRSS(pid) as sampler:
             start = time.perf_counter()
             status, doc = call("POST", f"{base}/infra/workers/sync", admin_token, 600)
             took = time.perf_counter() - start
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+        dashboard_cpu = sum(dashboard.cpu_times()[:2]) - cpu_before
+        fleet_cpu = sum(sum(p.cpu_times()[:2]) for p in fleet_procs) - fleet_cpu_before
     finally:
         swarm.stop()
     if status != 200:
@@ -237,6 +260,11 @@ def run(
     hwm = vm_hwm(pid)
     print(f"sweep: {n} workers in {took:.2f} s, {n / took:.0f} syncs/s")
     print(f"outcomes: {json.dumps(doc)}; listed synced afterwards: {synced}/{n}")
+    print(
+        f"CPU during the sweep: dashboard {dashboard_cpu:.2f} s "
+        f"({dashboard_cpu / n * 1e3:.2f} ms per sync), fleet {fleet_cpu:.2f} s; "
+        f"load average {load:.1f} on {os.cpu_count()} cores when it started"
+    )
     print(
         f"dashboard RSS: {mb(before)} before the sweep, peak {mb(sampler.peak)} during it "
         f"({sampler.samples} samples), lifetime peak (VmHWM) {mb(hwm)}"
