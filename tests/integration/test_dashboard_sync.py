@@ -147,3 +147,49 @@ def test_sweep_runs_periodically_and_a_dead_worker_never_delays_the_rest(tmp_pat
             assert 'vectis_registrations_total{result="created"} 2' in text
     finally:
         silent.close()
+
+
+def test_concurrent_syncs_of_one_worker_share_one_exchange(tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    from tests.integration.test_dashboard_support import Dash
+
+    # A worker that accepts and then says nothing; count its connections.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = silent.accept()
+            except OSError:
+                return
+            held.append(conn)
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        with dashboard(tmp_path, VECTIS_SYNC_TIMEOUT="1.5") as dash:
+            _, reg = dash.register("cd" * 32, silent.getsockname()[1])
+            results: list[tuple[int, object]] = []
+
+            def sync(d: Dash = dash) -> None:
+                results.append(d.call("POST", f"/infra/workers/{reg['id']}/sync"))
+
+            started = time.monotonic()
+            threads = [threading.Thread(target=sync) for _ in range(5)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            took = time.monotonic() - started
+        assert [s for s, _ in results] == [200] * 5
+        assert all(doc["status"] == "failed" for _, doc in results)  # type: ignore[index]
+        assert len(held) == 1, len(held)
+        assert took < 2.9, took  # one timeout, not five in a row
+    finally:
+        silent.close()
+        for conn in held:
+            conn.close()

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -99,7 +99,7 @@ class Syncer:
         self.timeout = timeout
         self.concurrency = concurrency
         self.clock = clock
-        self._inflight: dict[str, asyncio.Future[Outcome]] = {}
+        self._inflight: dict[str, asyncio.Future[None]] = {}
 
     async def start(self) -> None:
         """Nothing to open: each sync uses its own short connection (see `wire`)."""
@@ -138,25 +138,29 @@ class Syncer:
             return f"identity mismatch: {exc.reason}"
         return read_reply(w.id, answer.body)
 
-    async def _outcome(self, w: Worker) -> tuple[Outcome, bool]:
-        """This worker's outcome; joins a sync of it already running. True when it ran here."""
-        running = self._inflight.get(w.id)
-        if running is not None:
-            return await asyncio.shield(running), False
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._inflight[w.id] = future
+    async def _safe_exchange(self, w: Worker) -> tuple[Outcome, float]:
+        started = time.perf_counter()
         try:
             outcome = await self._exchange(w)
         except Exception as exc:  # never let one worker's surprise break a sweep
             log.exception("sync of %s failed unexpectedly", w.id)
             outcome = f"unreachable: internal error ({type(exc).__name__})"
-        except BaseException:
-            future.cancel()
-            raise
-        finally:
-            self._inflight.pop(w.id, None)
-        future.set_result(outcome)
-        return outcome, True
+        return outcome, time.perf_counter() - started
+
+    def _claim(self, worker_id: str) -> asyncio.Future[None] | None:
+        """Mark a sync of this worker as running; None when one already is."""
+        if worker_id in self._inflight:
+            return None
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inflight[worker_id] = done
+        return done
+
+    def _release(self, worker_ids: Iterable[str]) -> None:
+        """The outcomes are stored: wake whoever joined these syncs."""
+        for worker_id in worker_ids:
+            done = self._inflight.pop(worker_id, None)
+            if done is not None and not done.done():
+                done.set_result(None)
 
     async def _record(self, outcomes: dict[str, tuple[Outcome, float]]) -> list[Worker]:
         now = datetime.fromtimestamp(self.clock(), UTC)
@@ -167,7 +171,10 @@ class Syncer:
                 return after_sync(w, now, outcome)
             return after_failure(w, now, outcome)
 
-        changed = await self.store.update_workers(list(outcomes), mutate, now)
+        try:
+            changed = await self.store.update_workers(list(outcomes), mutate, now)
+        finally:
+            self._release(outcomes)
         for w in changed:
             self.metrics.sync_done(w.status, outcomes[w.id][1])
             if w.status == "failed":
@@ -175,17 +182,22 @@ class Syncer:
         return changed
 
     async def sync_one(self, w: Worker) -> Worker | None:
-        """Sync one worker now and store the outcome; None when it was deleted meanwhile."""
-        started = time.perf_counter()
-        outcome, ran = await self._outcome(w)
-        if not ran:
+        """Sync one worker now and store the outcome; None when it was deleted meanwhile.
+
+        When a sync of it is already running, wait for that one's stored outcome instead.
+        """
+        if self._claim(w.id) is None:
+            await asyncio.shield(self._inflight[w.id])
             return await self.store.get_worker(w.id)
-        changed = await self._record({w.id: (outcome, time.perf_counter() - started)})
+        try:
+            outcome = await self._safe_exchange(w)
+        except BaseException:
+            self._release([w.id])
+            raise
+        changed = await self._record({w.id: outcome})
         return changed[0] if changed else None
 
-    async def sweep(
-        self, workers: Sequence[Worker], progress: Callable[[int], Awaitable[None]] | None = None
-    ) -> SweepCounts:
+    async def sweep(self, workers: Sequence[Worker]) -> SweepCounts:
         """Sync every worker with bounded concurrency; store outcomes in batches."""
         queue = iter(workers)
         pending: dict[str, tuple[Outcome, float]] = {}
@@ -200,11 +212,13 @@ class Syncer:
 
         async def run() -> None:
             for w in queue:
-                started = time.perf_counter()
-                outcome, ran = await self._outcome(w)
-                if not ran:
-                    continue  # the sync it joined records its own outcome
-                pending[w.id] = (outcome, time.perf_counter() - started)
+                if self._claim(w.id) is None:
+                    continue  # already being synced; that sync stores its own outcome
+                try:
+                    pending[w.id] = await self._safe_exchange(w)
+                except BaseException:
+                    self._release([w.id])
+                    raise
                 if len(pending) >= FLUSH_EVERY:
                     flush()
 
