@@ -122,6 +122,11 @@ check_root() {
   [ "$(id -u)" -eq 0 ] || fail "run as root, e.g.: sudo bash install.sh"
 }
 
+readonly OUTER_PIP_PY='
+import sys, pip
+sys.exit(tuple(int(part) for part in pip.__version__.split(".")[:2]) < (22, 3))
+'
+
 check_python() {
   command -v "$PYTHON" >/dev/null 2>&1 ||
     fail "'$PYTHON' not found: install Python 3.11 or newer, or set VECTIS_PYTHON"
@@ -131,7 +136,7 @@ check_python() {
   "$PYTHON" -c 'import venv' >/dev/null 2>&1 ||
     fail "'$PYTHON' has no venv module: install it (Debian/Ubuntu: python3-venv)"
   # A pip that can install into another interpreter (22.3+) spares the venv a pip of its own.
-  if "$PYTHON" -m pip --python "$PYTHON" --version >/dev/null 2>&1; then
+  if "$PYTHON" -c "$OUTER_PIP_PY" >/dev/null 2>&1; then
     OUTER_PIP=1
   else
     "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1 ||
@@ -167,6 +172,14 @@ check_inputs() {
     [[ "$VECTIS_DASHBOARD_URL" =~ ^https?://[^[:space:]]+$ ]] ||
       fail "VECTIS_DASHBOARD_URL must be an http:// or https:// URL (got '$VECTIS_DASHBOARD_URL')"
   fi
+  local name link
+  for name in "${COMMANDS[@]}"; do
+    link="$R$BIN_DIR/$name"
+    if { [ -e "$link" ] || [ -L "$link" ]; } &&
+      [ "$(readlink -- "$link")" != "$VENV/bin/$name" ]; then
+      fail "${BIN_DIR}/$name exists and is not a link to ${VENV}/bin/$name: move it away"
+    fi
+  done
   case "$PACKAGE" in
     /* | ./* | ../* | *.whl)
       [ -e "$PACKAGE" ] || fail "VECTIS_PACKAGE=$PACKAGE does not exist"
