@@ -96,12 +96,11 @@ async def _read_capped(request: web.Request, cap: int) -> bytes:
     """The raw body, refused with 413 once it is known to exceed `cap` (chunked too)."""
     if request.content_length is not None and request.content_length > cap:
         raise PayloadTooLarge(f"the body is over {cap} bytes")
-    buf = bytearray()
-    async for chunk in request.content.iter_any():
-        buf += chunk
-        if len(buf) > cap:
-            raise PayloadTooLarge(f"the body is over {cap} bytes")
-    return bytes(buf)
+    try:
+        # client_max_size is `cap`: aiohttp stops reading as soon as the body passes it.
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"the body is over {cap} bytes") from None
 
 
 def _reject_constant(name: str) -> Any:

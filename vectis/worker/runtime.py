@@ -21,7 +21,7 @@ from vectis.config import WorkerConf
 from vectis.configfile import locked_conf, read_conf
 from vectis.crypto.signing import DEFAULT_NONCE_CAPACITY, RequestVerifier
 from vectis.errors import VectisError
-from vectis.status import SyncRecord, succeeded
+from vectis.status import SyncRecord, SyncStatus, iso, succeeded
 from vectis.worker.local import ServeSettings, facts_changed
 
 log = logging.getLogger("vectis.worker")
@@ -75,13 +75,13 @@ class WorkerRuntime:
         self.settings = settings
         self.clock = clock
         self._sig = file_sig(path)
-        self.conf = conf if conf is not None else read_conf(path)
+        self._use(conf if conf is not None else read_conf(path))
         self.verifier = RequestVerifier(
             self._key_for,
             start_time=clock(),
             nonce_capacity=settings.nonce_capacity or DEFAULT_NONCE_CAPACITY,
         )
-        self.pending_last_sync: str | None = None
+        self._pending_at: float | None = None
         self._reload_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
 
@@ -92,6 +92,12 @@ class WorkerRuntime:
     @property
     def worker_id(self) -> str | None:
         return self.conf.state.id
+
+    @property
+    def pending_last_sync(self) -> str | None:
+        """The last successful sync not yet written to worker.conf (ISO 8601 UTC)."""
+        at = self._pending_at
+        return None if at is None else iso(datetime.fromtimestamp(at, UTC))
 
     def record(self) -> SyncRecord:
         """The sync record as the daemon knows it: the file's, with the unwritten last_sync."""
@@ -115,25 +121,35 @@ class WorkerRuntime:
                 return
             if conf.state.id != self.conf.state.id:
                 log.info("worker id is now %s", conf.state.id or "(none: not registered)")
-            self.conf, self._sig = conf, sig
-            if self.pending_last_sync is not None and self.pending_last_sync <= (
-                conf.state.sync.last_sync or ""
-            ):
-                self.pending_last_sync = None
+            self._use(conf)
+            self._sig = sig
+            pending = self.pending_last_sync
+            if pending is not None and pending <= (conf.state.sync.last_sync or ""):
+                self._pending_at = None
+
+    def _use(self, conf: WorkerConf) -> None:
+        self.conf = conf
+        why = facts_changed(conf, self.settings.port, self.settings.ip)
+        # What a successful sync leaves behind, computed once per version of the file.
+        self._steady = SyncRecord(
+            SyncStatus.SYNCED if why is None else SyncStatus.OUTDATED,
+            last_sync=conf.state.sync.last_sync,
+        )
 
     def _outdated_because(self, conf: WorkerConf) -> str | None:
         return facts_changed(conf, self.settings.port, self.settings.ip)
 
     async def sync_succeeded(self, revision: int, config: dict[str, Any]) -> SyncOutcome:
         """Record a verified `/sync`: apply a newer revision and move the status, persisted."""
-        now = datetime.fromtimestamp(self.clock(), UTC)
+        at = self.clock()
         worker_id = self.conf.state.id or ""
-        if not self._needs_write(revision, now):
+        if not self._needs_write(revision, at):
             return SyncOutcome(worker_id, self.conf.state.applied_revision, False)
         async with self._write_lock:
             await self.refresh()
-            if not self._needs_write(revision, now):
+            if not self._needs_write(revision, at):
                 return SyncOutcome(worker_id, self.conf.state.applied_revision, False)
+            now = datetime.fromtimestamp(at, UTC)
             applied, applied_now = await asyncio.to_thread(
                 self._write_sync, revision, config, now, self.pending_last_sync
             )
@@ -142,13 +158,13 @@ class WorkerRuntime:
             log.info("applied config revision %d", applied)
         return SyncOutcome(worker_id, applied, applied_now)
 
-    def _needs_write(self, revision: int, now: datetime) -> bool:
-        """Whether this sync changes more than last_sync; if not, note last_sync in memory."""
-        conf = self.conf
-        new, change = succeeded(self.record(), now, up_to_date=self._outdated_because(conf) is None)
-        if revision > conf.state.applied_revision or change is not None:
+    def _needs_write(self, revision: int, at: float) -> bool:
+        """Whether this sync changes more than last_sync; if not, note its time in memory."""
+        # The hot path: no config to apply and the record already what a success leaves.
+        if revision > self.conf.state.applied_revision or self.conf.state.sync != self._steady:
             return True
-        self.pending_last_sync = _later(self.pending_last_sync, new.last_sync)
+        if self._pending_at is None or at > self._pending_at:
+            self._pending_at = at
         return False
 
     def _write_sync(
@@ -184,7 +200,7 @@ class WorkerRuntime:
                 log.error("cannot record the last sync time: %s", exc.message)
                 return
             if self.pending_last_sync == pending:
-                self.pending_last_sync = None
+                self._pending_at = None
             await self.refresh()
 
     async def flush_every(self, interval: float = FLUSH_INTERVAL) -> None:
