@@ -146,7 +146,9 @@ def a_records(client: Any, zone_id: str) -> int:
 
 
 def ip_of(i: int) -> str:
-    return f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255 or 1}"
+    """A distinct unicast address per worker (never .0 or .255)."""
+    high, low = divmod(i, 250)
+    return f"10.{high // 250}.{high % 250}.{low + 1}"
 
 
 async def burst_backend(count: int, endpoint: str) -> tuple[float, int, int]:
@@ -158,7 +160,7 @@ async def burst_backend(count: int, endpoint: str) -> tuple[float, int, int]:
     names = [f"w{i:05d}.{ZONE}" for i in range(count)]
     started = time.monotonic()
     results = await asyncio.gather(
-        *(backend.ensure(n, ip_of(i + 1)) for i, n in enumerate(names)), return_exceptions=True
+        *(backend.ensure(n, ip_of(i)) for i, n in enumerate(names)), return_exceptions=True
     )
     elapsed = time.monotonic() - started
     failed = sum(1 for r in results if isinstance(r, BaseException))
@@ -197,7 +199,7 @@ def burst_dashboard(count: int, endpoint: str, workdir: Path) -> tuple[float, in
         wait_ready(base + "/healthz")
 
         def register(i: int) -> int:
-            body = json.dumps({"ip": ip_of(i + 1), "secret": secrets.token_hex(32), "port": 3000})
+            body = json.dumps({"ip": ip_of(i), "secret": secrets.token_hex(32), "port": 3000})
             req = urllib.request.Request(
                 base + "/infra/workers/auto-register", data=body.encode(), method="POST"
             )
