@@ -111,6 +111,7 @@ function buildRow(id) {
   const parts = {
     link: h("a", { href: `#/workers/${encodeURIComponent(id)}`, class: "w-link", text: id }),
     subdomain: h("span", { class: "sub" }),
+    hostname: h("span", { class: "sub host" }),
     badge: h("span", { class: "badge", dataset: { status: "pending" } }),
     ip: h("span", { class: "v mono" }),
     dns: h("span", { class: "v dns" }),
@@ -124,7 +125,7 @@ function buildRow(id) {
   const el = h(
     "li",
     { class: "worker", dataset: { workerId: id } },
-    h("div", { class: "w-name" }, parts.link, parts.subdomain),
+    h("div", { class: "w-name" }, parts.link, parts.subdomain, parts.hostname),
     h("div", { class: "w-status" }, parts.badge),
     field("IP", parts.ip),
     field("DNS", parts.dns),
@@ -151,6 +152,9 @@ function updateRow(row) {
   setBadge(parts.badge, status);
   parts.badge.dataset.status = status;
   setText(parts.subdomain, worker.subdomain || "");
+  const host = typeof worker.hostname === "string" ? worker.hostname : "";
+  setText(parts.hostname, host ? `host ${host}` : "");
+  parts.hostname.hidden = !host;
   setText(parts.ip, worker.ip ? (worker.port ? `${worker.ip}:${worker.port}` : worker.ip) : "–");
   const dns = typeof worker.dns_status === "string" ? worker.dns_status : "none";
   setText(parts.dns, dns);

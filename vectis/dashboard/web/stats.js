@@ -1,7 +1,7 @@
 // A worker's latest stats as gauges. Stats come from psutil on the worker; every figure is
 // optional, so each reader accepts the few shapes a stats object may take and skips the rest.
 
-import { bytes, duration, h, setText } from "./dom.js";
+import { bytes, duration, h, parseTime, setText } from "./dom.js";
 
 function num(value) {
   const n = typeof value === "string" ? Number(value) : value;
@@ -131,7 +131,14 @@ export function renderStats(container, stats) {
   if (num(stats.uptime) !== null) add("Uptime", duration(stats.uptime));
   if (num(stats.boot_time) !== null) add("Booted", new Date(num(stats.boot_time) * 1000).toLocaleString());
   if (num(stats.process_count ?? stats.processes) !== null) add("Processes", num(stats.process_count ?? stats.processes));
-  const at = stats.collected_at ?? stats.at ?? stats.timestamp;
-  if (typeof at === "string") add("Collected", new Date(Date.parse(at)).toLocaleString());
+  const at = parseTime(stats.collected_at ?? stats.at ?? stats.timestamp);
+  if (at !== null) add("Collected", new Date(at).toLocaleString());
+  // A mount the worker could not read reports an error instead of figures.
+  const raw = Array.isArray(stats.disks) ? stats.disks : [];
+  for (const disk of raw) {
+    if (disk && typeof disk === "object" && typeof disk.error === "string") {
+      add(`Disk ${disk.mount ?? "?"}`, `unreadable: ${disk.error}`);
+    }
+  }
   if (facts.childElementCount) container.append(facts);
 }
