@@ -188,3 +188,20 @@ def test_worker_init_is_idempotent_and_keeps_state(tmp_path: Path) -> None:
     bad = run_cli(["worker", "init", "--dashboard-url", "ftp://x"], env=env)
     assert bad.returncode == 2 and "http:// or https://" in bad.stderr
     assert os.stat(conf_dir / "worker.conf").st_mode & 0o777 == 0o600
+
+
+def test_heartbeat_runs_beside_sync_and_stops_with_the_daemon(tmp_path: Path) -> None:
+    # A dashboard URL where nothing listens: the beats fail, /sync must not care.
+    w = setup_worker(tmp_path / "etc", dashboard_url=f"http://127.0.0.1:{free_port()}")
+    env = worker_env(w, VECTIS_HEARTBEAT_INTERVAL="1")
+    with running(["worker", "serve"], ready_url=w.healthz, log=tmp_path / "w.log",
+                 env=env) as proc:  # fmt: skip
+        deadline = time.monotonic() + 15
+        while "heartbeat failed" not in proc.output and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "heartbeat failed" in proc.output, proc.output
+        assert_serving(w)
+        started = time.monotonic()
+        assert proc.stop(signal.SIGTERM) == 0
+        assert time.monotonic() - started < 5
+    assert "Traceback" not in proc.output

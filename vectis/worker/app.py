@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -207,15 +206,12 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
 
 def _heartbeat(settings: ServeSettings) -> Coroutine[Any, Any, None] | None:
+    """The heartbeat loop (SPEC section 7), when there is a dashboard to send it to."""
     if settings.dashboard_url is None:
         return None
-    try:
-        agent = importlib.import_module("vectis.worker.agent")
-    except ModuleNotFoundError:
-        log.warning("no heartbeat: vectis.worker.agent is not in this build")
-        return None
-    loop: Callable[[str | None, int, float], Coroutine[Any, Any, None]] = agent.heartbeat_loop
-    return loop(settings.ip, settings.port, settings.heartbeat_interval)
+    from vectis.worker.agent import heartbeat_loop
+
+    return heartbeat_loop(settings.ip, settings.port, settings.heartbeat_interval)
 
 
 def create_app(
