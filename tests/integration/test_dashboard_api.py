@@ -345,4 +345,45 @@ def test_generated_admin_token_is_printed_once_and_survives_restart(tmp_path: Pa
             "GET", url + "/infra/workers", headers={"Authorization": f"Bearer {token}"}
         )
         assert status == 200
-    assert "admin token" not in p2.output and token not in p2.output
+    assert "shown only now" not in p2.output and token not in p2.output
+
+
+def test_admin_token_file_and_startup_errors(tmp_path: Path) -> None:
+    from tests.support import run_cli
+
+    token_file = tmp_path / "admin.token"
+    token_file.write_text("from-a-file-0123456789abcdef\n")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = ["dashboard", "serve", "--port", str(port), "--admin-token-file", str(token_file)]
+    env = {"VECTIS_SYNC_INTERVAL": "0", "VECTIS_ADMIN_TOKEN": "ignored-when-a-file-is-given"}
+    with running(args, ready_url=url + "/healthz", log=tmp_path / "f.log", env=env) as p:
+        auth = {"Authorization": "Bearer from-a-file-0123456789abcdef"}
+        assert http("GET", url + "/infra/tokens", headers=auth)[0] == 200
+        wrong = {"Authorization": "Bearer ignored-when-a-file-is-given"}
+        assert http("GET", url + "/infra/tokens", headers=wrong)[0] == 401
+    assert "shown only now" not in p.output
+
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    bad_runs = [
+        (["--admin-token-file", str(tmp_path / "missing")], {}, "cannot read the admin token"),
+        (["--enroll-token-file", str(empty)], {}, "file is empty"),
+        ([], {"VECTIS_SYNC_INTERVAL": "soon"}, "VECTIS_SYNC_INTERVAL"),
+        ([], {"VECTIS_SYNC_CONCURRENCY": "0"}, "VECTIS_SYNC_CONCURRENCY"),
+        (["--zone", "bad zone!"], {}, "zone"),
+        (["--dns-backend", "carrier-pigeon"], {}, "carrier-pigeon"),
+    ]
+    for extra, extra_env, message in bad_runs:
+        done = run_cli(["dashboard", "serve", "--port", str(free_port()), *extra], env=extra_env)
+        assert done.returncode in (1, 3), (extra, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (extra, done.stderr)
+        assert "Traceback" not in done.stderr + done.stdout
+
+    # The port is taken: a clear error, not a traceback.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        done = run_cli(["dashboard", "serve", "--port", str(taken.getsockname()[1])])
+    assert done.returncode == 3 and "cannot listen" in done.stderr, done.stderr
