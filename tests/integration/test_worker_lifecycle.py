@@ -193,7 +193,8 @@ def test_worker_init_is_idempotent_and_keeps_state(tmp_path: Path) -> None:
 def test_heartbeat_runs_beside_sync_and_stops_with_the_daemon(tmp_path: Path) -> None:
     # A dashboard URL where nothing listens: the beats fail, /sync must not care.
     w = setup_worker(tmp_path / "etc", dashboard_url=f"http://127.0.0.1:{free_port()}")
-    env = worker_env(w, VECTIS_HEARTBEAT_INTERVAL="1")
+    # The IP is given, so no beat looks outside the host for it.
+    env = worker_env(w, VECTIS_HEARTBEAT_INTERVAL="1", VECTIS_PUBLIC_IP="127.0.0.1")
     with running(["worker", "serve"], ready_url=w.healthz, log=tmp_path / "w.log",
                  env=env) as proc:  # fmt: skip
         deadline = time.monotonic() + 15
