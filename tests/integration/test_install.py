@@ -81,7 +81,7 @@ class Sandbox:
         return [self.root / "usr/local/bin" / name for name in COMMANDS]
 
     def install(
-        self, *args: str, piped: str | None = None, **env: str
+        self, *args: str, piped: str | None = None, cwd: Path | None = None, **env: str
     ) -> subprocess.CompletedProcess[str]:
         """Run install.sh; `piped` is a script text fed to bash's stdin, as `curl | bash` does."""
         full = {**self.base_env, **env}
@@ -90,6 +90,7 @@ class Sandbox:
                 ["bash", "-s", "--", *args],
                 input=piped,
                 env=full,
+                cwd=cwd,
                 capture_output=True,
                 text=True,
                 timeout=180,
@@ -98,6 +99,7 @@ class Sandbox:
         return subprocess.run(
             ["bash", str(SCRIPT), *args],
             env=full,
+            cwd=cwd,
             capture_output=True,
             text=True,
             timeout=180,
@@ -300,7 +302,8 @@ def test_fresh_install_without_token_is_pending(sandbox: Sandbox, tmp_path: Path
 
 
 def test_unit_passes_systemd_analyze_verify(sandbox: Sandbox) -> None:
-    done = sandbox.install()
+    # A relative VECTIS_PACKAGE is taken from the caller's directory.
+    done = sandbox.install(cwd=sandbox.wheel.parent, VECTIS_PACKAGE=f"./{sandbox.wheel.name}")
     assert done.returncode == 0, done.stderr
     # In a sandbox a missing service user is not created: the files stay the caller's.
     assert f"user {ABSENT_USER} not created" in done.stdout

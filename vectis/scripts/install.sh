@@ -133,6 +133,14 @@ check_python() {
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
     fail "Python 3.11 or newer is needed; '$PYTHON' is $("$PYTHON" -V 2>&1)" \
       "(set VECTIS_PYTHON to a newer one)"
+  if [ "$SANDBOX" -eq 0 ]; then
+    case "$(realpath -- "$(command -v "$PYTHON")")" in
+      /root/* | /home/*)
+        fail "'$PYTHON' lives under /root or /home, which the service cannot see" \
+          "(ProtectHome=yes): set VECTIS_PYTHON to a system-wide Python 3.11+"
+        ;;
+    esac
+  fi
   "$PYTHON" -c 'import venv' >/dev/null 2>&1 ||
     fail "'$PYTHON' has no venv module: install it (Debian/Ubuntu: python3-venv)"
   # A pip that can install into another interpreter (22.3+) spares the venv a pip of its own.
@@ -183,8 +191,13 @@ check_inputs() {
   case "$PACKAGE" in
     /* | ./* | ../* | *.whl)
       [ -e "$PACKAGE" ] || fail "VECTIS_PACKAGE=$PACKAGE does not exist"
+      PACKAGE="$(realpath -- "$PACKAGE")"
       ;;
   esac
+  if [ "$SANDBOX" -eq 0 ] && ! id -u "$SVC_USER" >/dev/null 2>&1; then
+    command -v useradd >/dev/null 2>&1 ||
+      fail "useradd not found: create the system user ${SVC_USER} first, then run again"
+  fi
 }
 
 # --- install steps --------------------------------------------------------------------------
@@ -262,7 +275,7 @@ make_config_dir() {
     mkdir -m 0700 "$R$ETC_DIR"
     NEW_ETC=1
   fi
-  chmod 0700 "$R$ETC_DIR"
+  own_config
 }
 
 # Give the service user what the daemon writes: the directory, the secret, worker.conf, the lock.
@@ -279,8 +292,9 @@ configure() {
   step "worker secret and worker.conf"
   [ -z "${VECTIS_DASHBOARD_URL:-}" ] || args+=(--dashboard-url "$VECTIS_DASHBOARD_URL")
   [ -z "${VECTIS_WORKER_PORT:-}" ] || args+=(--port "$VECTIS_WORKER_PORT")
-  # `worker init` never replaces an existing secret and keeps worker.conf's state.
-  "$R$VENV/bin/vectis" worker init "${args[@]}" >/dev/null
+  # `worker init` never replaces an existing secret and keeps worker.conf's state. Run as the
+  # service user, so that a running daemon never meets a file it cannot read.
+  as_service_user "$R$VENV/bin/vectis" worker init "${args[@]}" >/dev/null
   own_config
 }
 
@@ -416,7 +430,7 @@ register() {
 
 summary() {
   local status
-  status="$("$R$VENV/bin/vectis" status --json 2>/dev/null || true)"
+  status="$(as_service_user "$R$VENV/bin/vectis" status --json 2>/dev/null || true)"
   say "installed vectis ${VERSION}"
   say "  venv      ${VENV}   config ${ETC_DIR}   unit ${UNIT}"
   say "  service   ${SERVICE}"
@@ -551,6 +565,8 @@ main() {
   fi
   check_inputs
   check_python
+  # Commands run as the service user must not start in a directory it cannot enter.
+  cd /
   WORK="$(mktemp -d)"
   install
 }
