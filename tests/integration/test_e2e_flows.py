@@ -154,7 +154,31 @@ def _flows(tmp_path: Path, url: str, knot: Any) -> None:
         assert synced["status"] == "synced" and synced["stats"], synced
         until(lambda: knot.query(data["subdomain"], "A") == ["127.0.0.1"], "the A record")
 
-    # The worker's IP changes: its daemon now listens on 127.0.0.2.
+    # The worker's IP changes. Its daemon is down meanwhile, so that only `vectis sync`
+    # (not the daemon's own heartbeat) reports the new address here.
+    code, status = w.status(VECTIS_PUBLIC_IP="127.0.0.2")
+    assert (code, status["sync_status"], status["service"]) == (12, "outdated", "stopped")
+
+    code, data, err = w.cli("sync", "--json", VECTIS_PUBLIC_IP="127.0.0.2")
+    assert code == 0, err
+    assert (data["action"], data["sync_status"], data["ip"]) == ("heartbeat", "synced", "127.0.0.2")
+    code, shown = admin("GET", f"{url}/infra/workers/{worker_id}")
+    assert code == 200 and shown.get("worker", shown)["ip"] == "127.0.0.2", shown
+    until(lambda: knot.query(f"{worker_id}.{ZONE}", "A") == ["127.0.0.2"], "the moved A record")
+
+    # A config set on the dashboard reaches the worker through its next heartbeat.
+    code, _, body = http(
+        "PUT",
+        f"{url}/infra/workers/{worker_id}/config",
+        {"motd": "hi"},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
+    assert code == 200, body
+    code, data, err = w.cli("sync", "--json", VECTIS_PUBLIC_IP="127.0.0.2")
+    assert (code, data["config_applied"], data["applied_revision"]) == (0, True, 1), err
+    assert "motd" in (w.conf_dir / "worker.conf").read_text()
+
+    # The daemon comes back on 127.0.0.2.
     moved_env = w.env(VECTIS_PUBLIC_IP="127.0.0.2")
     with running(
         [*serve, "--host", "127.0.0.2"],
@@ -162,32 +186,6 @@ def _flows(tmp_path: Path, url: str, knot: Any) -> None:
         log=tmp_path / "worker2.log",
         env=moved_env,
     ):
-        code, status = w.status(VECTIS_PUBLIC_IP="127.0.0.2")
-        assert (code, status["sync_status"]) == (12, "outdated")
-
-        code, data, err = w.cli("sync", "--json", VECTIS_PUBLIC_IP="127.0.0.2")
-        assert code == 0, err
-        assert (data["action"], data["sync_status"], data["ip"]) == (
-            "heartbeat",
-            "synced",
-            "127.0.0.2",
-        )
-        code, shown = admin("GET", f"{url}/infra/workers/{worker_id}")
-        assert code == 200 and shown.get("worker", shown)["ip"] == "127.0.0.2", shown
-        until(lambda: knot.query(f"{worker_id}.{ZONE}", "A") == ["127.0.0.2"], "the moved A record")
-
-        # A config set on the dashboard reaches the worker through its next heartbeat.
-        code, _, body = http(
-            "PUT",
-            f"{url}/infra/workers/{worker_id}/config",
-            {"motd": "hi"},
-            headers={"Authorization": f"Bearer {ADMIN}"},
-        )
-        assert code == 200, body
-        code, data, err = w.cli("sync", "--json", VECTIS_PUBLIC_IP="127.0.0.2")
-        assert (code, data["config_applied"], data["applied_revision"]) == (0, True, 1), err
-        assert "motd" in (w.conf_dir / "worker.conf").read_text()
-
         # The dashboard reaches it at the new address.
         code, synced = admin("POST", f"{url}/infra/workers/{worker_id}/sync")
         synced = synced.get("worker", synced)
