@@ -140,6 +140,9 @@ def test_registration_provisions_and_check_finds_and_fixes_drift(
 
     code, report = dashboard.check()
     assert code == 0 and report["counts"]["ok"] == 3
+    table = run_cli(["dashboard", "dns", "check"], env={**dashboard.env, "COLUMNS": "200"})
+    assert table.returncode == 0, table.stderr
+    assert one["subdomain"] in table.stdout and "3 names: 3 ok" in table.stderr
 
 
 def test_a_registration_while_dns_is_down_is_provisioned_once_it_is_back(

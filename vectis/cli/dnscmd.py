@@ -71,7 +71,6 @@ def check(
         rows = [
             (
                 r.name,
-                r.worker_id,
                 " ".join(r.expected) or "(none)",
                 " ".join(r.provider) or "(none)",
                 "-" if r.resolved is None else " ".join(r.resolved) or "(none)",
@@ -80,7 +79,7 @@ def check(
             )
             for r in report.records
         ]
-        columns = ["name", "worker", "expected", "provider", "resolves", "state", "error"]
+        columns = ["name", "expected", "provider", "resolves", "state", "error"]
         table(f"DNS records in {report.zone} ({report.backend})", columns, rows)
         counts = ", ".join(f"{n} {s}" for s, n in report.counts.items() if n)
         say(f"{len(report.records)} names: {counts or 'none'}")
