@@ -83,7 +83,6 @@ def _worker_rows(workers: list[dict[str, Any]]) -> list[list[Any]]:
             w.get("id"),
             w.get("status"),
             _address(w),
-            w.get("dns_status"),
             _revision(w),
             w.get("last_sync"),
             w.get("last_error"),
@@ -92,8 +91,8 @@ def _worker_rows(workers: list[dict[str, Any]]) -> list[list[Any]]:
     ]
 
 
-# Subdomain and version are in `workers show`; the list stays readable in 100 columns.
-WORKER_COLUMNS = ("id", "status", "address", "dns", "rev", "last sync", "last error")
+# Subdomain, DNS state and version are in `workers show`, so that the list fits a terminal.
+WORKER_COLUMNS = ("id", "status", "address", "rev", "last sync", "last error")
 
 
 def _worker_fields(worker: dict[str, Any]) -> None:
@@ -235,6 +234,7 @@ def delete_worker(
                 f"refusing to delete worker {worker_id} without confirmation: pass --yes"
             )
         if not typer.confirm(f"Delete worker {worker_id} and its DNS record?", err=True):
+            say(f"worker {worker_id} not deleted")
             raise typer.Exit(int(ExitCode.ERROR))
     doc = client.delete_worker(worker_id)
     if as_json:
