@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -401,3 +402,21 @@ def test_commands_do_not_import_aiohttp(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_bad_url_and_a_silent_dashboard() -> None:
+    env = {"VECTIS_ADMIN_TOKEN": ADMIN}
+    bad = run_cli(["dashboard", "workers", "list", "--url", "ftp://example"], env=env)
+    assert bad.returncode == 2 and "http(s)://" in one_line_error(bad)
+
+    # A listener that accepts connections (in its backlog) but never answers.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        result = run_cli(
+            ["dashboard", "workers", "list", "--url", url, "--timeout", "0.5"], env=env
+        )
+    assert result.returncode == 5
+    line = one_line_error(result)
+    assert url in line and "0.5 s" in line
