@@ -7,8 +7,9 @@ command functions, so `vectis status` pays only for what it uses.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import typer
 
@@ -28,9 +29,9 @@ app.command("sync")(flows.sync)
 app.command("demo")(flows.demo)
 
 
-def _single(command: object, help_text: str | None) -> typer.Typer:
+def _single(command: Callable[..., Any], help_text: str | None) -> typer.Typer:
     one = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
-    one.command(help=help_text)(command)  # type: ignore[arg-type]
+    one.command(help=help_text)(command)
     return one
 
 

@@ -187,12 +187,10 @@ async def _expect(request: web.Request) -> web.Response | None:
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
-    """The lazy last_sync writer and, with a dashboard URL, the heartbeat loop."""
+    """The lazy last_sync writer and the heartbeat loop."""
     rt = app[RUNTIME]
     tasks = [asyncio.create_task(rt.flush_every(app[FLUSH_EVERY]), name="flush-last-sync")]
-    heartbeat = _heartbeat(rt.settings)
-    if heartbeat is not None:
-        tasks.append(asyncio.create_task(heartbeat, name="heartbeat"))
+    tasks.append(asyncio.create_task(_heartbeat(rt.settings), name="heartbeat"))
     yield
     for task in tasks:
         task.cancel()
@@ -205,10 +203,12 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     await rt.flush()
 
 
-def _heartbeat(settings: ServeSettings) -> Coroutine[Any, Any, None] | None:
-    """The heartbeat loop (SPEC section 7), when there is a dashboard to send it to."""
-    if settings.dashboard_url is None:
-        return None
+def _heartbeat(settings: ServeSettings) -> Coroutine[Any, Any, None]:
+    """The heartbeat loop (SPEC section 7).
+
+    Started even before a dashboard URL is known: the loop reads worker.conf on every beat and
+    waits quietly until a registration writes the URL and id there.
+    """
     from vectis.worker.agent import heartbeat_loop
 
     return heartbeat_loop(settings.ip, settings.port, settings.heartbeat_interval)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from vectis.dashboard.dns.base import DNSBackend, DNSError, record_type
 
 
@@ -27,7 +29,7 @@ class MemoryBackend(DNSBackend):
         name = self._check(name)
         for rtype in ("A", "AAAA"):
             self.records.pop((name, rtype), None)
-        self.records[(name, record_type(ip))] = ip
+        self.records[(name, record_type(ip))] = str(ipaddress.ip_address(ip))
 
     async def delete(self, name: str) -> None:
         name = self._check(name)
