@@ -252,6 +252,17 @@ def _serve_shard(members: Sequence[Member], socks: Sequence[socket.socket], read
     asyncio.run(main())
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this child when its parent dies, so no simulator outlives a killed run."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(0)
+
+
 class Fleet:
     """The forked processes serving the members; stop() ends them."""
 
@@ -273,6 +284,7 @@ class Fleet:
                 os.close(read_end)
                 code = 0
                 try:
+                    _die_with_parent()
                     mine = [i for i in range(len(members)) if i % processes == k]
                     for i in range(len(socks)):
                         if i % processes != k:
