@@ -59,6 +59,13 @@ class Unauthorized(VectisError):
         return {"error": "unauthorized"}
 
 
+class Forbidden(VectisError):
+    """Authenticated, but the request lacks what it needs (e.g. the CSRF header)."""
+
+    http_status = 403
+    code = "forbidden"
+
+
 class NotFound(VectisError):
     http_status = 404
     code = "not_found"

@@ -13,12 +13,7 @@ from vectis.dashboard import auth, pages
 from vectis.dashboard.keys import DASHBOARD
 from vectis.dashboard.names import is_worker_id
 from vectis.dashboard.service import Dashboard
-from vectis.errors import PayloadTooLarge, Unauthorized, VectisError
-
-
-class Forbidden(VectisError):
-    http_status = 403
-    code = "forbidden"
+from vectis.errors import Forbidden, PayloadTooLarge, Unauthorized
 
 
 def _dash(request: web.Request) -> Dashboard:

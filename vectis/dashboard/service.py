@@ -46,7 +46,9 @@ from vectis.status import SyncStatus, iso
 log = logging.getLogger("vectis.dashboard")
 
 DNS_TIMEOUT = 30.0
-DNS_BATCH = 50
+# Records handed to the backend at once: a backend that batches (Route53) turns a burst of
+# registrations into a few change requests only if it sees them together.
+DNS_BATCH = 1000
 DNS_POLL = 1.0
 
 
