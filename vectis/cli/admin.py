@@ -200,21 +200,20 @@ def sync_all(
     as_json: Json = False,
     timeout: Timeout = 600.0,
 ) -> None:
-    """Sync every worker now; exits 0 when none failed, else 11."""
+    """Sync every worker now; exits 0 when all synced, 11 if any failed, else 12 if outdated."""
     doc = _client(url, admin_token_file).sync_all(timeout)
     if as_json:
         emit_json(doc)
     else:
-        counts = {k: v for k, v in doc.items() if isinstance(v, int) and not isinstance(v, bool)}
-        nested = doc.get("counts")
-        if isinstance(nested, dict):
-            counts.update(nested)
-        table("sync of every worker", ("outcome", "workers"), sorted(counts.items()))
-    failed = doc.get("failed")
-    if failed is None and isinstance(doc.get("counts"), dict):
-        failed = doc["counts"].get("failed")
-    if failed:
+        counts: list[tuple[str, Any]] = [
+            (k, v) for k, v in doc.items() if isinstance(v, int) and k != "total"
+        ]
+        counts.append(("total", doc.get("total")))
+        table("sync of every worker", ("outcome", "workers"), counts)
+    if doc.get("failed"):
         raise typer.Exit(int(ExitCode.FAILED))
+    if doc.get("outdated"):
+        raise typer.Exit(int(ExitCode.OUTDATED))
 
 
 @workers_app.command("delete")
