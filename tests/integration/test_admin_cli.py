@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import pytest
 
-from tests.support import child_env, free_port, http, run_cli, running, wait_ready
+from tests.support import Proc, child_env, free_port, http, run_cli, running, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = secrets.token_urlsafe(24)
@@ -100,7 +100,8 @@ def fleet_worker(tmp_path: Path) -> Iterator[Any]:
         roster.write_text(
             json.dumps([{"id": worker_id, "ip": "127.0.0.1", "port": port, "secret": secret}])
         )
-        log = (tmp_path / f"fleet-{port}.log").open("wb")
+        log_path = tmp_path / f"fleet-{port}.log"
+        log = log_path.open("wb")
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -115,7 +116,7 @@ def fleet_worker(tmp_path: Path) -> Iterator[Any]:
             env=child_env({"PYTHONPATH": str(ROOT)}),
         )
         procs.append((proc, log))
-        wait_ready(f"http://127.0.0.1:{port}/healthz")
+        wait_ready(f"http://127.0.0.1:{port}/healthz", Proc(proc, log_path))
         return worker_id
 
     yield start
