@@ -29,8 +29,8 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
     from rich.table import Table
 
     t = Table(title=title)
-    for col in columns:
-        t.add_column(col)
+    for i, col in enumerate(columns):
+        t.add_column(col, no_wrap=i == 0)  # ids must never be cut
     for row in rows:
         t.add_row(*("-" if v is None else str(v) for v in row))
     Console().print(t)
