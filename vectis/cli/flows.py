@@ -31,12 +31,12 @@ UrlOpt = Annotated[
     str | None,
     typer.Option(
         "--dashboard-url",
-        help="Dashboard URL [env VECTIS_DASHBOARD_URL; else worker.conf; remembered].",
+        help="Dashboard URL (env VECTIS_DASHBOARD_URL; else worker.conf; remembered).",
     ),
 ]
 IpOpt = Annotated[
     str | None,
-    typer.Option("--ip", help="This worker's public IP [env VECTIS_PUBLIC_IP; else detected]."),
+    typer.Option("--ip", help="This worker's public IP (env VECTIS_PUBLIC_IP; else detected)."),
 ]
 PortOpt = Annotated[
     int | None,
@@ -44,7 +44,7 @@ PortOpt = Annotated[
         "--port",
         min=1,
         max=65535,
-        help="The worker daemon's port to report [env VECTIS_WORKER_PORT; else worker.conf].",
+        help="The worker daemon's port to report (env VECTIS_WORKER_PORT; else worker.conf).",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
@@ -126,7 +126,7 @@ def sync(
 def demo(
     port: Annotated[
         int | None,
-        typer.Option("--port", min=1, max=65535, help="Dashboard port [default: a free one]."),
+        typer.Option("--port", min=1, max=65535, help="Dashboard port (default: a free one)."),
     ] = None,
     workers: Annotated[
         int, typer.Option("--workers", min=1, max=20, help="How many local workers to run.")

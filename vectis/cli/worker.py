@@ -15,17 +15,17 @@ app = typer.Typer(help="Run and set up the worker daemon.", no_args_is_help=True
 def serve(
     host: Annotated[
         str | None,
-        typer.Option(help="Listen address [env VECTIS_WORKER_HOST; worker.conf; 0.0.0.0]."),
+        typer.Option(help="Listen address (env VECTIS_WORKER_HOST; worker.conf; 0.0.0.0)."),
     ] = None,
     port: Annotated[
         int | None,
         typer.Option(
-            min=1, max=65535, help="Listen port [env VECTIS_WORKER_PORT; worker.conf; 3000]."
+            min=1, max=65535, help="Listen port (env VECTIS_WORKER_PORT; worker.conf; 3000)."
         ),
     ] = None,
     ip: Annotated[
         str | None,
-        typer.Option(help="This worker's public IP for heartbeats [env VECTIS_PUBLIC_IP]."),
+        typer.Option(help="This worker's public IP for heartbeats (env VECTIS_PUBLIC_IP)."),
     ] = None,
 ) -> None:
     """Run the worker daemon (for systemd): answers signed POST /sync on port 3000."""
