@@ -479,3 +479,185 @@ def test_failed_upgrade_then_uninstall_then_purge(sandbox: Sandbox, tmp_path: Pa
     assert purged.returncode == 0, purged.stderr
     assert not sandbox.etc.exists()
     assert other.is_symlink()
+
+
+# --- a real install, to /, inside a private mount namespace ---------------------------------
+
+# Everything the script writes (/etc, /opt, /usr/local/bin) is a private copy or tmpfs that
+# vanishes with the namespace; the user it creates lands in that copy of /etc/passwd. The
+# running Python is bound at /srv/vectis-python (outside /root and /home, which ProtectHome
+# hides from the service), and when it lives under /root or /home that tree is replaced by a
+# world-traversable tmpfs holding just the Python, so the service user can run it too.
+NAMESPACE_SETUP = r"""
+set -euo pipefail
+cp -a /etc/. "$T/etc/" && mount --bind "$T/etc" /etc
+mount -t tmpfs -o mode=755 tmpfs /opt
+mount --bind "$T/local-bin" /usr/local/bin
+mount --bind "$PY_PREFIX" /srv
+case "$PY_PREFIX" in
+  /root/* | /home/*)
+    top="/$(echo "$PY_PREFIX" | cut -d/ -f2)"
+    mount -t tmpfs -o mode=755 tmpfs "$top"
+    mkdir -p "$PY_PREFIX" && mount --bind /srv "$PY_PREFIX"
+    ;;
+esac
+"""
+
+NAMESPACE_RUN = (
+    NAMESPACE_SETUP
+    + r"""
+run() { # name, then the command: its stdout, stderr and exit code go to $T/out/name.*
+  local name="$1"; shift
+  set +e; "$@" >"$T/out/$name.out" 2>"$T/out/$name.err"; echo $? >"$T/out/$name.rc"; set -e
+}
+run install bash "$SCRIPT"
+getent passwd "$SVC" >"$T/out/passwd" || true
+stat -c '%n %U %G %a' /etc/vectis /etc/vectis/worker.secret /etc/vectis/worker.conf \
+  >"$T/out/stat"
+cp /etc/systemd/system/vectis-worker.service "$T/out/unit"
+run status env -u VECTIS_CONFIG_DIR /usr/local/bin/vectis-status --json
+run daemon "$HOST_PYTHON" -c "$DAEMON_PY"
+cp /etc/vectis/worker.secret "$T/out/secret"
+run rerun env -u VECTIS_TOKEN bash "$SCRIPT"
+cp /etc/vectis/worker.secret "$T/out/secret-after-rerun"
+run status2 env -u VECTIS_CONFIG_DIR /usr/local/bin/vectis-status --json
+run uninstall bash "$SCRIPT" --uninstall
+ls -A /opt /usr/local/bin /etc/systemd/system >"$T/out/left" 2>&1 || true
+test -e /etc/vectis/worker.secret && echo yes >"$T/out/kept-secret" || true
+run purge bash "$SCRIPT" --uninstall --purge
+test -e /etc/vectis && echo yes >"$T/out/etc-left" || true
+getent passwd "$SVC" >"$T/out/passwd-after" || true
+"""
+)
+
+
+# Start the unit's ExecStart the way systemd would (as the service user, a bare environment,
+# NOTIFY_SOCKET set), wait for READY=1 and /healthz, then stop it with SIGTERM.
+DAEMON_PY = r"""
+import os, socket, subprocess, sys, time, urllib.request
+# An abstract socket, as systemd uses: no directory the service user would need to reach.
+name = "vectis-install-test-%d" % os.getpid()
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+sock.bind("\0" + name)
+sock.settimeout(0.1)
+env = {"PATH": "/usr/bin:/bin", "NOTIFY_SOCKET": "@" + name}
+daemon = subprocess.Popen(
+    ["setpriv", "--reuid=vectis", "--regid=vectis", "--init-groups", "--",
+     "/opt/vectis/bin/vectis", "worker", "serve"],
+    env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+)
+try:
+    deadline = time.monotonic() + 30
+    while daemon.poll() is None and time.monotonic() < deadline:
+        try:
+            print("notify", sock.recv(4096).decode().strip().replace("\n", " "))
+            break
+        except TimeoutError:
+            pass
+    url = "http://127.0.0.1:%s/healthz" % os.environ["VECTIS_WORKER_PORT"]
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        print("healthz", resp.status)
+finally:
+    if daemon.poll() is None:
+        daemon.terminate()
+    code = daemon.wait(20)
+    print("exit", code)
+    sys.stderr.write(daemon.stdout.read().decode(errors="replace"))
+"""
+
+
+def test_real_install_as_root_in_a_private_namespace(
+    tmp_path: Path, wheel: Path, dashboard: Dashboard
+) -> None:
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1) for a private mount namespace")
+    prefix = Path(sys.prefix).resolve()
+    python = Path("/srv/bin") / Path(sys.executable).name
+    if prefix != Path(sys.base_prefix).resolve() and str(
+        Path(sys.base_prefix).resolve()
+    ).startswith(("/root/", "/home/")):
+        pytest.skip("the running venv's base Python lives under /root or /home")
+    for name in ("etc", "local-bin", "out"):
+        (tmp_path / name).mkdir()
+    tmp_path.chmod(0o755)  # the service user reads nothing here, but bash -c may cd
+    env = {
+        **os.environ,
+        "T": str(tmp_path),
+        "PY_PREFIX": str(prefix),
+        "SCRIPT": str(SCRIPT.resolve()),
+        "SVC": "vectis",
+        "HOST_PYTHON": sys.executable,
+        "DAEMON_PY": DAEMON_PY,
+        "VECTIS_PACKAGE": str(wheel),
+        "VECTIS_SYSTEM_PACKAGES": "1",
+        "VECTIS_PYTHON": str(python),
+        "VECTIS_TOKEN": ENROLL,
+        "VECTIS_DASHBOARD_URL": dashboard.url,
+        "VECTIS_PUBLIC_IP": "127.0.0.1",
+        "VECTIS_WORKER_PORT": str(free_port()),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "true"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a mount namespace here: {probe.stderr.strip()}")
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "bash", "-c", NAMESPACE_RUN],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out"
+
+    def result(name: str) -> tuple[int, str, str]:
+        return (
+            int((out / f"{name}.rc").read_text()),
+            (out / f"{name}.out").read_text(),
+            (out / f"{name}.err").read_text(),
+        )
+
+    code, stdout, stderr = result("install")
+    assert code == 0, stdout + stderr
+    assert ENROLL not in stdout + stderr
+    # The system user was created, and owns /etc/vectis and its files.
+    passwd = (out / "passwd").read_text().split(":")
+    assert passwd[0] == "vectis" and passwd[6].strip() == "/usr/sbin/nologin"
+    assert int(passwd[2]) < 1000, "a system user"
+    assert (out / "stat").read_text().splitlines() == [
+        "/etc/vectis vectis vectis 700",
+        "/etc/vectis/worker.secret vectis vectis 600",
+        "/etc/vectis/worker.conf vectis vectis 600",
+    ]
+    assert "User=vectis\nGroup=vectis\n" in (out / "unit").read_text()
+    # The links in /usr/local/bin work: vectis-status reads /etc/vectis (registered as vectis).
+    code, stdout, _ = result("status")
+    status = json.loads(stdout)
+    assert code == 0 and status["sync_status"] == "synced", status
+    worker_id = status["id"]
+    assert isinstance(worker_id, str) and worker_id in result("install")[1]
+    # The unit's command runs as the service user on the installed files, and says READY=1.
+    code, stdout, stderr = result("daemon")
+    assert code == 0, stdout + stderr
+    assert "notify READY=1" in stdout.splitlines()[0], stdout
+    assert "healthz 200" in stdout and "exit 0" in stdout, stdout + stderr
+    # A rerun (upgrade, no token) keeps the secret and the id.
+    assert result("rerun")[0] == 0, result("rerun")[2]
+    assert json.loads(result("status2")[1])["id"] == worker_id
+    assert (out / "secret-after-rerun").read_text() == (out / "secret").read_text()
+    # --uninstall removes venv, unit and links, keeps /etc/vectis; --purge removes that too.
+    assert result("uninstall")[0] == 0
+    left = (out / "left").read_text()
+    assert "vectis" not in left, left
+    assert (out / "kept-secret").exists()
+    assert result("purge")[0] == 0
+    assert not (out / "etc-left").exists()
+    assert (out / "passwd-after").read_text().startswith("vectis:"), "the user is kept"
