@@ -484,14 +484,18 @@ def test_failed_upgrade_then_uninstall_then_purge(sandbox: Sandbox, tmp_path: Pa
 # --- a real install, to /, inside a private mount namespace ---------------------------------
 
 # Everything the script writes (/etc, /opt, /usr/local/bin) is a private copy or tmpfs that
-# vanishes with the namespace; the user it creates lands in that copy of /etc/passwd. The
-# running Python is bound at /srv/vectis-python (outside /root and /home, which ProtectHome
-# hides from the service), and when it lives under /root or /home that tree is replaced by a
-# world-traversable tmpfs holding just the Python, so the service user can run it too.
+# vanishes with the namespace (the copy of /usr/local/bin is links to the host's files); the
+# user it creates lands in the copy of /etc/passwd. The running Python's prefix is bound at
+# /srv (outside /root and /home, which ProtectHome hides from the service), and when it lives
+# under /root or /home that tree is replaced by a world-traversable tmpfs holding just the
+# Python, so that the service user can run it too.
 NAMESPACE_SETUP = r"""
 set -euo pipefail
 cp -a /etc/. "$T/etc/" && mount --bind "$T/etc" /etc
 mount -t tmpfs -o mode=755 tmpfs /opt
+# /usr/local/bin gets a private copy made of links to the host's files (a Python may live there).
+mkdir /opt/.host-local-bin && mount --bind /usr/local/bin /opt/.host-local-bin
+for f in /opt/.host-local-bin/*; do [ ! -e "$f" ] || ln -s "$f" "$T/local-bin/"; done
 mount --bind "$T/local-bin" /usr/local/bin
 mount --bind "$PY_PREFIX" /srv
 case "$PY_PREFIX" in
@@ -522,7 +526,7 @@ run rerun env -u VECTIS_TOKEN bash "$SCRIPT"
 cp /etc/vectis/worker.secret "$T/out/secret-after-rerun"
 run status2 env -u VECTIS_CONFIG_DIR /usr/local/bin/vectis-status --json
 run uninstall bash "$SCRIPT" --uninstall
-ls -A /opt /usr/local/bin /etc/systemd/system >"$T/out/left" 2>&1 || true
+ls -A /opt /usr/local/bin /etc/systemd/system | grep -E '^vectis' >"$T/out/left" || true
 test -e /etc/vectis/worker.secret && echo yes >"$T/out/kept-secret" || true
 run purge bash "$SCRIPT" --uninstall --purge
 test -e /etc/vectis && echo yes >"$T/out/etc-left" || true
@@ -655,8 +659,7 @@ def test_real_install_as_root_in_a_private_namespace(
     assert (out / "secret-after-rerun").read_text() == (out / "secret").read_text()
     # --uninstall removes venv, unit and links, keeps /etc/vectis; --purge removes that too.
     assert result("uninstall")[0] == 0
-    left = (out / "left").read_text()
-    assert "vectis" not in left, left
+    assert (out / "left").read_text() == "", "nothing named vectis* left in /opt, bin, units"
     assert (out / "kept-secret").exists()
     assert result("purge")[0] == 0
     assert not (out / "etc-left").exists()
