@@ -105,6 +105,10 @@ on_exit() {
     warn "nothing was left half-done: the venv, unit and links are as before this run;"
     warn "${ETC_DIR} (secret and state) is kept. Fix the cause above and run install.sh again."
     rc=1
+  elif [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ] && [ "$INSTALLED" -eq 1 ]; then
+    warn "step '${STEP}' failed (exit ${rc}) after the install was complete;"
+    warn "check 'vectis status', fix the cause above and run install.sh again."
+    rc=1
   fi
   [ -z "$WORK" ] || rm -rf -- "$WORK"
   exit "$rc"
@@ -418,7 +422,7 @@ register() {
   if [ -z "$TOKEN" ]; then
     return 0
   fi
-  say "register with the dashboard"
+  step "register with the dashboard"
   # The token reaches `vectis register` through its environment only: never argv, never a log.
   if VECTIS_TOKEN="$TOKEN" as_service_user "$R$VENV/bin/vectis" register; then
     REGISTERED=1
@@ -471,6 +475,7 @@ install() {
   rm -rf -- "$R$VENV.previous"
   INSTALLED=1
   register
+  STEP="summary"
   summary
   if [ "$REGISTERED" -eq 2 ]; then
     exit 3
