@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from vectis.dashboard import openapi
 from vectis.dashboard.api import ROUTES
 from vectis.dashboard.keys import DASHBOARD
 from vectis.dashboard.service import Dashboard
@@ -59,6 +60,7 @@ def create_app(settings: DashboardSettings, dashboard: Dashboard | None = None) 
     app = web.Application(middlewares=[errors], client_max_size=settings.body_limit)
     app[DASHBOARD] = dashboard or Dashboard(settings)
     app.add_routes(ROUTES)
+    app.router.add_get("/openapi.json", openapi.serve)
     app.cleanup_ctx.append(_lifecycle)
     return app
 

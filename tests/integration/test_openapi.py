@@ -1,0 +1,106 @@
+"""The OpenAPI document: served without auth, valid OpenAPI 3.1, and covering every route."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+
+from tests.integration.test_dashboard_support import dashboard
+from tests.support import http
+from vectis.dashboard.app import create_app
+from vectis.dashboard.openapi import document
+from vectis.dashboard.settings import load_settings
+
+METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
+
+
+def _validate(doc: dict[str, Any]) -> None:
+    schemathesis.openapi.from_dict(doc).validate()
+
+
+def _documented(doc: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (method.upper(), path)
+        for path, item in doc["paths"].items()
+        for method in item
+        if method in METHODS
+    }
+
+
+def test_served_document_is_valid_openapi_and_needs_no_auth(tmp_path: Path) -> None:
+    with dashboard(tmp_path) as dash:
+        status, headers, raw = http("GET", dash.url + "/openapi.json")
+        assert status == 200
+        assert headers["Content-Type"].startswith("application/json")
+        served = json.loads(raw)
+        # A HEAD is answered like the GET, without the body.
+        status, _, body = http("HEAD", dash.url + "/openapi.json")
+        assert (status, body) == (200, b"")
+    assert served == document()
+    assert served["openapi"].startswith("3.1")
+    _validate(served)
+    # It describes the API and holds nothing of the fleet: not even the tokens in use.
+    assert "admin-token-for-tests" not in raw.decode()
+    assert "enroll-token-for-tests" not in raw.decode()
+
+
+def test_the_validator_refuses_a_broken_document() -> None:
+    """The validity check above is a real one: it refuses what OpenAPI forbids."""
+    import jsonschema_rs
+
+    breaks = [
+        ("paths", "/infra/workers", "get", "parameters", 0, "in", "body"),
+        ("components", "securitySchemes", "adminToken", "type", "password"),
+        ("info", "title", None),
+    ]
+    for *where, value in breaks:
+        broken = copy.deepcopy(document())
+        node: Any = broken
+        for key in where[:-1]:
+            node = node[key]
+        if value is None:
+            del node[where[-1]]
+        else:
+            node[where[-1]] = value
+        with pytest.raises(jsonschema_rs.ValidationError):
+            _validate(broken)
+
+
+def test_every_route_of_the_app_is_documented_and_nothing_else(tmp_path: Path) -> None:
+    settings = load_settings({"VECTIS_DATA_DIR": str(tmp_path / "data")})
+    app = create_app(settings)
+    served: set[tuple[str, str]] = set()
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("path") or info.get("formatter")
+        assert path, f"a route without a path: {route}"
+        served.add((route.method, path))
+    # aiohttp answers HEAD beside each GET; HTTP gives HEAD the GET's meaning.
+    served = {(m, p) for m, p in served if not (m == "HEAD" and ("GET", p) in served)}
+    documented = _documented(document())
+    assert served - documented == set(), "routes missing from the OpenAPI document"
+    assert documented - served == set(), "documented operations the app does not serve"
+
+
+def test_every_operation_documents_its_errors() -> None:
+    """Each operation lists the error answers its handler can give, with the error shape."""
+    doc = document()
+    ops = {(m.upper(), p): op for p, item in doc["paths"].items() for m, op in item.items()}
+    for key, op in ops.items():
+        assert op["operationId"] and op["responses"], key
+        codes = set(op["responses"])
+        if op["security"]:
+            assert "401" in codes, f"{key} needs credentials but documents no 401"
+        if any("adminToken" in alt for alt in op["security"]):
+            assert "429" in codes, f"{key}: a wrong admin token counts towards 429"
+        if key[0] in ("POST", "PUT", "DELETE") and any("csrf" in a for a in op["security"]):
+            assert "403" in codes, f"{key}: a session without CSRF header is 403"
+        if "requestBody" in op and key != ("POST", "/logout"):
+            assert "413" in codes, f"{key} reads a body, so it can answer 413"
+        if "{" in key[1] and key != ("POST", "/infra/workers/{worker_id}/heartbeat"):
+            assert "404" in codes, f"{key} names an object, so it can answer 404"

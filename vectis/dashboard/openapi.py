@@ -1,0 +1,703 @@
+"""The dashboard's OpenAPI 3.1 document, served at `GET /openapi.json`.
+
+Plain data built once: request schemas say what the handlers in `api.py` and the checks in
+`validate.py` accept, and every status a route can answer is listed with its body.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any
+
+from aiohttp import web
+
+from vectis import __version__
+
+Schema = dict[str, Any]
+
+WORKER_ID = r"^[a-z]+(-[a-z]+)*-[0-9a-f]{4}$"
+TOKEN_ID = r"^[0-9a-f]{8}$"  # noqa: S105 - a pattern, not a credential
+STATUSES = ["pending", "synced", "failed", "outdated"]
+JSON = "application/json"
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _text(limit: int) -> Schema:
+    return _nullable({"type": "string", "maxLength": limit})
+
+
+TIME: Schema = {"type": "string", "format": "date-time", "description": "ISO 8601 UTC, ...Z"}
+PORT: Schema = {"type": "integer", "minimum": 1, "maximum": 65535}
+COUNT: Schema = {"type": "integer", "minimum": 0}
+IP: Schema = {
+    "type": "string",
+    "maxLength": 64,
+    "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
+    "description": "A unicast IPv4 or IPv6 address; unspecified, multicast and broadcast "
+    "addresses are refused with 400. Stored and answered in canonical form.",
+}
+
+
+def _object(properties: dict[str, Schema], *, closed: bool = True, **extra: Any) -> Schema:
+    """An object whose every listed property is always present."""
+    doc: Schema = {"type": "object", "properties": properties, "required": list(properties)}
+    if closed:
+        doc["additionalProperties"] = False
+    return {**doc, **extra}
+
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": {
+        "type": "object",
+        "properties": {
+            "error": {"type": "string", "description": "a stable machine-readable code"},
+            "message": {"type": "string", "description": "what was wrong, for a person"},
+        },
+        "required": ["error", "message"],
+    },
+    "Unauthorized": _object(
+        {"error": {"const": "unauthorized"}},
+        description="Every auth failure answers this same body; the reason is logged only.",
+    ),
+    "Worker": _object(
+        {
+            "id": {"type": "string", "pattern": WORKER_ID},
+            "subdomain": {"type": "string", "description": "<id>.<zone>"},
+            "ip": {"type": "string"},
+            "port": PORT,
+            "status": {"enum": STATUSES},
+            "dns_status": {"enum": ["none", "pending", "synced", "failed"]},
+            "dns_error": _nullable({"type": "string"}),
+            "last_sync": _nullable(TIME),
+            "last_error": _nullable({"type": "string"}),
+            "consecutive_failures": COUNT,
+            "version": _nullable({"type": "string"}),
+            "desired_revision": COUNT,
+            "applied_revision": COUNT,
+            "stats": _nullable({"type": "object", "description": "the worker's latest figures"}),
+            "hostname": _nullable({"type": "string"}),
+            "metadata": _nullable({"type": "object"}),
+            "created_at": TIME,
+            "updated_at": TIME,
+        },
+        description="A registered worker; never its secret.",
+    ),
+    "HistoryEntry": _object(
+        {
+            "at": TIME,
+            "status": {"enum": STATUSES},
+            "previous": {"enum": STATUSES},
+            "cause": {"type": "string"},
+        }
+    ),
+    "WorkerDetail": {
+        "allOf": [
+            {**_ref("Worker"), "description": "the worker object"},
+            {
+                "type": "object",
+                "properties": {
+                    "config": {"type": "object", "description": "the desired config"},
+                    "history": {"type": "array", "items": _ref("HistoryEntry")},
+                },
+                "required": ["config", "history"],
+            },
+        ],
+    },
+    "Token": _object(
+        {
+            "id": {"type": "string", "pattern": TOKEN_ID},
+            "description": _nullable({"type": "string"}),
+            "created_at": TIME,
+            "expires_at": _nullable(TIME),
+            "max_uses": _nullable({"type": "integer", "minimum": 1}),
+            "uses": COUNT,
+            "revoked_at": _nullable(TIME),
+            "state": {"enum": ["active", "revoked", "expired", "used_up"]},
+        },
+        description="An enrollment token as listed: never the token itself, nor its hash.",
+    ),
+    "NewToken": {
+        "allOf": [
+            _ref("Token"),
+            {
+                "type": "object",
+                "properties": {"token": {"type": "string", "minLength": 32}},
+                "required": ["token"],
+            },
+        ],
+        "description": "A created token: `token` is shown this once and stored hashed.",
+    },
+    "ConfigValue": {
+        "description": "Any JSON value but null, at any depth: workers keep TOML.",
+        "anyOf": [
+            {"type": ["string", "number", "boolean"]},
+            {"type": "array", "items": _ref("ConfigValue")},
+            {"type": "object", "additionalProperties": _ref("ConfigValue")},
+        ],
+    },
+}
+
+
+def _json(schema: Schema, description: str, headers: dict[str, Any] | None = None) -> Schema:
+    doc: Schema = {"description": description, "content": {JSON: {"schema": schema}}}
+    if headers:
+        doc["headers"] = headers
+    return doc
+
+
+def _error(description: str) -> Schema:
+    return _json(_ref("Error"), description)
+
+
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+RESPONSES: dict[str, Schema] = {
+    "BadRequest": _error("bad input: the message says what was wrong"),
+    "Unauthorized": _json(_ref("Unauthorized"), "missing, wrong, expired or revoked credentials"),
+    "Forbidden": _error("a session without its X-Vectis-CSRF header on a change"),
+    "NotFound": _error("no such object"),
+    "Conflict": _error("the IP and port are held by another worker"),
+    "TooLarge": _error("the body is over the size cap (1 MiB; a config 512 KiB)"),
+    "RateLimited": _json(
+        _ref("Error"), "too many failed credentials from this address", RETRY_AFTER
+    ),
+    "Unavailable": _error("the nonce store is full of unexpired nonces; retry shortly"),
+}
+
+
+def _use(*names: str) -> dict[str, Schema]:
+    codes = {
+        "BadRequest": "400",
+        "Unauthorized": "401",
+        "Forbidden": "403",
+        "NotFound": "404",
+        "Conflict": "409",
+        "TooLarge": "413",
+        "RateLimited": "429",
+        "Unavailable": "503",
+    }
+    return {codes[n]: {"$ref": f"#/components/responses/{n}"} for n in names}
+
+
+def _body(schema: Schema, *, required: bool = True, description: str = "") -> Schema:
+    doc: Schema = {"required": required, "content": {JSON: {"schema": schema}}}
+    if description:
+        doc["description"] = description
+    return doc
+
+
+READ_AUTH: list[Schema] = [{"adminToken": []}, {"session": []}]
+WRITE_AUTH: list[Schema] = [{"adminToken": []}, {"session": [], "csrf": []}]
+ADMIN_READ = _use("Unauthorized", "RateLimited")
+ADMIN_WRITE = _use("Unauthorized", "Forbidden", "RateLimited")
+
+
+def _param(name: str, pattern: str, description: str) -> Schema:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "pattern": pattern},
+    }
+
+
+WORKER_PARAM = _param(
+    "worker_id", WORKER_ID, "a worker's id; any other value answers 404 (401 on heartbeat)"
+)
+TOKEN_PARAM = _param("token_id", TOKEN_ID, "a token's id; any other value answers 404")
+
+
+def _op(
+    op_id: str,
+    summary: str,
+    responses: dict[str, Schema],
+    *,
+    tag: str,
+    security: list[Schema] | None = None,
+    body: Schema | None = None,
+    parameters: list[Schema] | None = None,
+    description: str = "",
+) -> Schema:
+    doc: Schema = {
+        "operationId": op_id,
+        "summary": summary,
+        "tags": [tag],
+        "security": security if security is not None else [],
+        "responses": responses,
+    }
+    if description:
+        doc["description"] = description
+    if body is not None:
+        doc["requestBody"] = body
+    if parameters:
+        doc["parameters"] = parameters
+    return doc
+
+
+def _text_file(media: str, description: str) -> Schema:
+    return {"description": description, "content": {media: {"schema": {"type": "string"}}}}
+
+
+REGISTRATION = {
+    "type": "object",
+    "properties": {
+        "ip": IP,
+        "secret": {
+            "type": "string",
+            "pattern": "^(?:[0-9a-fA-F]{2}){16,64}$",
+            "description": "the worker's secret: 32 to 128 hex characters, an even count",
+        },
+        "port": _nullable(PORT),
+        "hostname": _text(255),
+        "version": _text(64),
+    },
+    "required": ["ip", "secret"],
+    "description": "Unknown fields are ignored; a missing or null port means 3000.",
+}
+HEARTBEAT = {
+    "type": "object",
+    "properties": {
+        "ip": _nullable(IP),
+        "port": _nullable(PORT),
+        "version": _text(64),
+        "applied_revision": _nullable({"type": "integer", "minimum": 0, "maximum": 2**62 - 1}),
+    },
+    "description": "Every field may be left out or null: the stored value is kept.",
+}
+TOKEN_REQUEST = {
+    "type": "object",
+    "properties": {
+        "description": _text(200),
+        "expires_in": _nullable({"type": "number", "minimum": 1, "maximum": 10 * 365 * 86400}),
+        "expires_at": _nullable(
+            {
+                "type": "string",
+                "maxLength": 40,
+                "description": "ISO 8601, e.g. 2030-01-31T12:00:00Z; a time in the past is 400",
+            }
+        ),
+        "max_uses": _nullable({"type": "integer", "minimum": 1, "maximum": 2**31}),
+    },
+    "description": "Give expires_in or expires_at, not both (400). An empty body is {}.",
+}
+SIGNED_FORMAT = (
+    "`Authorization: Bearer v1.<worker_id>.<ts>.<nonce>.<sig>`: ts is Unix seconds (1 to 10 "
+    "digits), nonce 16 random bytes and sig the HMAC-SHA256 (key: bytes.fromhex(secret)), both "
+    "base64url without padding. The string to sign is these lines joined by \\n: vectis-req-v1, "
+    "worker_id, ts, nonce, POST, the path exactly as sent, and the lowercase hex SHA-256 of the "
+    "raw body. It must be within 300 s of the dashboard's clock, not older than its start, and "
+    "its nonce unseen."
+)
+
+
+def _paths() -> dict[str, Schema]:
+    worker_ops = "workers"
+    return {
+        "/healthz": {
+            "get": _op(
+                "healthz",
+                "200 once the dashboard is ready; reveals nothing",
+                {"200": _json(_object({"status": {"const": "ok"}}), "the dashboard is ready")},
+                tag="open",
+            )
+        },
+        "/openapi.json": {
+            "get": _op(
+                "openapi",
+                "This document",
+                {"200": _json({"type": "object"}, "the OpenAPI document")},
+                tag="open",
+            )
+        },
+        "/infra/workers/auto-register": {
+            "post": _op(
+                "autoRegister",
+                "Register a worker (SPEC section 3)",
+                {
+                    "200": _json(_ref("Registered"), "the same secret registered again"),
+                    "201": _json(_ref("Registered"), "a new worker"),
+                    **_use("BadRequest", "Unauthorized", "Conflict", "TooLarge", "RateLimited"),
+                },
+                tag=worker_ops,
+                security=[{"enrollmentToken": []}],
+                body=_body(REGISTRATION),
+                description="Identity is the secret: the same secret gets the same id back, "
+                "with a changed IP stored and its DNS record moved. A DNS failure never "
+                "fails a registration.",
+            )
+        },
+        "/infra/workers/{worker_id}/heartbeat": {
+            "post": _op(
+                "heartbeat",
+                "A worker's signed heartbeat (SPEC section 7)",
+                {
+                    "200": _json(
+                        _ref("HeartbeatAnswer"),
+                        "signed with the worker's secret over the request's nonce",
+                        {
+                            "X-Vectis-Signature": {
+                                "required": True,
+                                "description": "v1.<ts>.<sig> over vectis-resp-v1, worker_id, "
+                                "ts, the request's nonce, the status and the body's SHA-256",
+                                "schema": {
+                                    "type": "string",
+                                    "pattern": r"^v1\.[0-9]{1,10}\.[A-Za-z0-9_-]{43}$",
+                                },
+                            }
+                        },
+                    ),
+                    **_use("BadRequest", "Unauthorized", "Conflict", "TooLarge", "Unavailable"),
+                },
+                tag=worker_ops,
+                security=[{"workerSignature": []}],
+                parameters=[WORKER_PARAM],
+                body=_body(HEARTBEAT),
+                description="Answers only its exact raw path. The signature is checked "
+                "before the body is read as JSON.",
+            )
+        },
+        "/infra/workers": {
+            "get": _op(
+                "listWorkers",
+                "Every worker, or those with one status",
+                {
+                    "200": _json(
+                        _object({"workers": {"type": "array", "items": _ref("Worker")}}),
+                        "the workers",
+                    ),
+                    **_use("BadRequest"),
+                    **ADMIN_READ,
+                },
+                tag=worker_ops,
+                security=READ_AUTH,
+                parameters=[
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "required": False,
+                        "description": "an empty value means no filter",
+                        "schema": {"enum": [*STATUSES, ""]},
+                    }
+                ],
+            )
+        },
+        "/infra/workers/sync": {
+            "post": _op(
+                "syncAll",
+                "Sync every worker now; answers when done",
+                {
+                    "200": _json(
+                        _object({k: COUNT for k in ("total", "synced", "failed", "outdated")}),
+                        "counts per outcome",
+                    ),
+                    **ADMIN_WRITE,
+                },
+                tag=worker_ops,
+                security=WRITE_AUTH,
+            )
+        },
+        "/infra/workers/{worker_id}": {
+            "get": _op(
+                "showWorker",
+                "One worker with its config and history of status changes",
+                {
+                    "200": _json(_ref("WorkerDetail"), "the worker"),
+                    **_use("NotFound"),
+                    **ADMIN_READ,
+                },
+                tag=worker_ops,
+                security=READ_AUTH,
+                parameters=[WORKER_PARAM],
+            ),
+            "delete": _op(
+                "deleteWorker",
+                "Deregister a worker; its DNS record goes too",
+                {
+                    "200": _json(
+                        _object(
+                            {
+                                "id": {"type": "string", "pattern": WORKER_ID},
+                                "deleted": {"const": True},
+                            }
+                        ),
+                        "deleted",
+                    ),
+                    **_use("NotFound"),
+                    **ADMIN_WRITE,
+                },
+                tag=worker_ops,
+                security=WRITE_AUTH,
+                parameters=[WORKER_PARAM],
+            ),
+        },
+        "/infra/workers/{worker_id}/sync": {
+            "post": _op(
+                "syncWorker",
+                "Sync one worker now; answers the worker after the attempt",
+                {
+                    "200": _json(_ref("Worker"), "the worker; a failed attempt is its status"),
+                    **_use("NotFound"),
+                    **ADMIN_WRITE,
+                },
+                tag=worker_ops,
+                security=WRITE_AUTH,
+                parameters=[WORKER_PARAM],
+            )
+        },
+        "/infra/workers/{worker_id}/config": {
+            "put": _op(
+                "setConfig",
+                "Set a worker's desired config; it is outdated until it applies it",
+                {
+                    "200": _json(_ref("Worker"), "the worker with its new desired_revision"),
+                    **_use("BadRequest", "NotFound", "TooLarge"),
+                    **ADMIN_WRITE,
+                },
+                tag=worker_ops,
+                security=WRITE_AUTH,
+                parameters=[WORKER_PARAM],
+                body=_body(
+                    {
+                        "type": "object",
+                        "additionalProperties": _ref("ConfigValue"),
+                    },
+                    description="a JSON object of at most 512 KiB with no null anywhere",
+                ),
+            )
+        },
+        "/infra/tokens": {
+            "post": _op(
+                "createToken",
+                "Create an enrollment token",
+                {
+                    "201": _json(_ref("NewToken"), "the token, shown once"),
+                    **_use("BadRequest", "TooLarge"),
+                    **ADMIN_WRITE,
+                },
+                tag="tokens",
+                security=WRITE_AUTH,
+                body=_body(TOKEN_REQUEST, required=False),
+            ),
+            "get": _op(
+                "listTokens",
+                "Every enrollment token",
+                {
+                    "200": _json(
+                        _object({"tokens": {"type": "array", "items": _ref("Token")}}),
+                        "the tokens",
+                    ),
+                    **ADMIN_READ,
+                },
+                tag="tokens",
+                security=READ_AUTH,
+            ),
+        },
+        "/infra/tokens/{token_id}": {
+            "delete": _op(
+                "revokeToken",
+                "Revoke an enrollment token",
+                {
+                    "200": _json(_ref("Token"), "the revoked token"),
+                    **_use("NotFound"),
+                    **ADMIN_WRITE,
+                },
+                tag="tokens",
+                security=WRITE_AUTH,
+                parameters=[TOKEN_PARAM],
+            )
+        },
+        "/metrics": {
+            "get": _op(
+                "metrics",
+                "Prometheus text: workers by status, syncs, durations, registrations",
+                {
+                    "200": _text_file("text/plain", "Prometheus text format 0.0.4"),
+                    **ADMIN_READ,
+                },
+                tag="admin",
+                security=READ_AUTH,
+            )
+        },
+        "/login": {
+            "post": _op(
+                "login",
+                "Start a web session with the admin token",
+                {
+                    "200": _json(
+                        _object({"csrf": {"type": "string"}}),
+                        "a session cookie (HttpOnly, SameSite=Strict) and its CSRF token",
+                        {"Set-Cookie": {"required": True, "schema": {"type": "string"}}},
+                    ),
+                    **_use("Unauthorized", "TooLarge", "RateLimited"),
+                },
+                tag="session",
+                body=_body(
+                    {"type": "object", "properties": {"token": {"type": "string"}}},
+                    description='a body that is not {"token": <admin token>} is a 401',
+                ),
+            )
+        },
+        "/logout": {
+            "post": _op(
+                "logout",
+                "End the web session of the cookie, if any",
+                {"200": _json(_object({"authenticated": {"const": False}}), "logged out")},
+                tag="session",
+            )
+        },
+        "/session": {
+            "get": _op(
+                "session",
+                "Whether the cookie holds a live session, and its CSRF token",
+                {
+                    "200": _json(
+                        {
+                            "oneOf": [
+                                _object({"authenticated": {"const": False}}),
+                                _object(
+                                    {"authenticated": {"const": True}, "csrf": {"type": "string"}}
+                                ),
+                            ]
+                        },
+                        "the session's state",
+                    )
+                },
+                tag="session",
+                parameters=[_cookie()],
+            )
+        },
+        "/": {
+            "get": _op(
+                "index",
+                "The web page",
+                {"200": _text_file("text/html", "the page")},
+                tag="files",
+            )
+        },
+        "/static/{name}": {
+            "get": _op(
+                "static",
+                "A file of the web page",
+                {
+                    "200": {
+                        "description": "the file",
+                        "content": {"*/*": {"schema": {"type": "string"}}},
+                    },
+                    **_use("NotFound"),
+                },
+                tag="files",
+                parameters=[
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "a file name directly inside the page's folder",
+                    }
+                ],
+            )
+        },
+        "/install.sh": {
+            "get": _op(
+                "installScript",
+                "The install script (SPEC section 11)",
+                {
+                    "200": _text_file("text/x-shellscript", "the script"),
+                    **_use("NotFound"),
+                },
+                tag="files",
+            )
+        },
+    }
+
+
+def _cookie() -> Schema:
+    return {
+        "name": "vectis_session",
+        "in": "cookie",
+        "required": False,
+        "schema": {"type": "string"},
+    }
+
+
+def document() -> dict[str, Any]:
+    """The whole OpenAPI document as plain data."""
+    schemas = dict(SCHEMAS)
+    schemas["Registered"] = _object(
+        {
+            "id": {"type": "string", "pattern": WORKER_ID},
+            "subdomain": {"type": "string"},
+            "ip": {"type": "string"},
+        }
+    )
+    schemas["HeartbeatAnswer"] = _object(
+        {
+            "status": {"enum": STATUSES},
+            "revision": COUNT,
+            "config": {"type": "object", "description": "the desired config"},
+        }
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Vectis dashboard",
+            "version": __version__,
+            "description": "Registry of worker servers: registration, heartbeats, syncs, "
+            'config and enrollment tokens. Every error is {"error", "message"} JSON, '
+            'except auth failures, which are always the same 401 {"error": "unauthorized"}. '
+            "A method a path does not serve is a 405.",
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": schemas,
+            "responses": RESPONSES,
+            "securitySchemes": {
+                "adminToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the admin token (VECTIS_ADMIN_TOKEN, or printed once)",
+                },
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "vectis_session",
+                    "description": "the web page's session, from POST /login",
+                },
+                "csrf": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Vectis-CSRF",
+                    "description": "the session's CSRF token; needed on POST, PUT, DELETE",
+                },
+                "enrollmentToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an enrollment token (VECTIS_TOKEN or POST /infra/tokens)",
+                },
+                "workerSignature": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "v1.<worker_id>.<ts>.<nonce>.<sig>",
+                    "description": SIGNED_FORMAT,
+                },
+            },
+        },
+    }
+
+
+@cache
+def document_bytes() -> bytes:
+    return json.dumps(document(), indent=1).encode("utf-8")
+
+
+async def serve(request: web.Request) -> web.Response:
+    """`GET /openapi.json`: no auth, since it describes the API and reveals no data."""
+    return web.Response(body=document_bytes(), content_type=JSON)
