@@ -131,6 +131,22 @@ class _Reader:
         return list(value)
 
 
+def toml_problem(value: Any, where: str) -> str | None:
+    """Why `value` cannot be kept in worker.conf (TOML has no null), or None when it can."""
+    if value is None:
+        return f"{where}: null cannot be stored by a worker; leave the key out"
+    items: Any = ()
+    if isinstance(value, dict):
+        items = ((f"{where}.{k}", v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    for path, item in items:
+        problem = toml_problem(item, path)
+        if problem:
+            return problem
+    return None
+
+
 def check_url(value: str, what: str = "URL") -> str:
     """An http(s) URL with a host; raise ValueError otherwise."""
     parts = urlsplit(value)

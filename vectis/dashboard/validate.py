@@ -7,6 +7,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
+from vectis.config import toml_problem
 from vectis.crypto.secrets import is_acceptable_secret
 from vectis.errors import BadRequest, PayloadTooLarge
 from vectis.status import iso, parse_iso
@@ -104,24 +105,14 @@ def heartbeat(doc: dict[str, Any]) -> tuple[str | None, int | None, str | None, 
     return ip, p, text(doc, "version", 64), revision
 
 
-def _storable(value: Any, where: str) -> None:
-    """Workers keep their config as TOML, which has no null: refuse it here, not at sync."""
-    if value is None:
-        raise BadRequest(f"{where}: null cannot be stored by a worker; leave the key out")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _storable(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _storable(item, f"{where}[{i}]")
-
-
 def config(body: bytes) -> str:
     """A worker's desired config: a JSON object under the size cap, stored compactly."""
     if len(body) > CONFIG_LIMIT:
         raise PayloadTooLarge(f"the config is larger than {CONFIG_LIMIT // 1024} KiB")
     doc = json_object(body, "the config")
-    _storable(doc, "config")
+    problem = toml_problem(doc, "config")
+    if problem:
+        raise BadRequest(problem)
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
 
 

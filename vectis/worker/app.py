@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import _default_expect_handler
 
 from vectis import __version__
+from vectis.config import toml_problem
 from vectis.configfile import conf_path, read_conf, secret_path
 from vectis.crypto.secrets import key_from_secret, read_secret_file
 from vectis.crypto.signing import SIGNATURE_HEADER, AuthFailure, NonceStoreFull, sign_response
@@ -106,18 +107,6 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _check_storable(value: Any, where: str) -> None:
-    """The config lands in worker.conf as TOML, which has no null."""
-    if value is None:
-        raise BadRequest(f"{where}: null cannot be stored; leave the key out")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _check_storable(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _check_storable(item, f"{where}[{i}]")
-
-
 def parse_sync_body(body: bytes) -> tuple[int, dict[str, Any]]:
     """`{"revision": N, "config": {...}}` from the raw body, or BadRequest."""
     try:
@@ -133,7 +122,9 @@ def parse_sync_body(body: bytes) -> tuple[int, dict[str, Any]]:
         raise BadRequest(f"revision must be from 0 to {MAX_REVISION}")
     if not isinstance(config, dict):
         raise BadRequest("config must be a JSON object")
-    _check_storable(config, "config")
+    problem = toml_problem(config, "config")
+    if problem:
+        raise BadRequest(problem)
     return revision, config
 
 
