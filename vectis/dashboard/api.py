@@ -72,20 +72,38 @@ async def auto_register(request: web.Request) -> web.Response:
     return _json(answer, 201 if created else 200)
 
 
-async def heartbeat(request: web.Request) -> web.Response:
-    body = await read_body(request)
+def _signed_path(request: web.Request, action: str) -> str:
+    """The worker id of a worker-signed route, which answers only its exact raw path (SPEC 6)."""
     worker_id = _worker_id(request)
-    # A signed route answers only its exact raw path (SPEC section 6).
-    if not is_worker_id(worker_id) or request.raw_path != f"/infra/workers/{worker_id}/heartbeat":
-        raise Unauthorized("heartbeat path is not canonical")
-    answer, signature = await _dash(request).heartbeat(
-        worker_id, request.raw_path, request.headers.get("Authorization"), body
-    )
+    if not is_worker_id(worker_id) or request.raw_path != f"/infra/workers/{worker_id}/{action}":
+        raise Unauthorized(f"{action} path is not canonical")
+    return worker_id
+
+
+def _signed_answer(answer: bytes, signature: str) -> web.Response:
     return web.Response(
         body=answer,
         content_type="application/json",
         headers={SIGNATURE_HEADER: signature},
     )
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    worker_id = _signed_path(request, "heartbeat")
+    answer, signature = await _dash(request).heartbeat(
+        worker_id, request.raw_path, request.headers.get("Authorization"), body
+    )
+    return _signed_answer(answer, signature)
+
+
+async def rotate_secret(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    worker_id = _signed_path(request, "rotate-secret")
+    answer, signature = await _dash(request).rotate_secret(
+        worker_id, request.raw_path, request.headers.get("Authorization"), body
+    )
+    return _signed_answer(answer, signature)
 
 
 # -- web session -------------------------------------------------------------------------------
@@ -216,6 +234,7 @@ ROUTES = [
     web.delete("/infra/workers/{worker_id}", delete_worker),
     web.post("/infra/workers/{worker_id}/sync", sync_worker),
     web.post("/infra/workers/{worker_id}/heartbeat", heartbeat),
+    web.post("/infra/workers/{worker_id}/rotate-secret", rotate_secret),
     web.put("/infra/workers/{worker_id}/config", set_config),
     web.post("/infra/tokens", create_token),
     web.get("/infra/tokens", list_tokens),

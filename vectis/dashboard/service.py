@@ -11,12 +11,19 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from vectis.crypto.secrets import key_from_secret
-from vectis.crypto.signing import AuthFailure, NonceStoreFull, RequestVerifier, sign_response
+from vectis.crypto.secrets import is_acceptable_secret, key_from_secret
+from vectis.crypto.signing import (
+    AuthFailure,
+    NonceStoreFull,
+    RequestVerifier,
+    SignedRequest,
+    sign_response,
+)
 from vectis.dashboard import auth, validate
 from vectis.dashboard.dns import create_backend
 from vectis.dashboard.dns.base import DNSBackend
@@ -50,6 +57,22 @@ DNS_TIMEOUT = 30.0
 # registrations into a few change requests only if it sees them together.
 DNS_BATCH = 1000
 DNS_POLL = 1.0
+
+
+class _WithCurrentSecrets(list[Worker]):
+    """Workers listed when a sweep starts, each handed out with the secret current at its turn.
+
+    A long sweep must not sign a sync with a secret that a rotation retired meanwhile.
+    """
+
+    def __init__(self, workers: list[Worker], keys: dict[str, bytes]) -> None:
+        super().__init__(workers)
+        self._keys = keys
+
+    def __iter__(self) -> Iterator[Worker]:
+        for w in super().__iter__():
+            key = self._keys.get(w.id)
+            yield w if key is None or key.hex() == w.secret else replace(w, secret=key.hex())
 
 
 class Dashboard:
@@ -211,18 +234,13 @@ class Dashboard:
         self, worker_id: str, path: str, authorization: str | None, body: bytes
     ) -> tuple[bytes, str]:
         """SPEC section 7: verify, record, and answer (body, X-Vectis-Signature)."""
-        now = self.clock()
         try:
-            req = self.verifier.verify(authorization, "POST", path, body, now=now)
-        except AuthFailure as exc:
+            req = self._verify_signed(worker_id, path, authorization, body, "heartbeat")
+        except Unauthorized:
             self.metrics.heartbeats["unauthorized"] += 1
-            log.info("heartbeat for %s refused: %s", worker_id[:64], exc.reason)
-            raise Unauthorized(exc.reason) from None
-        except NonceStoreFull:
-            raise ServiceUnavailable("too many recent requests; retry shortly") from None
-        if req.worker_id != worker_id:
-            log.info("heartbeat path names %s but is signed by %s", worker_id[:64], req.worker_id)
-            raise Unauthorized("signed for another worker")
+            raise
+        # Answer with the key that signed the request, even if a rotation lands meanwhile.
+        key = self._keys[worker_id]
         ip, port, version, applied = validate.heartbeat(validate.json_object(body))
         at = self.now()
 
@@ -248,8 +266,54 @@ class Dashboard:
             w.desired_revision,
             w.config_json.encode("utf-8"),
         )
-        key = self._keys[worker_id]
         return answer, sign_response(key, worker_id, req.nonce, 200, answer, ts=int(self.clock()))
+
+    async def rotate_secret(
+        self, worker_id: str, path: str, authorization: str | None, body: bytes
+    ) -> tuple[bytes, str]:
+        """Switch a worker to the new secret it sent, signed with its current one.
+
+        Answers (body, X-Vectis-Signature) signed with the new secret, which tells the worker
+        the switch is done. A repeat signed with the new secret, naming it again, is a success
+        with nothing to change: the worker was cut off before it could record the first answer.
+        """
+        req = self._verify_signed(worker_id, path, authorization, body, "rotation")
+        new = validate.json_object(body).get("new_secret")
+        if not is_acceptable_secret(new):
+            raise BadRequest("'new_secret' must be 32 to 128 hexadecimal characters")
+        assert isinstance(new, str)
+        new = new.lower()
+        old = self._keys[worker_id].hex()
+        changed = new != old
+        if changed:
+            w = await self.store.rotate_secret(worker_id, old, new, self.now())
+            if w is None:
+                raise Unauthorized("worker was deleted or its secret changed meanwhile")
+            # From here on heartbeats and syncs use the new secret only.
+            self._keys[worker_id] = key_from_secret(new)
+            log.info("worker %s: secret rotated", worker_id)
+        answer = b'{"id": "%s", "changed": %s}' % (
+            worker_id.encode(),
+            b"true" if changed else b"false",
+        )
+        key = key_from_secret(new)
+        return answer, sign_response(key, worker_id, req.nonce, 200, answer, ts=int(self.clock()))
+
+    def _verify_signed(
+        self, worker_id: str, path: str, authorization: str | None, body: bytes, what: str
+    ) -> SignedRequest:
+        """A worker's signed request for `worker_id`, or Unauthorized (the reason logged)."""
+        try:
+            req = self.verifier.verify(authorization, "POST", path, body, now=self.clock())
+        except AuthFailure as exc:
+            log.info("%s for %s refused: %s", what, worker_id[:64], exc.reason)
+            raise Unauthorized(exc.reason) from None
+        except NonceStoreFull:
+            raise ServiceUnavailable("too many recent requests; retry shortly") from None
+        if req.worker_id != worker_id:
+            log.info("%s path names %s but is signed by %s", what, worker_id[:64], req.worker_id)
+            raise Unauthorized("signed for another worker")
+        return req
 
     # -- admin --------------------------------------------------------------------------------
 
@@ -282,7 +346,8 @@ class Dashboard:
 
     async def sync_all(self) -> SweepCounts:
         started = time.perf_counter()
-        counts = await self.syncer.sweep(await self.store.list_workers())
+        workers = _WithCurrentSecrets(await self.store.list_workers(), self._keys)
+        counts = await self.syncer.sweep(workers)
         log.info(
             "synced %d workers in %.2f s: %d synced, %d outdated, %d failed",
             counts.total,

@@ -103,6 +103,12 @@ class Store(ABC):
         """Apply `mutate` to each worker in one transaction; return the changed ones."""
 
     @abstractmethod
+    async def rotate_secret(
+        self, worker_id: str, old: str, new: str, now: datetime
+    ) -> Worker | None:
+        """Replace `old` with `new` (None: no such worker holds `old`); Conflict if taken."""
+
+    @abstractmethod
     async def delete_worker(self, worker_id: str) -> Worker | None: ...
 
     @abstractmethod
@@ -372,6 +378,30 @@ class SQLiteStore(Store):
         self, ids: Sequence[str], mutate: Mutation, now: datetime
     ) -> list[Worker]:
         return await self._run(self._update, ids, mutate, now)
+
+    def _rotate(self, worker_id: str, old: str, new: str, now: datetime) -> Worker | None:
+        with self._tx() as db:
+            row = db.execute(
+                f"{_SELECT_WORKER} WHERE id = ? AND secret = ?", (worker_id, old)
+            ).fetchone()
+            if row is None:
+                return None  # deleted, or rotated by another request meanwhile
+            try:
+                db.execute(
+                    "UPDATE workers SET secret = ?, secret_hash = ?, updated_at = ? WHERE id = ?",
+                    (new, secret_hash(new), iso(now), worker_id),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict("that secret is held by another worker") from None
+            w = replace(_worker(row), secret=new, updated_at=iso(now))
+            status = SyncStatus(w.status)
+            self._history(db, [(w.id, StatusChange(iso(now), status, status, "secret rotated"))])
+            return w
+
+    async def rotate_secret(
+        self, worker_id: str, old: str, new: str, now: datetime
+    ) -> Worker | None:
+        return await self._run(self._rotate, worker_id, old, new.lower(), now)
 
     async def delete_worker(self, worker_id: str) -> Worker | None:
         def q() -> Worker | None:
