@@ -102,5 +102,9 @@ def test_every_operation_documents_its_errors() -> None:
             assert "403" in codes, f"{key}: a session without CSRF header is 403"
         if "requestBody" in op and key != ("POST", "/logout"):
             assert "413" in codes, f"{key} reads a body, so it can answer 413"
-        if "{" in key[1] and key != ("POST", "/infra/workers/{worker_id}/heartbeat"):
+        signed = op["security"] == [{"workerSignature": []}]
+        if signed:
+            # Every failure of a signed call, an unknown worker included, is the same 401.
+            assert "404" not in codes and "X-Vectis-Signature" in op["responses"]["200"]["headers"]
+        elif "{" in key[1]:
             assert "404" in codes, f"{key} names an object, so it can answer 404"

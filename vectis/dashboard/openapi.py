@@ -37,6 +37,7 @@ def _text(limit: int) -> Schema:
 TIME: Schema = {"type": "string", "format": "date-time", "description": "ISO 8601 UTC, ...Z"}
 PORT: Schema = {"type": "integer", "minimum": 1, "maximum": 65535}
 COUNT: Schema = {"type": "integer", "minimum": 0}
+BOOL: Schema = {"type": "boolean"}
 IP: Schema = {
     "type": "string",
     "maxLength": 64,
@@ -246,21 +247,27 @@ def _text_file(media: str, description: str) -> Schema:
     return {"description": description, "content": {media: {"schema": {"type": "string"}}}}
 
 
+SECRET: Schema = {
+    "type": "string",
+    "pattern": "^(?:[0-9a-fA-F]{2}){16,64}$",
+    "description": "a worker secret: 32 to 128 hex characters, an even count",
+}
 REGISTRATION = {
     "type": "object",
     "properties": {
         "ip": IP,
-        "secret": {
-            "type": "string",
-            "pattern": "^(?:[0-9a-fA-F]{2}){16,64}$",
-            "description": "the worker's secret: 32 to 128 hex characters, an even count",
-        },
+        "secret": SECRET,
         "port": _nullable(PORT),
         "hostname": _text(255),
         "version": _text(64),
     },
     "required": ["ip", "secret"],
     "description": "Unknown fields are ignored; a missing or null port means 3000.",
+}
+ROTATION = {
+    "type": "object",
+    "properties": {"new_secret": SECRET},
+    "required": ["new_secret"],
 }
 HEARTBEAT = {
     "type": "object",
@@ -296,6 +303,36 @@ SIGNED_FORMAT = (
     "raw body. It must be within 300 s of the dashboard's clock, not older than its start, and "
     "its nonce unseen."
 )
+
+
+SIGNATURE = {
+    "required": True,
+    "description": "v1.<ts>.<sig>: HMAC-SHA256 over vectis-resp-v1, worker_id, ts, the "
+    "request's nonce, the status and the hex SHA-256 of the body, joined by \\n",
+    "schema": {"type": "string", "pattern": r"^v1\.[0-9]{1,10}\.[A-Za-z0-9_-]{43}$"},
+}
+
+
+def _signed_op(
+    op_id: str, summary: str, body: Schema, answer: Schema, signed: str, conflict: str = ""
+) -> Schema:
+    """A worker-signed call: 401 for any auth failure, the 200 answer signed back."""
+    conflict = conflict or "the new IP and port are held by another worker"
+    return _op(
+        op_id,
+        summary,
+        {
+            "200": _json(answer, signed, {"X-Vectis-Signature": SIGNATURE}),
+            "409": _error(conflict),
+            **_use("BadRequest", "Unauthorized", "TooLarge", "Unavailable"),
+        },
+        tag="workers",
+        security=[{"workerSignature": []}],
+        parameters=[WORKER_PARAM],
+        body=_body(body),
+        description="Answers only its exact raw path, without a query. The signature is "
+        "checked before the body is read; 503 when the nonce store is full.",
+    )
 
 
 def _paths() -> dict[str, Schema]:
@@ -335,33 +372,23 @@ def _paths() -> dict[str, Schema]:
             )
         },
         "/infra/workers/{worker_id}/heartbeat": {
-            "post": _op(
+            "post": _signed_op(
                 "heartbeat",
                 "A worker's signed heartbeat (SPEC section 7)",
-                {
-                    "200": _json(
-                        _ref("HeartbeatAnswer"),
-                        "signed with the worker's secret over the request's nonce",
-                        {
-                            "X-Vectis-Signature": {
-                                "required": True,
-                                "description": "v1.<ts>.<sig> over vectis-resp-v1, worker_id, "
-                                "ts, the request's nonce, the status and the body's SHA-256",
-                                "schema": {
-                                    "type": "string",
-                                    "pattern": r"^v1\.[0-9]{1,10}\.[A-Za-z0-9_-]{43}$",
-                                },
-                            }
-                        },
-                    ),
-                    **_use("BadRequest", "Unauthorized", "Conflict", "TooLarge", "Unavailable"),
-                },
-                tag=worker_ops,
-                security=[{"workerSignature": []}],
-                parameters=[WORKER_PARAM],
-                body=_body(HEARTBEAT),
-                description="Answers only its exact raw path. The signature is checked "
-                "before the body is read as JSON.",
+                HEARTBEAT,
+                _ref("HeartbeatAnswer"),
+                "signed with the worker's secret",
+            )
+        },
+        "/infra/workers/{worker_id}/rotate-secret": {
+            "post": _signed_op(
+                "rotateSecret",
+                "Switch a worker to a new secret, signed with its current one",
+                ROTATION,
+                _object({"id": {"type": "string", "pattern": WORKER_ID}, "changed": BOOL}),
+                "signed with the new secret, which tells the worker the switch is done; "
+                "a repeat signed with the new secret naming it again answers changed: false",
+                conflict="the new secret is another worker's",
             )
         },
         "/infra/workers": {
