@@ -136,3 +136,17 @@ def demo(
     from vectis.demo import run_demo
 
     raise typer.Exit(run_demo(dashboard_port=port, workers=workers))
+
+
+def rotate_secret(dashboard_url: UrlOpt = None, as_json: JsonOpt = False) -> None:
+    """Replace this worker's secret: the dashboard switches first, then this worker."""
+    from vectis.worker import flows
+
+    result = flows.rotate_secret(flows.FlowOptions(dashboard_url=dashboard_url))
+    data = result.as_json()
+    if as_json:
+        emit_json(data)
+    else:
+        fields([("id", data["id"]), ("rotated", data["rotated"]), ("pending", data["pending"])])
+    say(f"vectis: {result.message}" if result.error is not None else result.message)
+    raise typer.Exit(int(result.exit_code))

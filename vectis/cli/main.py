@@ -26,6 +26,7 @@ app.add_typer(dashboard.app, name="dashboard")
 app.command("status")(status.status)
 app.command("register")(flows.register)
 app.command("sync")(flows.sync)
+app.command("rotate-secret")(flows.rotate_secret)
 app.command("demo")(flows.demo)
 
 

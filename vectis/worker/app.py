@@ -139,9 +139,7 @@ async def handle_sync(request: web.Request) -> web.Response:
         raise Unauthorized("more than one authorization header")
     await rt.refresh()
     try:
-        signed = rt.verifier.verify(
-            auth[0] if auth else None, request.method, SYNC_PATH, body, now=rt.clock()
-        )
+        signed, key = rt.verify(auth[0] if auth else None, request.method, SYNC_PATH, body)
     except AuthFailure as exc:
         raise Unauthorized(exc.reason) from None
     except NonceStoreFull:
@@ -154,7 +152,7 @@ async def handle_sync(request: web.Request) -> web.Response:
         f'"worker_id":{json.dumps(signed.worker_id)},'
         f'"applied_revision":{outcome.applied_revision},{sampler.json_fragment()}}}'
     ).encode()
-    sig = sign_response(rt.key, signed.worker_id, signed.nonce, 200, answer, ts=int(rt.clock()))
+    sig = sign_response(key, signed.worker_id, signed.nonce, 200, answer, ts=int(rt.clock()))
     response = _json(200, answer)
     response.headers[SIGNATURE_HEADER] = sig
     return response

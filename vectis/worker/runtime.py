@@ -18,11 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from vectis.config import WorkerConf
-from vectis.configfile import locked_conf, read_conf
-from vectis.crypto.signing import DEFAULT_NONCE_CAPACITY, RequestVerifier
+from vectis.configfile import SECRET_NAME, locked_conf, read_conf
+from vectis.crypto.signing import (
+    DEFAULT_NONCE_CAPACITY,
+    AuthFailure,
+    RequestVerifier,
+    SignedRequest,
+)
 from vectis.errors import VectisError
 from vectis.status import SyncRecord, SyncStatus, iso, succeeded
 from vectis.worker.local import ServeSettings, facts_changed
+from vectis.worker.rotation import SecretFiles
 
 log = logging.getLogger("vectis.worker")
 
@@ -81,6 +87,13 @@ class WorkerRuntime:
             start_time=clock(),
             nonce_capacity=settings.nonce_capacity or DEFAULT_NONCE_CAPACITY,
         )
+        # While a secret rotation is pending the dashboard may sign with either key; one nonce
+        # store serves both, so a nonce spent under one key is spent for the other too.
+        self.secrets = SecretFiles(path.with_name(SECRET_NAME), key)
+        self._pending_verifier = RequestVerifier(
+            self._pending_key_for, start_time=clock(), nonce_capacity=1
+        )
+        self._pending_verifier.nonces = self.verifier.nonces
         self._pending_at: float | None = None
         self._reload_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
@@ -88,6 +101,25 @@ class WorkerRuntime:
     def _key_for(self, worker_id: str) -> bytes | None:
         # Only this worker's own id is known; before registration nothing is.
         return self.key if worker_id == self.conf.state.id else None
+
+    def _pending_key_for(self, worker_id: str) -> bytes | None:
+        return self.secrets.pending if worker_id == self.conf.state.id else None
+
+    def verify(
+        self, header: str | None, method: str, path: str, body: bytes
+    ) -> tuple[SignedRequest, bytes]:
+        """Verify a signed request; (the request, the key that signed it, to sign the answer)."""
+        try:
+            return self.verifier.verify(header, method, path, body, now=self.clock()), self.key
+        except AuthFailure as first:
+            pending = self.secrets.pending
+            if pending is None:
+                raise
+            try:
+                req = self._pending_verifier.verify(header, method, path, body, now=self.clock())
+            except AuthFailure as second:
+                raise AuthFailure(f"{first.reason} (pending secret: {second.reason})") from None
+            return req, pending
 
     @property
     def worker_id(self) -> str | None:
@@ -106,7 +138,9 @@ class WorkerRuntime:
         return rec if last == rec.last_sync else replace(rec, last_sync=last)
 
     async def refresh(self) -> None:
-        """Read `worker.conf` again if it changed on disk since it was last read."""
+        """Read `worker.conf` and the secret files again if they changed on disk."""
+        if self.secrets.refresh():
+            self.key = self.secrets.current
         if file_sig(self.path) == self._sig:
             return
         async with self._reload_lock:

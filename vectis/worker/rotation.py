@@ -1,0 +1,336 @@
+"""Secret rotation on the worker: a pending new secret, the dashboard's switch, then ours.
+
+The order makes every crash point safe. The new secret is written to `worker.secret.next`
+(0600, the secret's owner) before anyone hears of it; the dashboard switches when it answers,
+signed with the new secret; renaming `worker.secret.next` over `worker.secret` then ends the
+rotation in one atomic step. While the pending file exists the daemon accepts either key, and
+a refused heartbeat is retried with the pending one, so a rotation cut off after the
+dashboard's switch completes by itself.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from vectis.crypto.secrets import generate_secret, key_from_secret, read_secret_file
+from vectis.crypto.signing import (
+    SIGNATURE_HEADER,
+    AuthFailure,
+    new_nonce,
+    sign_request,
+    verify_response,
+)
+from vectis.errors import ConfigError, ExitCode, Unauthorized, VectisError
+from vectis.worker import client
+
+log = logging.getLogger("vectis.worker")
+
+PENDING_SUFFIX = ".next"
+LOCK_SUFFIX = ".lock"
+
+
+class RotationRefused(client.DashboardRefused):
+    """The dashboard answered with a refusal (4xx): it did not switch."""
+
+    code = "rotation_refused"
+
+
+def pending_path(secret_file: Path) -> Path:
+    """`worker.secret.next`: the new secret while a rotation is under way."""
+    return secret_file.with_name(secret_file.name + PENDING_SUFFIX)
+
+
+def _like_secret(fd: int, secret_file: Path) -> None:
+    """Give a new file the secret's owner, so a daemon running as another user can read it."""
+    st = secret_file.stat()
+    if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+        os.fchown(fd, st.st_uid, st.st_gid)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def rotation_lock(secret_file: Path) -> Iterator[None]:
+    """One rotation at a time, and no heartbeat finishing one while another runs."""
+    lock_file = secret_file.with_name(secret_file.name + LOCK_SUFFIX)
+    try:
+        fd = os.open(lock_file, os.O_RDONLY | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"{lock_file}: cannot lock ({exc.strerror})") from None
+    try:
+        _like_secret(fd, secret_file)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_pending(secret_file: Path) -> str | None:
+    """The pending new secret, or None when no rotation is under way."""
+    path = pending_path(secret_file)
+    if not path.exists():
+        return None
+    return read_secret_file(path)
+
+
+def write_pending(secret_file: Path, secret: str) -> None:
+    """Write `worker.secret.next` atomically: temp file, 0600, fsync, rename, fsync the dir."""
+    path = pending_path(secret_file)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        _like_secret(fd, secret_file)
+        os.write(fd, (secret + "\n").encode("ascii"))
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the new secret ({exc.strerror})") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def finish(secret_file: Path) -> None:
+    """Make the pending secret the secret: one rename, so there is never a moment without one."""
+    try:
+        os.replace(pending_path(secret_file), secret_file)
+        _fsync_dir(secret_file.parent)
+    except OSError as exc:
+        raise ConfigError(f"{secret_file}: cannot replace the secret ({exc.strerror})") from None
+
+
+def discard(secret_file: Path) -> None:
+    """Drop a pending secret the dashboard never accepted."""
+    pending_path(secret_file).unlink(missing_ok=True)
+    _fsync_dir(secret_file.parent)
+
+
+def request_rotation(
+    dashboard_url: str,
+    worker_id: str,
+    key: bytes,
+    new_secret: str,
+    timeout: float = client.DEFAULT_TIMEOUT,
+) -> bool:
+    """POST the new secret signed with `key`; whether the dashboard changed anything.
+
+    Success needs a 200 answer signed with the new secret: only then is the switch known.
+    """
+    route = f"/infra/workers/{worker_id}/rotate-secret"
+    path = urlsplit(dashboard_url).path.rstrip("/") + route
+    body = json.dumps({"new_secret": new_secret}).encode("ascii")
+    nonce = new_nonce(os.urandom)
+    authorization = sign_request(
+        key, worker_id, "POST", path, body, ts=int(time.time()), nonce=nonce
+    )
+    status, headers, raw = client._post(
+        dashboard_url + route, body, {"Authorization": authorization}, timeout
+    )
+    if status == 401:
+        raise Unauthorized("the dashboard refused the signed rotation request (401)")
+    if 400 <= status < 500:
+        raise RotationRefused(
+            f"the dashboard refused the new secret ({status}){client._message(raw)}"
+        )
+    if status != 200:
+        raise client.DashboardRefused(
+            f"the dashboard answered the rotation with {status}{client._message(raw)}"
+        )
+    signature = next((v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER.lower()), None)
+    try:
+        verify_response(key_from_secret(new_secret), worker_id, nonce, status, raw, signature)
+    except AuthFailure as exc:
+        raise client.IdentityMismatch(f"identity mismatch: {exc.reason}") from None
+    return bool(client._json_object(raw, "the rotation").get("changed", True))
+
+
+@dataclass(frozen=True)
+class RotationResult:
+    """The outcome of `vectis rotate-secret`; never holds a secret."""
+
+    id: str
+    rotated: bool
+    resumed: bool  # an earlier, interrupted rotation's secret was the one sent
+    pending: bool  # a new secret is still waiting in worker.secret.next
+    error: VectisError | None = None
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return self.error.exit_code if self.error is not None else ExitCode.OK
+
+    @property
+    def message(self) -> str:
+        if self.error is None:
+            finished = " (finished an interrupted rotation)" if self.resumed else ""
+            return f"rotated the secret of {self.id}{finished}; the old secret no longer works"
+        if self.pending:
+            return (
+                f"secret not rotated: {self.error.message}. The old secret stays in force here; "
+                "if the dashboard switched, the next heartbeat finishes the rotation (or run "
+                "'vectis rotate-secret' again)"
+            )
+        return (
+            f"secret not rotated: {self.error.message}. The old secret stays in force on the "
+            "worker and the dashboard"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The documented `--json` document of `vectis rotate-secret`."""
+        return {
+            "action": "rotate-secret",
+            "id": self.id,
+            "rotated": self.rotated,
+            "resumed": self.resumed,
+            "pending": self.pending,
+            "message": self.message,
+        }
+
+
+def rotate(
+    dashboard_url: str,
+    worker_id: str,
+    secret_file: Path,
+    *,
+    timeout: float = client.DEFAULT_TIMEOUT,
+    random_bytes: Callable[[int], bytes] = os.urandom,
+) -> RotationResult:
+    """Rotate the secret with the dashboard; resume a pending rotation if one was cut off."""
+    with rotation_lock(secret_file):
+        current = read_secret_file(secret_file)
+        pending = read_pending(secret_file)
+        resumed = pending is not None
+        if pending is None or pending == current:
+            pending = generate_secret(random_bytes)
+            write_pending(secret_file, pending)
+            resumed = False
+        new = pending
+
+        def ask(signed_with: str) -> None:
+            request_rotation(dashboard_url, worker_id, key_from_secret(signed_with), new, timeout)
+
+        try:
+            try:
+                ask(current)
+            except Unauthorized:
+                if not resumed:
+                    raise
+                # Cut off after the dashboard switched: it knows only the pending secret now.
+                ask(new)
+        except VectisError as exc:
+            # Only a refusal proves the dashboard did not switch; after a timeout it may have.
+            refused = isinstance(exc, Unauthorized | RotationRefused)
+            keep = resumed or not refused
+            if not keep:
+                discard(secret_file)
+            return RotationResult(worker_id, False, resumed, keep, exc)
+        finish(secret_file)
+    log.info("worker %s: secret rotated", worker_id)
+    return RotationResult(worker_id, True, resumed, False)
+
+
+def heartbeat_after_refusal(
+    dashboard_url: str,
+    worker_id: str,
+    refused_key: bytes,
+    payload: dict[str, Any],
+    secret_file: Path,
+) -> client.HeartbeatAnswer | None:
+    """After a 401, retry with a newer key if a rotation moved on; None when none did.
+
+    A heartbeat that the dashboard answers signed with the pending secret proves it switched,
+    so the rotation is finished here.
+    """
+    current = key_from_secret(read_secret_file(secret_file))
+    if current != refused_key:  # a rotation finished while the heartbeat was on its way
+        return client.heartbeat(dashboard_url, worker_id, current, payload)
+    if not pending_path(secret_file).exists():
+        return None
+    with rotation_lock(secret_file):
+        current = key_from_secret(read_secret_file(secret_file))
+        if current != refused_key:
+            return client.heartbeat(dashboard_url, worker_id, current, payload)
+        pending = read_pending(secret_file)
+        if pending is None:
+            return None
+        answer = client.heartbeat(dashboard_url, worker_id, key_from_secret(pending), payload)
+        finish(secret_file)
+    log.info("worker %s: finished the pending secret rotation", worker_id)
+    return answer
+
+
+FileSig = tuple[int, int, int] | None
+
+
+def _sig(path: Path) -> FileSig:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class SecretFiles:
+    """The daemon's keys: `worker.secret`'s, and `worker.secret.next`'s while one is pending.
+
+    `refresh()` costs two `stat()` calls; a file is read again only when it changed, and an
+    unreadable one leaves the last good key in place.
+    """
+
+    def __init__(self, secret_file: Path, key: bytes) -> None:
+        self.path = secret_file
+        self.pending_path = pending_path(secret_file)
+        self.current = key
+        self.pending: bytes | None = None
+        self._sig = _sig(secret_file)
+        self._pending_sig: FileSig = None
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Re-read what changed on disk; whether the current key changed."""
+        changed = False
+        sig = _sig(self.path)
+        if sig != self._sig:
+            self._sig = sig
+            if sig is not None:
+                try:
+                    key = key_from_secret(read_secret_file(self.path))
+                except VectisError as exc:
+                    log.error("keeping the last good secret: %s", exc.message)
+                else:
+                    changed = key != self.current
+                    self.current = key
+                    if changed:
+                        log.info("the worker secret changed; using the new one")
+        sig = _sig(self.pending_path)
+        if sig != self._pending_sig:
+            self._pending_sig = sig
+            self.pending = None
+            if sig is not None:
+                try:
+                    self.pending = key_from_secret(read_secret_file(self.pending_path))
+                except VectisError as exc:
+                    log.error("ignoring the pending secret: %s", exc.message)
+        if self.pending == self.current:
+            self.pending = None
+        return changed
