@@ -55,6 +55,38 @@ def _object(properties: dict[str, Schema], *, closed: bool = True, **extra: Any)
     return {**doc, **extra}
 
 
+WORKER_FIELDS: dict[str, Schema] = {
+    "id": {"type": "string", "pattern": WORKER_ID},
+    "subdomain": {"type": "string", "description": "<id>.<zone>"},
+    "ip": {"type": "string"},
+    "port": PORT,
+    "status": {"enum": STATUSES},
+    "dns_status": {"enum": ["none", "pending", "synced", "failed"]},
+    "dns_error": _nullable({"type": "string"}),
+    "last_sync": _nullable(TIME),
+    "last_error": _nullable({"type": "string"}),
+    "consecutive_failures": COUNT,
+    "version": _nullable({"type": "string"}),
+    "desired_revision": COUNT,
+    "applied_revision": COUNT,
+    "stats": _nullable({"type": "object", "description": "the worker's latest figures"}),
+    "hostname": _nullable({"type": "string"}),
+    "metadata": _nullable({"type": "object"}),
+    "created_at": TIME,
+    "updated_at": TIME,
+}
+TOKEN_FIELDS: dict[str, Schema] = {
+    "id": {"type": "string", "pattern": TOKEN_ID},
+    "description": _nullable({"type": "string"}),
+    "created_at": TIME,
+    "expires_at": _nullable(TIME),
+    "max_uses": _nullable({"type": "integer", "minimum": 1}),
+    "uses": COUNT,
+    "revoked_at": _nullable(TIME),
+    "state": {"enum": ["active", "revoked", "expired", "used_up"]},
+}
+
+
 SCHEMAS: dict[str, Schema] = {
     "Error": {
         "type": "object",
@@ -69,26 +101,7 @@ SCHEMAS: dict[str, Schema] = {
         description="Every auth failure answers this same body; the reason is logged only.",
     ),
     "Worker": _object(
-        {
-            "id": {"type": "string", "pattern": WORKER_ID},
-            "subdomain": {"type": "string", "description": "<id>.<zone>"},
-            "ip": {"type": "string"},
-            "port": PORT,
-            "status": {"enum": STATUSES},
-            "dns_status": {"enum": ["none", "pending", "synced", "failed"]},
-            "dns_error": _nullable({"type": "string"}),
-            "last_sync": _nullable(TIME),
-            "last_error": _nullable({"type": "string"}),
-            "consecutive_failures": COUNT,
-            "version": _nullable({"type": "string"}),
-            "desired_revision": COUNT,
-            "applied_revision": COUNT,
-            "stats": _nullable({"type": "object", "description": "the worker's latest figures"}),
-            "hostname": _nullable({"type": "string"}),
-            "metadata": _nullable({"type": "object"}),
-            "created_at": TIME,
-            "updated_at": TIME,
-        },
+        WORKER_FIELDS,
         description="A registered worker; never its secret.",
     ),
     "HistoryEntry": _object(
@@ -99,43 +112,22 @@ SCHEMAS: dict[str, Schema] = {
             "cause": {"type": "string"},
         }
     ),
-    "WorkerDetail": {
-        "allOf": [
-            {**_ref("Worker"), "description": "the worker object"},
-            {
-                "type": "object",
-                "properties": {
-                    "config": {"type": "object", "description": "the desired config"},
-                    "history": {"type": "array", "items": _ref("HistoryEntry")},
-                },
-                "required": ["config", "history"],
-            },
-        ],
-    },
-    "Token": _object(
+    "WorkerDetail": _object(
         {
-            "id": {"type": "string", "pattern": TOKEN_ID},
-            "description": _nullable({"type": "string"}),
-            "created_at": TIME,
-            "expires_at": _nullable(TIME),
-            "max_uses": _nullable({"type": "integer", "minimum": 1}),
-            "uses": COUNT,
-            "revoked_at": _nullable(TIME),
-            "state": {"enum": ["active", "revoked", "expired", "used_up"]},
+            **WORKER_FIELDS,
+            "config": {"type": "object", "description": "the desired config"},
+            "history": {"type": "array", "items": _ref("HistoryEntry")},
         },
+        description="A worker with its desired config and its last status changes.",
+    ),
+    "Token": _object(
+        TOKEN_FIELDS,
         description="An enrollment token as listed: never the token itself, nor its hash.",
     ),
-    "NewToken": {
-        "allOf": [
-            _ref("Token"),
-            {
-                "type": "object",
-                "properties": {"token": {"type": "string", "minLength": 32}},
-                "required": ["token"],
-            },
-        ],
-        "description": "A created token: `token` is shown this once and stored hashed.",
-    },
+    "NewToken": _object(
+        {**TOKEN_FIELDS, "token": {"type": "string", "minLength": 32}},
+        description="A created token: `token` is shown this once and stored hashed.",
+    ),
     "ConfigValue": {
         "description": "Any JSON value but null, at any depth: workers keep TOML.",
         "anyOf": [

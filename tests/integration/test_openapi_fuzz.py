@@ -1,0 +1,239 @@
+"""schemathesis against a live `vectis dashboard serve`, driven by its own /openapi.json.
+
+Every documented operation is fuzzed with valid and invalid input and checked for: no 5xx,
+a documented status, a body and headers that match the documented schema, a refusal of what
+the document calls invalid, and credentials that are really enforced. Bounded: a fixed number
+of examples per operation, derandomized, on 127.0.0.0/8 only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from requests.adapters import HTTPAdapter
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.integration.test_dashboard_support import ADMIN, ENROLL, Dash, dashboard
+from tests.support import free_port
+from vectis.crypto.secrets import generate_secret, key_from_secret
+from vectis.crypto.signing import SIGNATURE_HEADER, new_nonce, sign_request, verify_response
+from vectis.dashboard.names import is_worker_id
+
+EXAMPLES = 25
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
+# What the fuzzer puts in Authorization for a worker-signed call; the session signs it.
+SIGN_ME = "Bearer sign-me"
+SIGNED_ACTIONS = ("heartbeat", "rotate-secret")
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "generation": {
+            "max-examples": EXAMPLES,
+            "deterministic": True,
+            "database": "none",
+            # Credentials are the test's to send (and to withhold, in `_refuses_strangers`).
+            "with-security-parameters": False,
+        },
+        "phases": {"stateful": {"enabled": False}},
+    }
+)
+
+
+class Fleet:
+    """The live dashboard, and the workers whose secrets the test holds."""
+
+    def __init__(self, dash: Dash) -> None:
+        self.dash = dash
+        self.keys: dict[str, bytes] = {}
+        self.turn = itertools.count()
+        self.probed: set[str] = set()
+
+    def register(self) -> str:
+        secret = generate_secret()
+        status, doc = self.dash.register(secret, port=free_port(), ip=_loopback_ip())
+        assert status == 201, doc
+        self.keys[doc["id"]] = key_from_secret(secret)
+        return str(doc["id"])
+
+    def token(self) -> str:
+        status, doc = self.dash.call("POST", "/infra/tokens", {"description": "fuzz"})
+        assert status == 201, doc
+        return str(doc["id"])
+
+    def every_other(self) -> bool:
+        return next(self.turn) % 2 == 0
+
+
+_addresses = itertools.count(2)
+
+
+def _loopback_ip() -> str:
+    n = next(_addresses)
+    return str(ipaddress.IPv4Address((127 << 24) | (200 << 16) | n))
+
+
+def _keep_on_loopback(value: Any) -> Any:
+    """An address the dashboard would store, moved into 127.0.0.0/8: a sync must not leave."""
+    if not isinstance(value, str):
+        return value
+    try:
+        addr = ipaddress.ip_address(value.strip())
+    except ValueError:
+        return value  # refused as it is
+    if addr.is_loopback or addr.is_multicast or addr.is_unspecified:
+        return value
+    loop = ipaddress.IPv4Address((127 << 24) | (int(addr) & 0xFFFFFF))
+    return str(loop) if addr.version == 4 else f"::ffff:{loop}"
+
+
+class FromAddress(HTTPAdapter):
+    """Connects from one loopback address: the failure limiter counts per address."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self.source, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+class SigningSession(requests.Session):
+    """Signs the calls marked SIGN_ME with the worker's key, over the exact bytes sent."""
+
+    def __init__(self, fleet: Fleet, source: str, *, sign: bool = True) -> None:
+        super().__init__()
+        self.fleet = fleet
+        self.sign = sign
+        self.mount("http://", FromAddress(source))
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        if not self.sign or request.headers.get("Authorization") != SIGN_ME:
+            return super().send(request, **kwargs)
+        body = request.body or b""
+        raw = body.encode() if isinstance(body, str) else bytes(body)
+        path = request.path_url
+        worker_id = path.split("/")[3]
+        key = self.fleet.keys[worker_id]
+        nonce = new_nonce(os.urandom)
+        request.headers["Authorization"] = sign_request(
+            key, worker_id, "POST", path, raw, ts=int(time.time()), nonce=nonce
+        )
+        resp = super().send(request, **kwargs)
+        if resp.status_code == 200:
+            new_key = key
+            if path.endswith("/rotate-secret"):
+                new_key = key_from_secret(json.loads(raw)["new_secret"])
+            # The answer must be signed for this very request, with the (new) key.
+            verify_response(
+                new_key, worker_id, nonce, 200, resp.content, resp.headers.get(SIGNATURE_HEADER)
+            )
+            self.fleet.keys[worker_id] = new_key
+        return resp
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    tmp = tmp_path_factory.mktemp("openapi-fuzz")
+    with dashboard(tmp) as dash:
+        yield Fleet(dash)
+        log = dash.proc.output
+    assert "Traceback" not in log and "unexpected error" not in log, log[-4000:]
+    for secret in (ADMIN, ENROLL):
+        assert secret not in log
+
+
+@pytest.fixture(scope="module")
+def api_schema(fleet: Fleet) -> Any:
+    return schemathesis.openapi.from_url(fleet.dash.url + "/openapi.json", config=CONFIG)
+
+
+@pytest.fixture
+def session(fleet: Fleet) -> Iterator[SigningSession]:
+    with SigningSession(fleet, _loopback_ip()) as s:
+        yield s
+
+
+def _prepare(case: Any, fleet: Fleet) -> dict[str, str]:
+    """Real objects behind some valid ids, loopback addresses only; the credentials to send."""
+    op = case.operation
+    headers: dict[str, str] = {}
+    path = op.path
+    params = case.path_parameters or {}
+    if path == "/infra/workers/auto-register":
+        headers["Authorization"] = f"Bearer {ENROLL}"
+    elif path.rsplit("/", 1)[-1] in SIGNED_ACTIONS:
+        headers["Authorization"] = SIGN_ME
+        if not is_worker_id(params.get("worker_id", "")):
+            headers["Authorization"] = "Bearer v1.not-a-worker"
+        else:
+            params["worker_id"] = next(iter(fleet.keys))
+    elif path == "/login":
+        # Half the logins carry the real token, so the 200 and its cookie are checked too.
+        positive = case.meta is None or case.meta.generation.mode == GenerationMode.POSITIVE
+        if positive and isinstance(case.body, dict) and fleet.every_other():
+            case.body["token"] = ADMIN
+    elif op.definition.raw.get("security"):
+        headers["Authorization"] = f"Bearer {ADMIN}"
+        if "worker_id" in params and is_worker_id(params["worker_id"]) and fleet.every_other():
+            params["worker_id"] = fleet.register()
+        if "token_id" in params and fleet.every_other():
+            params["token_id"] = fleet.token()
+    if isinstance(case.body, dict) and "ip" in case.body:
+        case.body["ip"] = _keep_on_loopback(case.body["ip"])
+    if params:
+        case.path_parameters = params
+    return headers
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+def test_api_answers_as_documented(case: Any, fleet: Fleet, session: SigningSession) -> None:
+    if not fleet.keys:
+        fleet.register()
+    headers = _prepare(case, fleet)
+    resp = case.call_and_validate(session=session, headers=headers, checks=CHECKS, timeout=10)
+    if headers and resp.status_code < 300:
+        _refuses_strangers(case, fleet)
+
+
+def _refuses_strangers(case: Any, fleet: Fleet) -> None:
+    """Once per operation: the same request without credentials, or with wrong ones, is a 401.
+
+    schemathesis's own `ignored_auth` probes from one address, which the failure limiter
+    rightly answers with 429 after ten tries; each probe here comes from a fresh address.
+    """
+    label = case.operation.label
+    if label in fleet.probed:
+        return
+    fleet.probed.add(label)
+    for headers in ({}, {"Authorization": "Bearer not-the-token"}, {"Authorization": SIGN_ME}):
+        with SigningSession(fleet, _loopback_ip(), sign=False) as stranger:
+            resp = case.call(session=stranger, headers=headers, timeout=10)
+        assert resp.status_code == 401, (label, headers, resp.status_code, resp.text)
+        assert resp.json() == {"error": "unauthorized"}
