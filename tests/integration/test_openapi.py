@@ -108,3 +108,31 @@ def test_every_operation_documents_its_errors() -> None:
             assert "404" not in codes and "X-Vectis-Signature" in op["responses"]["200"]["headers"]
         elif "{" in key[1]:
             assert "404" in codes, f"{key} names an object, so it can answer 404"
+
+
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "fe80::1%eth0",  # a zone index names a link on the worker, not an address to reach
+        " 10.0.0.7",
+        "10.0.0.7\n",
+    ],
+)
+def test_addresses_the_document_refuses_are_refused(tmp_path: Path, ip: str) -> None:
+    """The document says `ip` is an IPv4 or IPv6 address; the server holds to the same."""
+    import jsonschema_rs
+
+    ip_schema = document()["components"]["schemas"]
+    registration = document()["paths"]["/infra/workers/auto-register"]["post"]
+    body_schema = registration["requestBody"]["content"]["application/json"]["schema"]
+    checker = jsonschema_rs.validator_for(
+        {**body_schema, "components": {"schemas": ip_schema}}, validate_formats=True
+    )
+    body = {"ip": ip, "secret": "ab" * 32, "port": 3001}
+    assert not checker.is_valid(body)
+    with dashboard(tmp_path) as dash:
+        status, doc = dash.register("ab" * 32, port=3001, ip=ip)
+        assert status == 400, doc
+        assert doc["error"] == "bad_request" and "'ip'" in doc["message"]
+        status, listed = dash.call("GET", "/infra/workers")
+        assert (status, listed) == (200, {"workers": []})

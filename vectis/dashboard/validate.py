@@ -45,9 +45,12 @@ def unicast_ip(value: Any, field: str = "ip") -> str:
     if not isinstance(value, str) or not value or len(value) > 64:
         raise BadRequest(f"'{field}' must be an IP address string")
     try:
-        addr = ipaddress.ip_address(value.strip())
+        addr = ipaddress.ip_address(value)
     except ValueError:
         raise BadRequest(f"'{field}': {value[:64]!r} is not an IP address") from None
+    # A zone index (fe80::1%eth0) names a link on the worker: no DNS record can hold it.
+    if isinstance(addr, ipaddress.IPv6Address) and addr.scope_id is not None:
+        raise BadRequest(f"'{field}': {value[:64]!r} carries a zone index")
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     if addr.is_unspecified or addr.is_multicast:
