@@ -9,7 +9,8 @@ through the real API, serves them with bench/fleet.py (signed `/sync` endpoints)
 - the periodic sweep syncs the whole fleet (`VECTIS_SYNC_INTERVAL`), and one sync-all is
   triggered by the operator on top;
 - the operator calls `GET /infra/workers` in a loop, timing each answer to its last byte,
-  and checks that every registered worker is listed exactly once, every time.
+  and checks that every registered worker is listed exactly once, every time (and does the
+  same for 3 s before the load starts, for comparison).
 
 It prints the p50/p90/p99/max latency of the admin list and the heartbeats' figures, and
 exits 1 if any answer was wrong. Run on demand, not in CI (it stops by itself):
@@ -214,6 +215,12 @@ def _measure(
         if status != 200:
             print(f"set config: {status} {doc}")
             return 1
+    idle, wrong = _list_loop(port, admin, ids, 3.0)
+    idle_ms = [x * 1000 for x in idle]
+    print(
+        f"admin list, no load: {len(idle_ms)} calls, p50 {percentile(idle_ms, 50):.1f} ms, "
+        f"p99 {percentile(idle_ms, 99):.1f} ms"
+    )
     swarm = fleet.Fleet.start(members, socks, args.fleet_processes)
     try:
         roster = [{"id": m.id, "ip": m.ip, "port": m.port, "secret": m.secret} for m in members]
@@ -235,7 +242,8 @@ def _measure(
 
         trigger = threading.Thread(target=sync_all, daemon=True)
         trigger.start()
-        latencies, wrong = _list_loop(port, admin, ids, args.seconds)
+        latencies, loaded_wrong = _list_loop(port, admin, ids, args.seconds)
+        wrong += loaded_wrong
         beats = results.get(timeout=120)
         beater.join(30)
         trigger.join(600)
