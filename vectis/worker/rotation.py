@@ -282,7 +282,10 @@ def heartbeat_after_refusal(
 FileSig = tuple[int, int, int] | None
 
 
-def _sig(path: Path) -> FileSig:
+def _sig(path: str) -> FileSig:
+    # access() answers "absent", the usual case for the pending file, without an exception.
+    if not os.access(path, os.F_OK):
+        return None
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -300,16 +303,18 @@ class SecretFiles:
     def __init__(self, secret_file: Path, key: bytes) -> None:
         self.path = secret_file
         self.pending_path = pending_path(secret_file)
+        # Plain strings: stat() of a str skips the Path conversion on every /sync.
+        self._names = (str(self.path), str(self.pending_path))
         self.current = key
         self.pending: bytes | None = None
-        self._sig = _sig(secret_file)
+        self._sig = _sig(self._names[0])
         self._pending_sig: FileSig = None
         self.refresh()
 
     def refresh(self) -> bool:
         """Re-read what changed on disk; whether the current key changed."""
         changed = False
-        sig = _sig(self.path)
+        sig = _sig(self._names[0])
         if sig != self._sig:
             self._sig = sig
             if sig is not None:
@@ -322,7 +327,7 @@ class SecretFiles:
                     self.current = key
                     if changed:
                         log.info("the worker secret changed; using the new one")
-        sig = _sig(self.pending_path)
+        sig = _sig(self._names[1])
         if sig != self._pending_sig:
             self._pending_sig = sig
             self.pending = None
