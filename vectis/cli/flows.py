@@ -138,7 +138,15 @@ def demo(
     raise typer.Exit(run_demo(dashboard_port=port, workers=workers))
 
 
-def rotate_secret(dashboard_url: UrlOpt = None, as_json: JsonOpt = False) -> None:
+def rotate_secret(
+    dashboard_url: Annotated[
+        str | None,
+        typer.Option(
+            "--dashboard-url", help="Dashboard URL [env VECTIS_DASHBOARD_URL; else worker.conf]."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Replace this worker's secret: the dashboard switches first, then this worker."""
     from vectis.worker import flows
 
