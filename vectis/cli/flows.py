@@ -142,7 +142,7 @@ def rotate_secret(
     dashboard_url: Annotated[
         str | None,
         typer.Option(
-            "--dashboard-url", help="Dashboard URL [env VECTIS_DASHBOARD_URL; else worker.conf]."
+            "--dashboard-url", help="Dashboard URL (env VECTIS_DASHBOARD_URL; else worker.conf)."
         ),
     ] = None,
     as_json: JsonOpt = False,
