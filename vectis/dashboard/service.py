@@ -59,6 +59,12 @@ DNS_BATCH = 1000
 DNS_POLL = 1.0
 
 
+def _with_current_secret(w: Worker, keys: dict[str, bytes]) -> Worker:
+    """`w` with the secret the dashboard holds now: a record read earlier may predate a rotation."""
+    key = keys.get(w.id)
+    return w if key is None or key.hex() == w.secret else replace(w, secret=key.hex())
+
+
 class _WithCurrentSecrets(list[Worker]):
     """Workers listed when a sweep starts, each handed out with the secret current at its turn.
 
@@ -71,8 +77,7 @@ class _WithCurrentSecrets(list[Worker]):
 
     def __iter__(self) -> Iterator[Worker]:
         for w in super().__iter__():
-            key = self._keys.get(w.id)
-            yield w if key is None or key.hex() == w.secret else replace(w, secret=key.hex())
+            yield _with_current_secret(w, self._keys)
 
 
 class Dashboard:
@@ -292,6 +297,11 @@ class Dashboard:
             # From here on heartbeats and syncs use the new secret only.
             self._keys[worker_id] = key_from_secret(new)
             log.info("worker %s: secret rotated", worker_id)
+            # A sync signed with the old secret may still be on its way: answer only after it,
+            # so the worker, which drops the old secret on this answer, has seen its last use.
+            running = self.syncer._inflight.get(worker_id)
+            if running is not None:
+                await asyncio.shield(running)
         answer = b'{"id": "%s", "changed": %s}' % (
             worker_id.encode(),
             b"true" if changed else b"false",
@@ -339,7 +349,8 @@ class Dashboard:
         return doc
 
     async def sync_worker(self, worker_id: str) -> dict[str, Any]:
-        w = await self.syncer.sync_one(await self._worker(worker_id))
+        stored = await self._worker(worker_id)
+        w = await self.syncer.sync_one(_with_current_secret(stored, self._keys))
         if w is None:
             raise NotFound(f"worker {worker_id[:64]!r} was deleted during the sync")
         return self.render(w)
