@@ -51,9 +51,13 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
             assert secret not in logs
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless, shared by the session's tests."""
+    """Debian's Chromium, headless, shared by the browser tests and closed after them.
+
+    Closed before the other packages run: the sync API keeps an event loop running in the
+    main thread, which pytest-asyncio's tests cannot share.
+    """
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
