@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import math
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -118,8 +119,13 @@ class _Reader:
 
     def num(self, key: str, default: float, low: float) -> float:
         value = self.table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
-            raise self.fail(key, f"must be a number of at least {low:g}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < low
+        ):
+            raise self.fail(key, f"must be a finite number of at least {low:g}")
         return float(value)
 
     def str_list(self, key: str) -> list[str] | None:

@@ -87,6 +87,12 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.close(dir_fd)
 
 
+def _remove_stale_temps(path: Path) -> None:
+    """Drop temp files left by writers killed mid-write (safe: every writer holds the lock)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 @contextmanager
 def locked_conf(path: Path | None = None) -> Iterator[WorkerConf]:
     """Read `worker.conf` under the exclusive lock; write it back if the block succeeds."""
@@ -98,6 +104,7 @@ def locked_conf(path: Path | None = None) -> Iterator[WorkerConf]:
         raise ConfigError(f"{path}: cannot lock ({exc.strerror})") from None
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        _remove_stale_temps(path)
         conf = read_conf(path)
         yield conf
         try:

@@ -110,10 +110,6 @@ def test_sigkill_of_a_writer_leaves_the_old_or_the_new_state(kill_run: KillRun) 
     assert kill_run.kills_mid_write > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="configfile.write_atomic names its temp file by pid: each killed writer leaves one",
-)
 def test_killed_writers_do_not_pile_up_temp_files(kill_run: KillRun) -> None:
     worst = max(kill_run.temp_files_after, key=len)
     assert len(worst) <= 1, f"temp files pile up after {KILLS} kills: {len(worst)}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -313,10 +312,6 @@ TestNonceStore = NonceStoreMachine.TestCase
 TestNonceStore.settings = settings(deadline=None, max_examples=200, stateful_step_count=40)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NonceStore.remember of a live nonce keeps its old heap entry, which forgets it early",
-)
 def test_remembering_again_keeps_the_later_expiry() -> None:
     store = s.NonceStore(4)
     store.remember("n", NOW + 10, NOW)

@@ -156,8 +156,10 @@ class NonceStore:
     def _purge(self, now: float) -> None:
         heap = self._heap
         while heap and heap[0][0] <= now:
-            _, nonce = heapq.heappop(heap)
-            self._expiry.pop(nonce, None)
+            expires, nonce = heapq.heappop(heap)
+            # A nonce remembered again carries a later expiry: only its newest entry counts.
+            if self._expiry.get(nonce) == expires:
+                del self._expiry[nonce]
 
     def seen(self, nonce: str, now: float) -> bool:
         """Whether `nonce` is remembered and not yet expired."""
@@ -167,8 +169,11 @@ class NonceStore:
     def remember(self, nonce: str, expires_at: int, now: float) -> None:
         """Keep `nonce` until `expires_at`; raise NonceStoreFull when no slot is free."""
         self._purge(now)
-        if len(self._expiry) >= self.capacity:
+        known = self._expiry.get(nonce)
+        if known is None and len(self._expiry) >= self.capacity:
             raise NonceStoreFull()
+        if known is not None and known >= expires_at:
+            return
         self._expiry[nonce] = expires_at
         heapq.heappush(self._heap, (expires_at, nonce))
 
