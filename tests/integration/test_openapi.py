@@ -136,3 +136,15 @@ def test_addresses_the_document_refuses_are_refused(tmp_path: Path, ip: str) -> 
         assert doc["error"] == "bad_request" and "'ip'" in doc["message"]
         status, listed = dash.call("GET", "/infra/workers")
         assert (status, listed) == (200, {"workers": []})
+
+
+def test_a_token_body_is_empty_or_a_json_object(tmp_path: Path) -> None:
+    """The document makes the body optional; what is sent must be JSON, blanks included."""
+    with dashboard(tmp_path) as dash:
+        status, doc = dash.call("POST", "/infra/tokens", b"")
+        assert status == 201 and doc["state"] == "active", doc
+        for body in (b" ", b"\r\n\t", b"[]", b"null"):
+            status, doc = dash.call("POST", "/infra/tokens", body)
+            assert (status, doc["error"]) == (400, "bad_request"), (body, doc)
+        status, doc = dash.call("GET", "/infra/tokens")
+        assert status == 200 and len(doc["tokens"]) == 1

@@ -397,7 +397,7 @@ class Dashboard:
         return {"id": w.id, "deleted": True}
 
     async def create_token(self, body: bytes) -> dict[str, Any]:
-        doc = validate.json_object(body) if body.strip() else {}
+        doc = validate.json_object(body) if body else {}
         now = self.now()
         description, expires_at, max_uses = validate.token_request(doc, now)
         plain = auth.new_token()
