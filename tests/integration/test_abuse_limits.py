@@ -184,20 +184,14 @@ def _check_quiet(log: str) -> None:
     assert longest < 2048, f"a {longest}-character log line: garbage is logged verbatim"
 
 
-ECHO_BUG = (
-    "aiohttp logs unparsable input verbatim, with a traceback, at ERROR on logger "
-    "aiohttp.server: the daemons must quiet or clip that logger"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=ECHO_BUG)
 def test_dashboard_logs_garbage_briefly_without_traceback_or_token(dash: Dash) -> None:
     _send_garbage(_port(dash))
     assert dash.call("GET", "/healthz", token=None)[0] == 200  # the log is written by now
     _check_quiet(dash.proc.output)
 
 
-@pytest.mark.xfail(strict=True, reason=ECHO_BUG)
 def test_worker_logs_garbage_briefly_without_traceback_or_token(worker: Worker) -> None:
     assert worker.proc is not None
     _send_garbage(worker.port)

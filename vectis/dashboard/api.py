@@ -8,12 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
+from vectis import httpserver
 from vectis.crypto.signing import SIGNATURE_HEADER
 from vectis.dashboard import auth, pages
 from vectis.dashboard.keys import DASHBOARD
 from vectis.dashboard.names import is_worker_id
 from vectis.dashboard.service import Dashboard
-from vectis.errors import Forbidden, PayloadTooLarge, Unauthorized
+from vectis.errors import Forbidden, Unauthorized
 
 
 def _dash(request: web.Request) -> Dashboard:
@@ -26,10 +27,7 @@ def _address(request: web.Request) -> str:
 
 async def read_body(request: web.Request) -> bytes:
     """The raw body; a declared size over the cap is refused before anything is read."""
-    limit = _dash(request).settings.body_limit
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"the body is larger than {limit // 1024} KiB")
-    return await request.read()
+    return await httpserver.read_body(request, _dash(request).settings.body_limit)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

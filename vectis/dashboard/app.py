@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from vectis import httpserver
 from vectis.dashboard import openapi
 from vectis.dashboard.api import ROUTES
 from vectis.dashboard.keys import DASHBOARD
@@ -62,6 +63,7 @@ def create_app(settings: DashboardSettings, dashboard: Dashboard | None = None) 
     app.add_routes(ROUTES)
     app.router.add_get("/openapi.json", openapi.serve)
     app.cleanup_ctx.append(_lifecycle)
+    httpserver.harden(app)
     return app
 
 

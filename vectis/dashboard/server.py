@@ -27,11 +27,18 @@ def run(settings: DashboardSettings) -> None:
 async def _serve(settings: DashboardSettings) -> None:
     from aiohttp import web
 
+    from vectis import httpserver
     from vectis.dashboard.app import create_app
     from vectis.dashboard.keys import DASHBOARD
 
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=logging.getLogger("vectis.http"))
+    httpserver.quiet_parser_errors()
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=logging.getLogger("vectis.http"),
+        **httpserver.runner_options(),
+    )
     await runner.setup()
     try:
         dash = app[DASHBOARD]

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_urldispatcher import _default_expect_handler
 
-from vectis import __version__
+from vectis import __version__, httpserver
 from vectis.config import toml_problem
 from vectis.configfile import conf_path, read_conf, secret_path
 from vectis.crypto.secrets import key_from_secret, read_secret_file
@@ -92,17 +92,6 @@ async def outcome_middleware(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
-async def _read_capped(request: web.Request, cap: int) -> bytes:
-    """The raw body, refused with 413 once it is known to exceed `cap` (chunked too)."""
-    if request.content_length is not None and request.content_length > cap:
-        raise PayloadTooLarge(f"the body is over {cap} bytes")
-    try:
-        # client_max_size is `cap`: aiohttp stops reading as soon as the body passes it.
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(f"the body is over {cap} bytes") from None
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -133,7 +122,7 @@ async def handle_sync(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     if request.raw_path != SYNC_PATH:
         raise Unauthorized(f"signed route answers only the exact path {SYNC_PATH}")
-    body = await _read_capped(request, rt.settings.max_body)
+    body = await httpserver.read_body(request, rt.settings.max_body)
     auth = request.headers.getall("Authorization", [])
     if len(auth) > 1:
         raise Unauthorized("more than one authorization header")
@@ -219,13 +208,19 @@ def create_app(
     app.router.add_post(SYNC_PATH, handle_sync, expect_handler=_expect)
     app.router.add_get("/healthz", handle_healthz, allow_head=False)
     app.cleanup_ctx.append(_background)
+    httpserver.harden(app)
     return app
 
 
 async def _serve(settings: ServeSettings, runtime: WorkerRuntime, sampler: StatsSampler) -> None:
     app = create_app(runtime, sampler)
+    httpserver.quiet_parser_errors()
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        **httpserver.runner_options(),
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
