@@ -299,7 +299,7 @@ class Dashboard:
             log.info("worker %s: secret rotated", worker_id)
             # A sync signed with the old secret may still be on its way: answer only after it,
             # so the worker, which drops the old secret on this answer, has seen its last use.
-            running = self.syncer._inflight.get(worker_id)
+            running = self.syncer.running(worker_id)
             if running is not None:
                 await asyncio.shield(running)
         answer = b'{"id": "%s", "changed": %s}' % (

@@ -147,6 +147,10 @@ class Syncer:
             outcome = f"unreachable: internal error ({type(exc).__name__})"
         return outcome, time.perf_counter() - started
 
+    def running(self, worker_id: str) -> asyncio.Future[None] | None:
+        """The sync of this worker under way, if any (done once its outcome is stored)."""
+        return self._inflight.get(worker_id)
+
     def _claim(self, worker_id: str) -> asyncio.Future[None] | None:
         """Mark a sync of this worker as running; None when one already is."""
         if worker_id in self._inflight:

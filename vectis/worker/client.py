@@ -67,7 +67,7 @@ class HeartbeatAnswer:
     config: dict[str, Any] | None
 
 
-def _post(
+def post(
     url: str, body: bytes, headers: dict[str, str], timeout: float
 ) -> tuple[int, dict[str, str], bytes]:
     """POST `body`; (status, headers, raw body) for any HTTP answer, Unreachable otherwise."""
@@ -95,7 +95,7 @@ def _post(
         raise Unreachable(f"cannot reach the dashboard at {base}: {exc}") from None
 
 
-def _message(body: bytes) -> str:
+def message(body: bytes) -> str:
     """The dashboard's own error message, if its answer carries one."""
     try:
         data = json.loads(body)
@@ -109,7 +109,7 @@ def _message(body: bytes) -> str:
 
 
 def _refusal(status: int, body: bytes, what: str) -> VectisError:
-    detail = _message(body)
+    detail = message(body)
     if status == 401:
         return Unauthorized(f"the dashboard refused {what} (401)")
     if status == 429:
@@ -119,7 +119,7 @@ def _refusal(status: int, body: bytes, what: str) -> VectisError:
     return DashboardRefused(f"the dashboard refused {what} ({status}){detail}")
 
 
-def _json_object(body: bytes, what: str) -> dict[str, Any]:
+def json_object(body: bytes, what: str) -> dict[str, Any]:
     if len(body) > MAX_BODY:
         raise DashboardRefused(f"the dashboard's answer to {what} is too large")
     try:
@@ -136,7 +136,7 @@ def register(
 ) -> Registration:
     """POST /infra/workers/auto-register with the enrollment token (SPEC section 3)."""
     body = json.dumps(payload).encode("utf-8")
-    status, _, raw = _post(
+    status, _, raw = post(
         dashboard_url + "/infra/workers/auto-register",
         body,
         {"Authorization": f"Bearer {token}"},
@@ -144,7 +144,7 @@ def register(
     )
     if status not in (200, 201):
         raise _refusal(status, raw, "the enrollment token" if status == 401 else "the registration")
-    data = _json_object(raw, "the registration")
+    data = json_object(raw, "the registration")
     worker_id, subdomain, ip = data.get("id"), data.get("subdomain"), data.get("ip")
     if not isinstance(worker_id, str) or not _ID.fullmatch(worker_id) or len(worker_id) > 63:
         raise DashboardRefused("the dashboard's registration answer has no usable id")
@@ -169,7 +169,7 @@ def heartbeat(
     authorization = sign_request(
         key, worker_id, "POST", path, body, ts=int(time.time()), nonce=nonce
     )
-    status, headers, raw = _post(
+    status, headers, raw = post(
         dashboard_url + f"/infra/workers/{worker_id}/heartbeat",
         body,
         {"Authorization": authorization},
@@ -192,7 +192,7 @@ def heartbeat(
         verify_response(key, worker_id, nonce, status, raw, signature)
     except AuthFailure as exc:
         raise IdentityMismatch(f"identity mismatch: {exc.reason}") from None
-    data = _json_object(raw, "the heartbeat")
+    data = json_object(raw, "the heartbeat")
     revision = data.get("revision")
     config = data.get("config")
     state = data.get("status")

@@ -144,25 +144,25 @@ def request_rotation(
     authorization = sign_request(
         key, worker_id, "POST", path, body, ts=int(time.time()), nonce=nonce
     )
-    status, headers, raw = client._post(
+    status, headers, raw = client.post(
         dashboard_url + route, body, {"Authorization": authorization}, timeout
     )
     if status == 401:
         raise Unauthorized("the dashboard refused the signed rotation request (401)")
     if 400 <= status < 500:
         raise RotationRefused(
-            f"the dashboard refused the new secret ({status}){client._message(raw)}"
+            f"the dashboard refused the new secret ({status}){client.message(raw)}"
         )
     if status != 200:
         raise client.DashboardRefused(
-            f"the dashboard answered the rotation with {status}{client._message(raw)}"
+            f"the dashboard answered the rotation with {status}{client.message(raw)}"
         )
     signature = next((v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER.lower()), None)
     try:
         verify_response(key_from_secret(new_secret), worker_id, nonce, status, raw, signature)
     except AuthFailure as exc:
         raise client.IdentityMismatch(f"identity mismatch: {exc.reason}") from None
-    return bool(client._json_object(raw, "the rotation").get("changed", True))
+    return bool(client.json_object(raw, "the rotation").get("changed", True))
 
 
 @dataclass(frozen=True)
