@@ -148,3 +148,18 @@ def test_a_token_body_is_empty_or_a_json_object(tmp_path: Path) -> None:
             assert (status, doc["error"]) == (400, "bad_request"), (body, doc)
         status, doc = dash.call("GET", "/infra/tokens")
         assert status == 200 and len(doc["tokens"]) == 1
+
+
+def test_a_method_a_path_does_not_serve_is_405_with_allow(tmp_path: Path) -> None:
+    """As the document says, and with the Allow header RFC 9110 requires of a 405."""
+    documented = _documented(document())
+    with dashboard(tmp_path) as dash:
+        for method, path in (("TRACE", "/healthz"), ("PATCH", "/infra/tokens"), ("PUT", "/")):
+            status, headers, raw = http(method, dash.url + path)
+            assert status == 405, (method, path, raw)
+            assert json.loads(raw)["error"] == "method_not_allowed"
+            allowed = {m.strip() for m in headers.get("Allow", "").split(",") if m.strip()}
+            expected = {m for m, p in documented if p == path}
+            if "GET" in expected:
+                expected.add("HEAD")
+            assert allowed == expected, (path, headers.get("Allow"))

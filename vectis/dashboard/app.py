@@ -44,6 +44,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         code = _HTTP_CODES.get(exc.status, f"http_{exc.status}")
         resp = web.json_response({"error": code, "message": exc.reason}, status=exc.status)
+        if "Allow" in exc.headers:  # RFC 9110: a 405 names the methods the path serves
+            resp.headers["Allow"] = exc.headers["Allow"]
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
