@@ -143,7 +143,8 @@ async def session(request: web.Request) -> web.Response:
 async def list_workers(request: web.Request) -> web.Response:
     require_admin(request)
     status = request.query.get("status") or None
-    return _json({"workers": await _dash(request).list_workers(status)})
+    body = await _dash(request).list_workers_json(status)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 async def show_worker(request: web.Request) -> web.Response:

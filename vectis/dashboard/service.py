@@ -65,6 +65,12 @@ def _with_current_secret(w: Worker, keys: dict[str, bytes]) -> Worker:
     return w if key is None or key.hex() == w.secret else replace(w, secret=key.hex())
 
 
+def _check_status(status: str | None) -> None:
+    """The admin list's ?status= filter: absent, or one of the four statuses."""
+    if status is not None and status not in {s.value for s in SyncStatus}:
+        raise BadRequest("'status' must be one of pending, synced, failed, outdated")
+
+
 class _WithCurrentSecrets(list[Worker]):
     """Workers listed when a sweep starts, each handed out with the secret current at its turn.
 
@@ -337,9 +343,13 @@ class Dashboard:
         return w
 
     async def list_workers(self, status: str | None) -> list[dict[str, Any]]:
-        if status is not None and status not in {s.value for s in SyncStatus}:
-            raise BadRequest("'status' must be one of pending, synced, failed, outdated")
+        _check_status(status)
         return [self.render(w) for w in await self.store.list_workers(status)]
+
+    async def list_workers_json(self, status: str | None) -> bytes:
+        """GET /infra/workers as UTF-8 JSON bytes, rendered by the store off the event loop."""
+        _check_status(status)
+        return await self.store.list_workers_json(status, self.dns.provisions)
 
     async def show_worker(self, worker_id: str) -> dict[str, Any]:
         w = await self._worker(worker_id)

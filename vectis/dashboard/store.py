@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import sqlite3
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vectis.dashboard.migrations import LATEST, MIGRATIONS
-from vectis.dashboard.model import Changes, Token, Worker, moved, new_worker
+from vectis.dashboard.model import Changes, Token, Worker, moved, new_worker, worker_json
 from vectis.errors import ConfigError, Conflict, Unauthorized
 from vectis.status import StatusChange, SyncStatus, iso
 
@@ -43,6 +44,23 @@ _INSERT_WORKER = (
     f"INSERT INTO workers ({', '.join(_WORKER_COLUMNS)}, secret_hash) "  # noqa: S608
     f"VALUES ({', '.join('?' for _ in _WORKER_COLUMNS)}, ?)"
 )
+
+# The API's worker object (model.worker_json) rendered by SQLite, so listing the fleet never
+# builds a Python object per worker: stored JSON columns are spliced in as JSON when valid
+# (null otherwise, as json.loads failing would), and the text is returned as UTF-8 bytes.
+_WORKER_OBJECT = """CAST(json_object(
+    'id', id, 'subdomain', subdomain, 'ip', ip, 'port', port, 'status', status,
+    'dns_status', CASE WHEN :dns THEN dns_status ELSE 'none' END,
+    'dns_error', CASE WHEN :dns THEN dns_error END,
+    'last_sync', last_sync, 'last_error', last_error,
+    'consecutive_failures', consecutive_failures, 'version', version,
+    'desired_revision', desired_revision, 'applied_revision', applied_revision,
+    'stats', json(CASE WHEN json_valid(stats_json) THEN stats_json END),
+    'hostname', hostname,
+    'metadata', json(CASE WHEN json_valid(metadata_json) THEN metadata_json END),
+    'created_at', created_at, 'updated_at', updated_at) AS BLOB)"""
+_LIST_JSON = f"SELECT {_WORKER_OBJECT} FROM workers"  # noqa: S608 (our SQL)
+_LIST_ORDER = " ORDER BY created_at, id"
 
 _SELECT_TOKEN = f"SELECT {', '.join(f.name for f in fields(Token))} FROM tokens"  # noqa: S608
 
@@ -92,6 +110,12 @@ class Store(ABC):
 
     @abstractmethod
     async def list_workers(self, status: str | None = None) -> list[Worker]: ...
+
+    async def list_workers_json(self, status: str | None, dns_provisions: bool) -> bytes:
+        """`{"workers": [...]}` as UTF-8 JSON: each worker as `worker_json` renders it."""
+        workers = await self.list_workers(status)
+        doc = [worker_json(w, dns_provisions=dns_provisions) for w in workers]
+        return json.dumps({"workers": doc}).encode("utf-8")
 
     @abstractmethod
     async def worker_secrets(self) -> dict[str, str]: ...
@@ -172,12 +196,18 @@ def prepare_data_dir(path: Path) -> None:
 
 
 class SQLiteStore(Store):
-    """SQLite in WAL mode, on one thread."""
+    """SQLite in WAL mode: writes on one thread; the admin list on a second, read-only one.
+
+    WAL lets the reader see the last commit without waiting for the writer, so the list is
+    not queued behind a burst of heartbeats or a sweep's batch of outcomes.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectis-store")
+        self._read_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectis-read")
         self._db: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -216,7 +246,14 @@ class SQLiteStore(Store):
         except sqlite3.DatabaseError as exc:
             db.close()
             raise ConfigError(f"{self.path}: not a usable Vectis database ({exc})") from None
-        self._db = db
+        try:
+            reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            reader.execute("PRAGMA busy_timeout=5000")
+            reader.execute("PRAGMA query_only=1")
+        except sqlite3.Error as exc:
+            db.close()
+            raise ConfigError(f"{self.path}: cannot open the database ({exc})") from None
+        self._db, self._reader = db, reader
 
     async def open(self) -> None:
         await self._run(self._open)
@@ -226,7 +263,15 @@ class SQLiteStore(Store):
             self._db.close()
             self._db = None
 
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
     async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._read_pool, self._close_reader)
+        self._read_pool.shutdown(wait=True)
         await self._run(self._close)
         self._pool.shutdown(wait=True)
 
@@ -346,6 +391,16 @@ class SQLiteStore(Store):
             return [_worker(r) for r in rows]
 
         return await self._run(q)
+
+    async def list_workers_json(self, status: str | None, dns_provisions: bool) -> bytes:
+        def q() -> bytes:
+            assert self._reader is not None, "store is not open"
+            params = {"dns": int(dns_provisions), "status": status}
+            where = "" if status is None else " WHERE status = :status"
+            rows = self._reader.execute(_LIST_JSON + where + _LIST_ORDER, params).fetchall()
+            return b'{"workers":[' + b",".join(r[0] for r in rows) + b"]}"
+
+        return await asyncio.get_running_loop().run_in_executor(self._read_pool, q)
 
     async def worker_secrets(self) -> dict[str, str]:
         def q() -> dict[str, str]:
