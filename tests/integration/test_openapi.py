@@ -154,7 +154,15 @@ def test_a_method_a_path_does_not_serve_is_405_with_allow(tmp_path: Path) -> Non
     """As the document says, and with the Allow header RFC 9110 requires of a 405."""
     documented = _documented(document())
     with dashboard(tmp_path) as dash:
-        for method, path in (("TRACE", "/healthz"), ("PATCH", "/infra/tokens"), ("PUT", "/")):
+        cases = [
+            ("TRACE", "/healthz"),
+            ("PATCH", "/infra/tokens"),
+            ("PUT", "/"),
+            # Fixed paths beside /infra/workers/{worker_id}: neither name is a worker ID.
+            ("GET", "/infra/workers/sync"),
+            ("DELETE", "/infra/workers/auto-register"),
+        ]
+        for method, path in cases:
             status, headers, raw = http(method, dash.url + path)
             assert status == 405, (method, path, raw)
             assert json.loads(raw)["error"] == "method_not_allowed"
@@ -163,3 +171,5 @@ def test_a_method_a_path_does_not_serve_is_405_with_allow(tmp_path: Path) -> Non
             if "GET" in expected:
                 expected.add("HEAD")
             assert allowed == expected, (path, headers.get("Allow"))
+        status, doc = dash.call("GET", "/infra/workers/Not_An-id")
+        assert (status, doc["error"]) == (404, "not_found")

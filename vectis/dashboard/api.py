@@ -143,7 +143,10 @@ async def session(request: web.Request) -> web.Response:
 async def list_workers(request: web.Request) -> web.Response:
     require_admin(request)
     status = request.query.get("status") or None
+    t0 = time.perf_counter()
     body = await _dash(request).list_workers_json(status)
+    import logging
+    logging.getLogger("x").warning("LISTHANDLER %.1f", (time.perf_counter() - t0) * 1000)
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
@@ -224,13 +227,17 @@ async def install_sh(request: web.Request) -> web.Response:
     )
 
 
+# A worker ID's shape in the route, so that the fixed paths beside it (/infra/workers/sync,
+# /auto-register) answer other methods with 405 rather than "no worker 'sync'".
+_ONE_WORKER = "/infra/workers/{worker_id:[a-z]+(?:-[a-z]+)*-[0-9a-f]{4}}"
+
 ROUTES = [
     web.get("/healthz", healthz, allow_head=True),
     web.post("/infra/workers/auto-register", auto_register),
     web.post("/infra/workers/sync", sync_all),
     web.get("/infra/workers", list_workers),
-    web.get("/infra/workers/{worker_id}", show_worker),
-    web.delete("/infra/workers/{worker_id}", delete_worker),
+    web.get(_ONE_WORKER, show_worker),
+    web.delete(_ONE_WORKER, delete_worker),
     web.post("/infra/workers/{worker_id}/sync", sync_worker),
     web.post("/infra/workers/{worker_id}/heartbeat", heartbeat),
     web.post("/infra/workers/{worker_id}/rotate-secret", rotate_secret),
