@@ -143,10 +143,7 @@ async def session(request: web.Request) -> web.Response:
 async def list_workers(request: web.Request) -> web.Response:
     require_admin(request)
     status = request.query.get("status") or None
-    t0 = time.perf_counter()
     body = await _dash(request).list_workers_json(status)
-    import logging
-    logging.getLogger("x").warning("LISTHANDLER %.1f", (time.perf_counter() - t0) * 1000)
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
