@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from vectis.dashboard.listing import ListCache, bump
 from vectis.dashboard.migrations import LATEST, MIGRATIONS
 from vectis.dashboard.model import Changes, Token, Worker, moved, new_worker, worker_json
 from vectis.errors import ConfigError, Conflict, Unauthorized
@@ -44,23 +45,6 @@ _INSERT_WORKER = (
     f"INSERT INTO workers ({', '.join(_WORKER_COLUMNS)}, secret_hash) "  # noqa: S608
     f"VALUES ({', '.join('?' for _ in _WORKER_COLUMNS)}, ?)"
 )
-
-# The API's worker object (model.worker_json) rendered by SQLite, so listing the fleet never
-# builds a Python object per worker: stored JSON columns are spliced in as JSON when valid
-# (null otherwise, as json.loads failing would), and the text is returned as UTF-8 bytes.
-_WORKER_OBJECT = """CAST(json_object(
-    'id', id, 'subdomain', subdomain, 'ip', ip, 'port', port, 'status', status,
-    'dns_status', CASE WHEN :dns THEN dns_status ELSE 'none' END,
-    'dns_error', CASE WHEN :dns THEN dns_error END,
-    'last_sync', last_sync, 'last_error', last_error,
-    'consecutive_failures', consecutive_failures, 'version', version,
-    'desired_revision', desired_revision, 'applied_revision', applied_revision,
-    'stats', json(CASE WHEN json_valid(stats_json) THEN stats_json END),
-    'hostname', hostname,
-    'metadata', json(CASE WHEN json_valid(metadata_json) THEN metadata_json END),
-    'created_at', created_at, 'updated_at', updated_at) AS BLOB)"""
-_LIST_JSON = f"SELECT {_WORKER_OBJECT} FROM workers"  # noqa: S608 (our SQL)
-_LIST_ORDER = " ORDER BY created_at, id"
 
 _SELECT_TOKEN = f"SELECT {', '.join(f.name for f in fields(Token))} FROM tokens"  # noqa: S608
 
@@ -208,6 +192,9 @@ class SQLiteStore(Store):
         self._read_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectis-read")
         self._db: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._listing = ListCache()
+        self._touched: set[str] | None = None  # workers the open transaction wrote
+        self._touched_all = False
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -220,12 +207,28 @@ class SQLiteStore(Store):
     @contextlib.contextmanager
     def _tx(self) -> Any:
         self.db.execute("BEGIN IMMEDIATE")
+        self._touched, self._touched_all = None, False
         try:
             yield self.db
         except BaseException:
+            self._touched = None
             self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
+        touched, self._touched = self._touched, None
+        if touched is None:
+            self.db.execute("COMMIT")
+            return
+        with self._listing.lock:  # the admin list sees this commit and its marks together
+            self.db.execute("COMMIT")
+            self._listing.committed(touched, self._touched_all)
+
+    def _touch(self, ids: Iterable[str], everything: bool = False) -> None:
+        """Note workers the open transaction writes, for the admin list to render again."""
+        if self._touched is None:
+            bump(self.db)
+            self._touched = set()
+        self._touched.update(ids)
+        self._touched_all = self._touched_all or everything
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -335,6 +338,7 @@ class SQLiteStore(Store):
                         updated_at=iso(now),
                     )
                 db.execute(_UPDATE_WORKER, (*astuple(w)[1:], w.id))
+                self._touch([w.id])
                 return w, False
             if holder is not None:
                 raise Conflict(f"{reg.ip} port {reg.port} is held by another worker")
@@ -362,6 +366,7 @@ class SQLiteStore(Store):
                     now,
                 )
                 db.execute(_INSERT_WORKER, (*astuple(w), digest))
+                self._touch([w.id])
                 pending = SyncStatus.PENDING
                 change = StatusChange(iso(now), pending, pending, "registered")
                 self._history(db, [(w.id, change)])
@@ -395,10 +400,7 @@ class SQLiteStore(Store):
     async def list_workers_json(self, status: str | None, dns_provisions: bool) -> bytes:
         def q() -> bytes:
             assert self._reader is not None, "store is not open"
-            params = {"dns": int(dns_provisions), "status": status}
-            where = "" if status is None else " WHERE status = :status"
-            rows = self._reader.execute(_LIST_JSON + where + _LIST_ORDER, params).fetchall()
-            return b'{"workers":[' + b",".join(r[0] for r in rows) + b"]}"
+            return self._listing.render(self._reader, status, dns_provisions)
 
         return await asyncio.get_running_loop().run_in_executor(self._read_pool, q)
 
@@ -426,6 +428,8 @@ class SQLiteStore(Store):
                 db.executemany(_UPDATE_WORKER, [(*astuple(w)[1:], w.id) for w in changed])
             except sqlite3.IntegrityError:
                 raise Conflict("that IP and port are held by another worker") from None
+            if changed:
+                self._touch(w.id for w in changed)
             self._history(db, history)
         return changed
 
@@ -448,6 +452,7 @@ class SQLiteStore(Store):
                 )
             except sqlite3.IntegrityError:
                 raise Conflict("that secret is held by another worker") from None
+            self._touch([worker_id])
             w = replace(_worker(row), secret=new, updated_at=iso(now))
             status = SyncStatus(w.status)
             self._history(db, [(w.id, StatusChange(iso(now), status, status, "secret rotated"))])
@@ -465,6 +470,7 @@ class SQLiteStore(Store):
                 if row is None:
                     return None
                 db.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+                self._touch([worker_id])
                 db.execute("DELETE FROM history WHERE worker_id = ?", (worker_id,))
                 return _worker(row)
 
@@ -496,6 +502,7 @@ class SQLiteStore(Store):
     async def rezone(self, zone: str) -> int:
         def q() -> int:
             with self._tx() as db:
+                self._touch([], everything=True)
                 return int(
                     db.execute(
                         "UPDATE workers SET subdomain = id || '.' || ?, dns_status = 'pending', "
