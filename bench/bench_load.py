@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import random
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -133,9 +134,10 @@ def _heartbeat_process(
 
 def _list_loop(
     port: int, token: str, ids: set[str], seconds: float
-) -> tuple[list[float], list[str]]:
-    """GET /infra/workers in a loop; latency to the last byte, and any wrong answer."""
+) -> tuple[list[float], list[float], list[str]]:
+    """GET /infra/workers in a loop; latency to the first and last byte, and any wrong answer."""
     latencies: list[float] = []
+    first_byte: list[float] = []
     wrong: list[str] = []
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     deadline = time.monotonic() + seconds
@@ -143,6 +145,7 @@ def _list_loop(
         start = time.perf_counter()
         conn.request("GET", "/infra/workers", headers={"Authorization": f"Bearer {token}"})
         resp = conn.getresponse()
+        first_byte.append(time.perf_counter() - start)
         raw = resp.read()
         latencies.append(time.perf_counter() - start)
         if resp.status != 200:
@@ -152,7 +155,7 @@ def _list_loop(
         if len(listed) != len(ids) or set(listed) != ids:
             wrong.append(f"list has {len(listed)} workers ({len(set(listed))} distinct)")
     conn.close()
-    return latencies, wrong
+    return latencies, first_byte, wrong
 
 
 def run(args: argparse.Namespace) -> int:
@@ -184,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
                 except subprocess.TimeoutExpired:
                     dash.kill()
                     dash.wait()
+                if args.keep_log:
+                    shutil.copyfile(log, args.keep_log)
 
 
 def _measure(
@@ -215,11 +220,12 @@ def _measure(
         if status != 200:
             print(f"set config: {status} {doc}")
             return 1
-    idle, wrong = _list_loop(port, admin, ids, 3.0)
+    idle, idle_first, wrong = _list_loop(port, admin, ids, 3.0)
     idle_ms = [x * 1000 for x in idle]
     print(
         f"admin list, no load: {len(idle_ms)} calls, p50 {percentile(idle_ms, 50):.1f} ms, "
-        f"p99 {percentile(idle_ms, 99):.1f} ms"
+        f"p99 {percentile(idle_ms, 99):.1f} ms; first byte p50 "
+        f"{percentile(idle_first, 50) * 1000:.1f} ms"
     )
     swarm = fleet.Fleet.start(members, socks, args.fleet_processes)
     try:
@@ -242,7 +248,7 @@ def _measure(
 
         trigger = threading.Thread(target=sync_all, daemon=True)
         trigger.start()
-        latencies, loaded_wrong = _list_loop(port, admin, ids, args.seconds)
+        latencies, first, loaded_wrong = _list_loop(port, admin, ids, args.seconds)
         wrong += loaded_wrong
         beats = results.get(timeout=120)
         beater.join(30)
@@ -250,12 +256,17 @@ def _measure(
     finally:
         swarm.stop()
     ms = [x * 1000 for x in latencies]
+    first_ms = [x * 1000 for x in first]
     hb = [x * 1000 for x in beats["latencies"]]
     p99 = percentile(ms, 99)
     print(
         f"admin list ({n} workers): {len(ms)} calls, p50 {percentile(ms, 50):.1f} ms, "
         f"p90 {percentile(ms, 90):.1f} ms, p99 {p99:.1f} ms, max {max(ms):.1f} ms, "
         f"mean {statistics.fmean(ms):.1f} ms"
+    )
+    print(
+        f"  of which to the first byte: p50 {percentile(first_ms, 50):.1f} ms, "
+        f"p99 {percentile(first_ms, 99):.1f} ms"
     )
     if hb:
         print(
@@ -284,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--heartbeat-rate", type=float, default=200.0, help="per second")
     parser.add_argument("--sweep-interval", type=float, default=10.0, help="seconds")
     parser.add_argument("--fleet-processes", type=int, default=1)
+    parser.add_argument("--keep-log", metavar="FILE", help="copy the dashboard's log here")
     return run(parser.parse_args(argv))
 
 
