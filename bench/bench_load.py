@@ -158,6 +158,20 @@ def _list_loop(
     return latencies, first_byte, wrong
 
 
+def _probe_loop(port: int, seconds: float, out: list[float]) -> None:
+    """GET /healthz every 20 ms: how long any answer waits on the dashboard's event loop."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        start = time.perf_counter()
+        conn.request("GET", "/healthz")
+        resp = conn.getresponse()
+        resp.read()
+        out.append(time.perf_counter() - start)
+        time.sleep(0.02)
+    conn.close()
+
+
 def run(args: argparse.Namespace) -> int:
     fleet.raise_nofile()
     admin, enroll = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
@@ -172,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
             "VECTIS_SYNC_INTERVAL": str(args.sweep_interval),
             "PYTHONUNBUFFERED": "1",
         }
+        if args.sync_concurrency:
+            env["VECTIS_SYNC_CONCURRENCY"] = str(args.sync_concurrency)
         command = [sys.executable, "-m", "vectis", "dashboard", "serve", "--host", "127.0.0.1"]
         command += ["--port", str(port), "--data-dir", f"{tmp}/data"]
         members, socks = fleet.bind(args.workers)
@@ -248,11 +264,17 @@ def _measure(
 
         trigger = threading.Thread(target=sync_all, daemon=True)
         trigger.start()
+        probes: list[float] = []
+        prober = threading.Thread(
+            target=_probe_loop, args=(port, args.seconds, probes), daemon=True
+        )
+        prober.start()
         latencies, first, loaded_wrong = _list_loop(port, admin, ids, args.seconds)
         wrong += loaded_wrong
         beats = results.get(timeout=120)
         beater.join(30)
         trigger.join(600)
+        prober.join(60)
     finally:
         swarm.stop()
     ms = [x * 1000 for x in latencies]
@@ -268,6 +290,12 @@ def _measure(
         f"  of which to the first byte: p50 {percentile(first_ms, 50):.1f} ms, "
         f"p99 {percentile(first_ms, 99):.1f} ms"
     )
+    if probes:
+        probe_ms = [x * 1000 for x in probes]
+        print(
+            f"  /healthz meanwhile (the event loop's own delay): {len(probe_ms)} calls, "
+            f"p50 {percentile(probe_ms, 50):.1f} ms, p99 {percentile(probe_ms, 99):.1f} ms"
+        )
     if hb:
         print(
             f"heartbeats: {beats['sent']} sent ({beats['sent'] / args.seconds:.0f}/s), "
@@ -295,6 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--heartbeat-rate", type=float, default=200.0, help="per second")
     parser.add_argument("--sweep-interval", type=float, default=10.0, help="seconds")
     parser.add_argument("--fleet-processes", type=int, default=1)
+    parser.add_argument(
+        "--sync-concurrency", type=int, help="VECTIS_SYNC_CONCURRENCY (default: the dashboard's)"
+    )
     parser.add_argument("--keep-log", metavar="FILE", help="copy the dashboard's log here")
     return run(parser.parse_args(argv))
 
