@@ -141,7 +141,7 @@ def test_error_lists_every_attempt(web: str) -> None:
         detect_public_ip(None, s)
     text = err.value.message
     assert err.value.exit_code == ExitCode.UNREACHABLE
-    assert f"{web}/bad: not an IP address" in text
+    assert f"{web}/bad: '<html>hello</html>' is not an IP address" in text
     assert f"{web}/fail: answered HTTP 500" in text
     assert f"{dead}: unreachable" in text
     assert "ftp://example.com/ip: not an http" in text

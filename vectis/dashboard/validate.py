@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from datetime import datetime, timedelta
 from typing import Any
 
+from vectis.addresses import unicast
 from vectis.config import toml_problem
 from vectis.crypto.secrets import is_acceptable_secret
 from vectis.errors import BadRequest, PayloadTooLarge
@@ -45,19 +45,9 @@ def unicast_ip(value: Any, field: str = "ip") -> str:
     if not isinstance(value, str) or not value or len(value) > 64:
         raise BadRequest(f"'{field}' must be an IP address string")
     try:
-        addr = ipaddress.ip_address(value)
-    except ValueError:
-        raise BadRequest(f"'{field}': {value[:64]!r} is not an IP address") from None
-    # A zone index (fe80::1%eth0) names a link on the worker: no DNS record can hold it.
-    if isinstance(addr, ipaddress.IPv6Address) and addr.scope_id is not None:
-        raise BadRequest(f"'{field}': {value[:64]!r} carries a zone index")
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    if addr.is_unspecified or addr.is_multicast:
-        raise BadRequest(f"'{field}': {addr} is not a unicast address")
-    if isinstance(addr, ipaddress.IPv4Address) and addr == ipaddress.IPv4Address("255.255.255.255"):
-        raise BadRequest(f"'{field}': {addr} is the broadcast address")
-    return str(addr)
+        return str(unicast(value))
+    except ValueError as exc:
+        raise BadRequest(f"'{field}': {exc}") from None
 
 
 def port(value: Any, field: str = "port", default: int | None = None) -> int:

@@ -6,13 +6,13 @@ module, and the daemon builds on it.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from vectis import __version__
+from vectis.addresses import unicast
 from vectis.config import DEFAULT_PORT, WorkerConf, check_url
 from vectis.configfile import conf_path, locked_conf, secret_path
 from vectis.errors import BadRequest, ConfigError, ExitCode
@@ -75,9 +75,9 @@ def _env_float(env: Mapping[str, str], name: str, low: float) -> float | None:
 def check_ip(value: str, what: str = "--ip") -> str:
     """A valid IPv4 or IPv6 address in its normal form; raise BadRequest otherwise."""
     try:
-        return str(ipaddress.ip_address(value.strip()))
-    except ValueError:
-        raise BadRequest(f"{what}: {value!r} is not an IPv4 or IPv6 address") from None
+        return str(unicast(value.strip()))
+    except ValueError as exc:
+        raise BadRequest(f"{what}: {exc}") from None
 
 
 def resolve_settings(

@@ -8,7 +8,6 @@ The HTTP path uses the standard library; dnspython is imported only when DNS is 
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import urllib.error
 import urllib.request
@@ -16,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from vectis.addresses import unicast
 from vectis.errors import BadRequest, ExitCode, VectisError
 
 DEFAULT_SOURCES = ("https://api.ipify.org", "https://icanhazip.com", "https://ifconfig.me/ip")
@@ -39,20 +39,9 @@ def check_ip(text: str, *, allow_private: bool) -> str:
     """Return `text` as a canonical IP address, or raise ValueError saying why not.
 
     Unspecified, multicast and broadcast addresses are always refused; private, loopback and
-    link-local ones unless `allow_private`.
+    link-local answers of a lookup unless `allow_private`.
     """
-    candidate = text.strip()
-    try:
-        ip = ipaddress.ip_address(candidate)
-    except ValueError:
-        shown = candidate if len(candidate) <= 45 else candidate[:45] + "..."
-        raise ValueError(f"not an IP address: {shown!r}") from None
-    if ip.is_unspecified:
-        raise ValueError(f"{ip} is the unspecified address")
-    if ip.is_multicast:
-        raise ValueError(f"{ip} is a multicast address")
-    if ip.version == 4 and ip == ipaddress.IPv4Address("255.255.255.255"):
-        raise ValueError(f"{ip} is the broadcast address")
+    ip = unicast(text.strip())
     if not allow_private and (ip.is_private or ip.is_loopback or ip.is_link_local):
         raise ValueError(
             f"{ip} is a private or loopback address (set VECTIS_ALLOW_PRIVATE_IP=1 to accept it)"
