@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -54,3 +55,19 @@ def test_operator_names_are_installed(name: str) -> None:
         pytest.skip(f"{name} is not on PATH (the package is not installed)")
     done = subprocess.run([path, "--help"], capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "Usage" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["register", "--json", "--token", "t", "--dashboard-url", "http://127.0.0.1:9"],
+        ["sync", "--json", "--token", "t"],
+        ["dashboard", "workers", "list", "--json", "--url", "http://127.0.0.1:9"],
+    ],
+)
+def test_json_errors_still_print_one_document(args: list[str]) -> None:
+    """No secret, no dashboard URL, no dashboard: stdout still holds one JSON document."""
+    done = run_cli(args, env={"VECTIS_ADMIN_TOKEN": "x" * 32})
+    assert done.returncode not in (0, 2)
+    doc = json.loads(done.stdout)
+    assert set(doc) == {"error", "message"} and doc["message"] in done.stderr

@@ -15,7 +15,8 @@ import pytest
 
 from tests.integration.test_worker_daemon import WID, setup_worker, sync, worker_env
 from tests.support import child_env, free_port, run_cli, running
-from vectis.configfile import conf_path, locked_conf
+from vectis.configfile import conf_path, locked_conf, secret_path
+from vectis.crypto.secrets import create_secret_file
 from vectis.status import SyncRecord, SyncStatus
 from vectis.worker.local import probe_address
 
@@ -40,6 +41,7 @@ def status_json(env: dict[str, str] | None = None) -> tuple[int, dict[str, Any],
 
 
 def set_state(**state: Any) -> None:
+    create_secret_file(secret_path())
     with locked_conf() as conf:
         conf.settings.host = "127.0.0.1"
         conf.settings.port = free_port()
@@ -224,3 +226,22 @@ def test_help_and_other_arguments_go_through_typer() -> None:
     assert done.returncode == 0 and "--json" in done.stdout and "Exit code" in done.stdout
     done = run_cli(["status", "--jsn"])
     assert done.returncode == 2 and "No such option" in done.stderr
+
+
+def test_a_secret_the_daemon_would_refuse_is_a_config_error() -> None:
+    set_state(sync=SyncRecord(SyncStatus.SYNCED, last_sync="2026-01-02T03:04:05Z"))
+    secret_path().chmod(0o644)
+    code, doc, _ = status_json()
+    assert code == 3 and doc["error"] == "config" and "chmod 600" in doc["message"]
+    secret_path().write_text("nothex\n")
+    secret_path().chmod(0o600)
+    code, doc, _ = status_json()
+    assert code == 3 and "64 lowercase hex" in doc["message"]
+    secret_path().unlink()
+    code, doc, _ = status_json()
+    assert code == 3 and "vectis worker init" in doc["message"]
+
+
+def test_not_set_up_says_how_to_start() -> None:
+    code, _, stderr = status_json()
+    assert code == 10 and "vectis worker init" in stderr

@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from vectis.cli import dashboard, flows, status, worker
+from vectis.cli.render import emit_json
 from vectis.errors import ExitCode, VectisError
 
 HELP = "Keep a fleet of servers registered, reachable, named and in sync with one dashboard."
@@ -37,11 +38,16 @@ def _single(command: Callable[..., Any], help_text: str | None) -> typer.Typer:
 
 
 @contextmanager
-def _reporting(prog_name: str) -> Iterator[None]:
-    """Turn VectisError into one line on stderr and its exit code."""
+def _reporting(prog_name: str, json_output: bool) -> Iterator[None]:
+    """Turn VectisError into one line on stderr and its exit code.
+
+    With `--json`, stdout still carries one document: `{"error": code, "message": text}`.
+    """
     try:
         yield
     except VectisError as exc:
+        if json_output:
+            emit_json({"error": exc.code, "message": exc.message})
         sys.stderr.write(f"{prog_name}: {exc.message}\n")
         sys.exit(int(exc.exit_code))
     except KeyboardInterrupt:
@@ -52,8 +58,9 @@ def _reporting(prog_name: str) -> Iterator[None]:
 
 def run(application: typer.Typer, args: Sequence[str] | None, prog_name: str) -> None:
     """Run a typer app, turning VectisError into one line on stderr and its exit code."""
-    with _reporting(prog_name):
-        application(args=list(args) if args is not None else None, prog_name=prog_name)
+    argv = list(args) if args is not None else sys.argv[1:]
+    with _reporting(prog_name, "--json" in argv):
+        application(args=argv, prog_name=prog_name)
 
 
 # The hot command lines, called without typer's parsing and dispatch: on this machine that
@@ -67,7 +74,7 @@ def _fast_status(argv: Sequence[str], prog_name: str) -> bool:
     json_output = _FAST_STATUS.get(tuple(argv))
     if json_output is None:
         return False
-    with _reporting(prog_name):
+    with _reporting(prog_name, json_output):
         try:
             status.status(json_output=json_output)
         except typer.Exit as exc:

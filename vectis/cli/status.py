@@ -6,8 +6,6 @@ from typing import Annotated
 
 import typer
 
-from vectis.errors import VectisError
-
 
 def status(
     json_output: Annotated[
@@ -20,17 +18,20 @@ def status(
     """
     import os
 
-    from vectis.cli.render import emit_json, fields
-    from vectis.configfile import read_conf
+    from vectis.cli.render import emit_json, fields, say
+    from vectis.configfile import read_conf, secret_path
+    from vectis.crypto.secrets import read_secret_file
     from vectis.worker.local import probe_service, resolve_settings, status_exit_code, status_report
 
-    try:
-        conf = read_conf()
-        settings = resolve_settings(conf, os.environ)
-    except VectisError as exc:
-        if json_output:
-            emit_json(exc.to_json())  # stdout keeps one JSON document; the line goes to stderr
-        raise
+    conf = read_conf()
+    settings = resolve_settings(conf, os.environ)
+    # The daemon refuses a malformed or too open secret, and a registered worker without one:
+    # so does its status. A worker not yet set up is just pending, with a hint.
+    secret = secret_path()
+    if secret.exists() or conf.registered:
+        read_secret_file(secret)
+    else:
+        say(f"no worker secret at {secret} yet: run 'vectis worker init' to set this worker up")
     report = status_report(conf, settings, probe_service(settings.host, settings.port))
     if json_output:
         emit_json(report)
