@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from vectis.dashboard.dns.base import DNSBackend, DNSError
+from vectis.dashboard.dns.base import DNSBackend, DNSError, DNSSettingsError
 
 BACKENDS = ("none", "memory", "route53", "rfc2136")
 
@@ -13,7 +13,17 @@ def create_backend(kind: str, zone: str, options: Mapping[str, str]) -> DNSBacke
     """Build the backend named `kind`; `options` are settings by variable name (env + flags).
 
     Heavy client libraries (boto3, dnspython) are imported only by the backend that uses them.
+    What goes wrong here is a settings problem: DNSSettingsError, a configuration error.
     """
+    try:
+        return _build(kind, zone, options)
+    except DNSSettingsError:
+        raise
+    except DNSError as exc:
+        raise DNSSettingsError(exc.message) from None
+
+
+def _build(kind: str, zone: str, options: Mapping[str, str]) -> DNSBackend:
     if kind == "none":
         from vectis.dashboard.dns.none import NoneBackend
 
@@ -30,4 +40,4 @@ def create_backend(kind: str, zone: str, options: Mapping[str, str]) -> DNSBacke
         from vectis.dashboard.dns.rfc2136 import RFC2136Backend
 
         return RFC2136Backend.from_options(zone, options)
-    raise DNSError(f"unknown DNS backend {kind!r}; choose one of {', '.join(BACKENDS)}")
+    raise DNSSettingsError(f"unknown DNS backend {kind!r}; choose one of {', '.join(BACKENDS)}")

@@ -12,12 +12,16 @@ import ipaddress
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
-from vectis.errors import VectisError
+from vectis.errors import ConfigError, VectisError
 
 
 class DNSError(VectisError):
     http_status = 502
     code = "dns_error"
+
+
+class DNSSettingsError(DNSError, ConfigError):
+    """A DNS backend's settings are missing or wrong: a configuration error (exit 3)."""
 
 
 def record_type(ip: str) -> str:
