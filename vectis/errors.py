@@ -85,6 +85,10 @@ class TooManyRequests(VectisError):
     http_status = 429
     code = "rate_limited"
 
+    def __init__(self, message: str, retry_after: int = 60) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 class ServiceUnavailable(VectisError):
     http_status = 503

@@ -76,6 +76,8 @@ def test_token_guessing_is_rate_limited_and_logged_without_the_guesses(dash: Das
             assert doc == {"error": "unauthorized"}
         else:
             assert doc["error"] != "unauthorized" and int(headers["Retry-After"]) > 0
+            # The header and the message name the same wait.
+            assert f"retry in {headers['Retry-After']} s" in doc["message"]
     # Someone else, and the guesser's address itself with a valid token, are not slowed.
     other = {**reg, "secret": secrets.token_hex(32), "port": 31001}
     assert post_from(NEIGHBOUR, port, "/infra/workers/auto-register", other, ENROLL)[0] == 201

@@ -12,7 +12,8 @@ from vectis.errors import ConfigError
 
 SECRET_BYTES = 32
 _WORKER_SECRET = re.compile(r"[0-9a-f]{64}")
-# What the dashboard accepts at registration (SPEC section 3): 32 to 128 hex characters.
+# What the dashboard accepts at registration (SPEC section 3): 32 to 128 hex characters, and an
+# even count, since the signing key is bytes.fromhex(secret).
 _ACCEPTED_SECRET = re.compile(r"[0-9a-fA-F]{32,128}")
 
 

@@ -38,7 +38,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except VectisError as exc:
         resp = web.json_response(exc.to_json(), status=exc.http_status)
         if isinstance(exc, TooManyRequests):
-            resp.headers["Retry-After"] = "60"
+            resp.headers["Retry-After"] = str(exc.retry_after)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

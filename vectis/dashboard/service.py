@@ -173,7 +173,7 @@ class Dashboard:
         log.info("auth failure from %s: %s", address, why)
         if blocked:
             wait = self.limiter.retry_after(address, now)
-            return TooManyRequests(f"too many failed attempts; retry in {wait} s")
+            return TooManyRequests(f"too many failed attempts; retry in {wait} s", wait)
         return Unauthorized(why)
 
     def login(self, address: str, body: bytes) -> tuple[str, str]:
@@ -291,7 +291,7 @@ class Dashboard:
         req = self._verify_signed(worker_id, path, authorization, body, "rotation")
         new = validate.json_object(body).get("new_secret")
         if not is_acceptable_secret(new):
-            raise BadRequest("'new_secret' must be 32 to 128 hexadecimal characters")
+            raise BadRequest("'new_secret' must be 32 to 128 hexadecimal characters, an even count")
         assert isinstance(new, str)
         new = new.lower()
         old = self._keys[worker_id].hex()

@@ -76,7 +76,7 @@ def registration(doc: dict[str, Any]) -> tuple[str, int, str, str | None, str | 
     if secret is None:
         raise BadRequest("'secret' is missing")
     if not is_acceptable_secret(secret):
-        raise BadRequest("'secret' must be 32 to 128 hexadecimal characters")
+        raise BadRequest("'secret' must be 32 to 128 hexadecimal characters, an even count")
     return (
         ip,
         port(doc.get("port"), default=DEFAULT_WORKER_PORT),
