@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 
 from vectis.dashboard.settings import DashboardSettings
@@ -24,6 +25,20 @@ def run(settings: DashboardSettings) -> None:
     asyncio.run(_serve(settings))
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the listening socket first, so a taken port fails before anything is generated."""
+    from vectis.errors import ConfigError
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+            0
+        ][0]
+        return socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"cannot listen on {host}:{port} ({why})") from None
+
+
 async def _serve(settings: DashboardSettings) -> None:
     from aiohttp import web
 
@@ -31,6 +46,7 @@ async def _serve(settings: DashboardSettings) -> None:
     from vectis.dashboard.app import create_app
     from vectis.dashboard.keys import DASHBOARD
 
+    sock = _listen(settings.host, settings.port)
     app = create_app(settings)
     httpserver.quiet_parser_errors()
     runner = web.AppRunner(
@@ -39,8 +55,9 @@ async def _serve(settings: DashboardSettings) -> None:
         access_log=logging.getLogger("vectis.http"),
         **httpserver.runner_options(),
     )
-    await runner.setup()
     try:
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
         dash = app[DASHBOARD]
         if dash.generated_admin_token:
             sys.stderr.write(
@@ -48,19 +65,10 @@ async def _serve(settings: DashboardSettings) -> None:
                 f"{dash.generated_admin_token}\n"
             )
             sys.stderr.flush()
-        site = web.TCPSite(runner, settings.host, settings.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            from vectis.errors import ConfigError
-
-            raise ConfigError(
-                f"cannot listen on {settings.host}:{settings.port} ({exc.strerror})"
-            ) from None
         log.info(
             "dashboard listening on http://%s:%d (data %s, DNS %s, zone %s)",
             settings.host,
-            settings.port,
+            sock.getsockname()[1],
             settings.data_dir,
             settings.dns_backend,
             settings.zone,
@@ -73,4 +81,5 @@ async def _serve(settings: DashboardSettings) -> None:
         log.info("stopping")
     finally:
         await runner.cleanup()
+        sock.close()
     log.info("stopped")
