@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import socket
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -102,9 +103,18 @@ class AdminClient:
         self.timeout = timeout
 
     def request(
-        self, method: str, path: str, body: Any = None, *, timeout: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        timeout: float | None = None,
+        missing: str | None = None,
     ) -> Any:
-        """One call; the decoded JSON answer (None for an empty one), or a VectisError."""
+        """One call; the decoded JSON answer (None for an empty one), or a VectisError.
+
+        `missing` is the message for a 404 that names nothing, e.g. "no worker 'x'".
+        """
         limit = self.timeout if timeout is None else timeout
         conn_type = (
             http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
@@ -138,9 +148,11 @@ class AdminClient:
             raise Unreachable(f"cannot reach the dashboard at {self.url}: {reason}") from None
         finally:
             conn.close()
-        return self._answer(method, path, status, raw)
+        return self._answer(method, path, status, raw, missing)
 
-    def _answer(self, method: str, path: str, status: int, raw: bytes) -> Any:
+    def _answer(
+        self, method: str, path: str, status: int, raw: bytes, missing: str | None = None
+    ) -> Any:
         try:
             doc = json.loads(raw) if raw.strip() else None
         except (ValueError, RecursionError):
@@ -154,8 +166,12 @@ class AdminClient:
             return doc
         if status == 401:
             raise Unauthorized("the dashboard refused the admin token")
-        message = doc.get("message") if isinstance(doc, dict) else None
-        if not isinstance(message, str) or not message:
+        said = doc.get("message") if isinstance(doc, dict) else None
+        if isinstance(said, str) and _names_something(said, status):
+            message = said
+        elif status == 404 and missing is not None:
+            message = missing
+        else:
             message = f"the dashboard answered {status} to {method} {path}"
         raise _BY_STATUS.get(status, VectisError)(message)
 
@@ -166,19 +182,22 @@ class AdminClient:
         return self._object(self.request("GET", f"/infra/workers{query}"))
 
     def get_worker(self, worker_id: str) -> dict[str, Any]:
-        return self._object(self.request("GET", _worker_path(worker_id)))
+        path = _worker_path(worker_id)
+        return self._object(self.request("GET", path, missing=_no_worker(worker_id)))
 
     def sync_worker(self, worker_id: str) -> dict[str, Any]:
-        return self._object(self.request("POST", _worker_path(worker_id, "/sync")))
+        path = _worker_path(worker_id, "/sync")
+        return self._object(self.request("POST", path, missing=_no_worker(worker_id)))
 
     def sync_all(self, timeout: float = SYNC_ALL_TIMEOUT) -> dict[str, Any]:
         return self._object(self.request("POST", "/infra/workers/sync", timeout=timeout))
 
     def delete_worker(self, worker_id: str) -> Any:
-        return self.request("DELETE", _worker_path(worker_id))
+        return self.request("DELETE", _worker_path(worker_id), missing=_no_worker(worker_id))
 
     def set_config(self, worker_id: str, config: dict[str, Any]) -> dict[str, Any]:
-        return self._object(self.request("PUT", _worker_path(worker_id, "/config"), config))
+        path = _worker_path(worker_id, "/config")
+        return self._object(self.request("PUT", path, config, missing=_no_worker(worker_id)))
 
     # Enrollment tokens.
 
@@ -198,7 +217,10 @@ class AdminClient:
         return self._object(self.request("GET", "/infra/tokens"))
 
     def revoke_token(self, token_id: str) -> Any:
-        return self.request("DELETE", f"/infra/tokens/{quote(token_id, safe='')}")
+        if not token_id:
+            raise BadRequest("a token id cannot be empty")
+        path = f"/infra/tokens/{quote(token_id, safe='')}"
+        return self.request("DELETE", path, missing=f"no token {token_id[:64]!r}")
 
     def _object(self, doc: Any) -> dict[str, Any]:
         if not isinstance(doc, dict):
@@ -210,3 +232,18 @@ def _worker_path(worker_id: str, suffix: str = "") -> str:
     if not worker_id:
         raise BadRequest("a worker id cannot be empty")
     return f"/infra/workers/{quote(worker_id, safe='')}{suffix}"
+
+
+def _no_worker(worker_id: str) -> str:
+    return f"no worker {worker_id[:64]!r}"
+
+
+def _names_something(message: str, status: int) -> bool:
+    """Whether the dashboard's message says more than the bare status line ("Not Found")."""
+    if not message.strip():
+        return False
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        return True
+    return message.strip().lower() != phrase.lower()

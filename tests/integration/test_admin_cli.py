@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -20,6 +21,9 @@ from typing import IO, Any
 import pytest
 
 from tests.support import Proc, child_env, free_port, http, run_cli, running, wait_ready
+from vectis.cli.admin import _fields, _human, _stats
+from vectis.configfile import locked_conf
+from vectis.crypto.secrets import create_secret_file
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = secrets.token_urlsafe(24)
@@ -53,9 +57,14 @@ class Dashboard:
         return str(doc["id"])
 
     def cli(
-        self, *args: str, token: str | None = ADMIN, input: str = "", url: str | None = None
+        self,
+        *args: str,
+        token: str | None = ADMIN,
+        input: str = "",
+        url: str | None = None,
+        columns: int = 200,
     ) -> subprocess.CompletedProcess[str]:
-        env = {"COLUMNS": "200"}  # rich tables: no wrapped ids in a pipe's default 80 columns
+        env = {"COLUMNS": str(columns)}  # rich's width; a pipe's default is 80
         if token is not None:
             env["VECTIS_ADMIN_TOKEN"] = token
         return run_cli(["dashboard", *args, "--url", url or self.url], env=env, input=input)
@@ -127,11 +136,16 @@ def fleet_worker(tmp_path: Path) -> Iterator[Any]:
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    """The failed command wrote nothing on stdout and exactly one line on stderr."""
-    assert result.stdout == ""
+    """The failed command wrote exactly one line on stderr; on stdout nothing, or with --json
+    one error document saying the same."""
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
+    if "--json" in result.args:
+        doc = json.loads(result.stdout)
+        assert set(doc) == {"error", "message"} and lines[0].endswith(doc["message"]), doc
+    else:
+        assert result.stdout == ""
     return lines[0]
 
 
@@ -307,11 +321,14 @@ def test_delete_asks_on_a_tty(dash: Dashboard) -> None:
         assert (shown.returncode == 0) is exists
 
 
-def test_unknown_worker_is_one_line(dash: Dashboard) -> None:
-    for command in (("show",), ("sync",), ("delete", "--yes")):
-        result = dash.cli("workers", command[0], "no-such-worker-0000", *command[1:])
+def test_unknown_worker_or_token_is_named(dash: Dashboard) -> None:
+    for command in (("show",), ("sync",), ("delete", "--yes"), ("set-config", "-")):
+        result = dash.cli("workers", command[0], "no-such-worker-0000", *command[1:], input="{}")
         assert result.returncode not in (0, 2, 4, 5)
-        one_line_error(result)
+        assert one_line_error(result) == "vectis: no worker 'no-such-worker-0000'", command
+    revoked = dash.cli("tokens", "revoke", "no-such-token")
+    assert revoked.returncode not in (0, 2, 4, 5)
+    assert one_line_error(revoked) == "vectis: no token 'no-such-token'"
 
 
 def test_wrong_admin_token_exits_4(dash: Dashboard, tmp_path: Path) -> None:
@@ -378,8 +395,28 @@ def test_tokens_create_prints_the_install_line(dash: Dashboard) -> None:
     token = next(
         line.split()[-1] for line in result.stdout.splitlines() if line.startswith("token:")
     )
-    assert f"VECTIS_TOKEN={token}" in result.stderr
-    assert f"{dash.url}/install.sh" in result.stderr
+    assert re.search(
+        r"^expires: +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(in 59 min\)$", result.stdout, re.M
+    )
+    # The token is exported, then handed through sudo's environment: never in its argv.
+    lines = [line.strip() for line in result.stderr.splitlines()]
+    assert f"export VECTIS_TOKEN={token} VECTIS_DASHBOARD_URL={dash.url}" in lines
+    curl = (
+        f"curl -fsSL {dash.url}/install.sh"
+        " | sudo --preserve-env=VECTIS_TOKEN,VECTIS_DASHBOARD_URL bash"
+    )
+    assert curl in lines
+    assert sum(token in line for line in lines) == 1
+    # The two lines, run by a shell, hand the token and URL to what sudo runs.
+    script = "\n".join(lines[lines.index(curl) - 1 : lines.index(curl)])
+    shown = subprocess.run(
+        ["bash", "-c", script + '\nprintf "%s %s" "$VECTIS_TOKEN" "$VECTIS_DASHBOARD_URL"'],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
+    assert shown.stdout == f"{token} {dash.url}"
     assert dash.register(token=token)[0] == 201
 
 
@@ -421,3 +458,120 @@ def test_bad_url_and_a_silent_dashboard() -> None:
     assert result.returncode == 5
     line = one_line_error(result)
     assert url in line and "0.5 s" in line
+
+
+@pytest.fixture
+def real_worker(tmp_path: Path) -> Iterator[Any]:
+    """Start a real `vectis worker serve` registered with a dashboard: (dashboard) -> id."""
+    stack: list[Any] = []
+
+    def start(d: Dashboard) -> str:
+        conf_dir = tmp_path / "worker"
+        create_secret_file(conf_dir / "worker.secret")
+        secret = (conf_dir / "worker.secret").read_text().strip()
+        port = free_port()
+        worker_id = d.new_worker(secret=secret, port=port)
+        with locked_conf(conf_dir / "worker.conf") as conf:
+            conf.settings.host = "127.0.0.1"
+            conf.settings.port = port
+            conf.state.id = worker_id
+            conf.state.ip = "127.0.0.1"
+            conf.state.reported_port = port
+        proc = running(
+            ["worker", "serve"],
+            ready_url=f"http://127.0.0.1:{port}/healthz",
+            log=tmp_path / "worker.log",
+            env={"VECTIS_CONFIG_DIR": str(conf_dir)},
+        )
+        proc.__enter__()
+        stack.append(proc)
+        return worker_id
+
+    yield start
+    for proc in stack:
+        proc.__exit__(None, None, None)
+
+
+def test_show_prints_stats_for_people(dash: Dashboard, real_worker: Any) -> None:
+    worker_id = real_worker(dash)
+    synced = dash.cli("workers", "sync", worker_id, "--json")
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    disks = as_json(synced)["stats"]["disks"]
+    assert isinstance(disks, list) and disks[0]["mount"] == "/"  # --json: the API's own
+
+    shown = dash.cli("workers", "show", worker_id)
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert re.search(r"^disks: +/ \d+% of \d+(\.\d)? (B|KiB|MiB|GiB|TiB|PiB)$", out, re.M), out
+    assert re.search(r"^memory: +\d+% of \d+\.\d [KMGTP]iB$", out, re.M), out
+    assert re.search(r"^last sync: +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(", out, re.M), out
+    for repr_mark in ("{'", "[{", "['", "True", "False", "None"):
+        assert repr_mark not in out, (repr_mark, out)
+
+
+def test_nested_values_and_booleans_read_as_text(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (_human(True), _human(False), _human(None)) == ("yes", "no", "-")
+    assert _human({"on": True, "tags": ["a", "b"]}) == "on yes, tags a, b"
+    stats = {
+        "disks": [
+            {"mount": "/", "total": 50 * 1024**3, "percent": 22.4},
+            {"mount": "/srv", "error": "Permission denied"},
+        ],
+        "swap": {"total": 0, "used": 0, "percent": 0.0},
+        "healthy": False,
+        "extra": [{"x": True}, {"y": 1.5}],
+    }
+    _fields(_stats(stats))
+    assert capsys.readouterr().out.splitlines() == [
+        "disks:   / 22% of 50.0 GiB",
+        "         /srv error: Permission denied",
+        "swap:    0% of 0 B",
+        "healthy: no",
+        "extra:   x yes",
+        "         y 1.5",
+    ]
+
+
+def _cells_whole(out: str, *values: str) -> None:
+    for value in values:
+        assert value in out, (value, out)
+    for line in out.splitlines():
+        assert len(line.rstrip()) <= 80, line
+        assert "…" not in line, line
+
+
+def test_tables_keep_ids_addresses_and_times_whole_in_80_columns(
+    own_dash: Dashboard, fleet_worker: Any
+) -> None:
+    synced = fleet_worker(own_dash)
+    assert own_dash.cli("workers", "sync", synced).returncode == 0
+    port = 65000 + secrets.randbelow(500)
+    failing = own_dash.new_worker(port=port)  # nothing listens there
+    assert own_dash.cli("workers", "sync", failing).returncode == 11
+    listed = own_dash.cli("workers", "list", columns=80)
+    assert listed.returncode == 0, listed.stderr
+    _cells_whole(listed.stdout, synced, failing, f"127.0.0.1:{port}")
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(synced))
+    assert re.search(r"  (now|\d+ s ago)  ", row), row
+
+    created = own_dash.cli(
+        "tokens",
+        "create",
+        "--description",
+        "a rack in the far corner of hall 7, row 12",
+        "--expires-in",
+        "7200",
+        "--json",
+    )
+    token_id = as_json(created)["id"]
+    tokens = own_dash.cli("tokens", "list", columns=80)
+    assert tokens.returncode == 0, tokens.stderr
+    _cells_whole(tokens.stdout, token_id, "in 1 h", "far corner")
+    row = next(line for line in tokens.stdout.splitlines() if line.startswith(token_id))
+    assert re.search(r"  (now|\d+ s ago)  +in 1 h  ", row), row
+
+    # Narrower than any table: one block per row, still nothing cut.
+    narrow = own_dash.cli("workers", "list", columns=30)
+    assert narrow.returncode == 0, narrow.stderr
+    assert f"address:    127.0.0.1:{port}" in narrow.stdout
+    assert f"id:         {failing}" in narrow.stdout

@@ -7,14 +7,19 @@ answer: a rich table by default, the API's own JSON document with `--json`.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from vectis.cli.render import emit_json, fields, say, table
+from vectis.cli.render import emit_json, say
 from vectis.errors import BadRequest, ExitCode
+from vectis.status import parse_iso
 
 if TYPE_CHECKING:
     from vectis.adminclient import AdminClient
@@ -77,14 +82,192 @@ def _address(worker: dict[str, Any]) -> str:
     return host if port is None else f"{host}:{port}"
 
 
-def _worker_rows(workers: list[dict[str, Any]]) -> list[list[Any]]:
+# Human output: times, sizes and nested figures as people read them (`--json` keeps the API's).
+
+
+def _human(value: Any) -> str:
+    """A value for people: yes/no, "-", short floats, lists and objects as text; never a repr."""
+    if value is None or value == [] or value == {}:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_human(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        sep = "; " if any(isinstance(v, dict | list) for v in value) else ", "
+        return sep.join(_human(v) for v in value)
+    return str(value)
+
+
+def _size(n: Any) -> str:
+    if not isinstance(n, int | float) or isinstance(n, bool):
+        return _human(n)
+    value, unit = float(n), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(value) < 1024 or unit == "PiB":
+            break
+        value /= 1024
+    return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
+def _span(seconds: float) -> str:
+    s = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= size:
+            return f"{s // size} {unit}"
+    return f"{s} s"
+
+
+def _moment(text: Any) -> datetime | None:
+    try:
+        return parse_iso(text) if isinstance(text, str) and text else None
+    except ValueError:
+        return None
+
+
+def _ago(text: Any, now: datetime) -> str:
+    """A time in a table: "5 min ago", "in 2 h", a date beyond a month (10 characters at most)."""
+    moment = _moment(text)
+    if moment is None:
+        return _human(text)
+    delta = (now - moment).total_seconds()
+    if abs(delta) >= 30 * 86400:
+        return moment.strftime("%Y-%m-%d")
+    if abs(delta) < 5:
+        return "now"
+    return f"{_span(delta)} ago" if delta > 0 else f"in {_span(-delta)}"
+
+
+def _at(text: Any, now: datetime | None = None) -> str:
+    """A time in full: "2026-11-27 13:05:12 UTC", with how long ago when `now` is given."""
+    moment = _moment(text)
+    if moment is None:
+        return _human(text)
+    full = moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return full if now is None else f"{full} ({_ago(text, now)})"
+
+
+def _part(value: Any) -> str:
+    """Used of total, e.g. "22% of 50.0 GiB", for memory, swap and each disk."""
+    if not isinstance(value, dict):
+        return _human(value)
+    if "error" in value:
+        return f"error: {value['error']}"
+    percent = value.get("percent")
+    share = f"{percent:.0f}%" if isinstance(percent, int | float) else _human(percent)
+    return f"{share} of {_size(value.get('total'))}"
+
+
+def _stats(stats: dict[str, Any]) -> list[tuple[str, str | list[str]]]:
+    """Latest figures, one line each; one line per mount for disks."""
+    out: list[tuple[str, str | list[str]]] = []
+    for key, value in stats.items():
+        if key == "cpu_percent" and isinstance(value, int | float):
+            out.append(("cpu", f"{value:.4g}%"))
+        elif key in ("memory", "swap"):
+            out.append((key, _part(value)))
+        elif key == "disks" and isinstance(value, list):
+            lines = [
+                f"{d.get('mount', '?')} {_part(d)}" if isinstance(d, dict) else _human(d)
+                for d in value
+            ]
+            out.append(("disks", lines or "-"))
+        elif key == "network" and isinstance(value, dict):
+            sent, recv = value.get("bytes_sent"), value.get("bytes_recv")
+            out.append(("network", f"sent {_size(sent)}, received {_size(recv)}"))
+        elif key == "uptime" and isinstance(value, int | float):
+            out.append(("uptime", _span(value)))
+        elif key == "boot_time" and isinstance(value, int | float):
+            out.append(
+                ("booted", datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC"))
+            )
+        elif key == "load_average":
+            out.append(("load", _human(value)))
+        elif isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+            out.append((key.replace("_", " "), [_human(v) for v in value]))
+        else:
+            out.append((key.replace("_", " "), _human(value)))
+    return out
+
+
+def _fields(pairs: Sequence[tuple[str, Any]]) -> None:
+    """`name: value` lines on stdout, aligned; a list value continues on aligned lines."""
+    width = max((len(k) for k, _ in pairs), default=0) + 1
+    for key, value in pairs:
+        items = value if isinstance(value, list) and value else [value]
+        lines = [v if isinstance(v, str) else _human(v) for v in items]
+        sys.stdout.write(f"{key + ':':<{width}} {lines[0]}\n")
+        for line in lines[1:]:
+            sys.stdout.write(f"{'':<{width}} {line}\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Col:
+    """A table column: `whole` ones (ids, addresses, times) are never cut nor wrapped."""
+
+    name: str
+    whole: bool = True
+    # Dropped, highest first, when the terminal is too narrow for every column.
+    drop: int = 0
+
+
+def _fold_width(col: Col) -> int:
+    return max(len(col.name), 10)
+
+
+def _table(title: str | None, cols: Sequence[Col], rows: Sequence[Sequence[Any]]) -> None:
+    """A rich table on stdout that fits the terminal: optional columns go first, other text
+    folds; where even that is too wide, one `name: value` block per row, so nothing is cut."""
+    from rich import box
+    from rich.cells import cell_len
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    cells = [[_human(v) for v in row] for row in rows]
+
+    def width(keep: list[int]) -> int:
+        # rich's own measure is clamped to the console, so the width is summed here.
+        return 3 * (len(keep) - 1) + sum(
+            max(cell_len(c) for c in [cols[i].name, *(row[i] for row in cells)])
+            if cols[i].whole
+            else _fold_width(cols[i])
+            for i in keep
+        )
+
+    keep = list(range(len(cols)))
+    by_drop = sorted((i for i in keep if cols[i].drop), key=lambda i: -cols[i].drop)
+    while width(keep) > console.width and by_drop:
+        keep.remove(by_drop.pop(0))
+    if width(keep) > console.width:
+        if title:
+            sys.stdout.write(f"{title}\n")
+        for row in cells:
+            sys.stdout.write("\n")
+            _fields([(col.name, cell) for col, cell in zip(cols, row, strict=True)])
+        return
+    t = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    t.title_justify = "left"
+    for i in keep:
+        if cols[i].whole:
+            t.add_column(cols[i].name, no_wrap=True)
+        else:
+            t.add_column(cols[i].name, overflow="fold", min_width=_fold_width(cols[i]))
+    for row in cells:
+        t.add_row(*(row[i] for i in keep))
+    console.print(t)
+
+
+def _worker_rows(workers: list[dict[str, Any]], now: datetime) -> list[list[Any]]:
     return [
         [
             w.get("id"),
             w.get("status"),
             _address(w),
             _revision(w),
-            w.get("last_sync"),
+            _ago(w.get("last_sync"), now),
             w.get("last_error"),
         ]
         for w in workers
@@ -92,37 +275,41 @@ def _worker_rows(workers: list[dict[str, Any]]) -> list[list[Any]]:
 
 
 # Subdomain, DNS state and version are in `workers show`, so that the list fits a terminal.
-WORKER_COLUMNS = ("id", "status", "address", "rev", "last sync", "last error")
+WORKER_COLUMNS = (
+    Col("id"),
+    Col("status"),
+    Col("address"),
+    Col("rev", drop=1),
+    Col("last sync"),
+    Col("last error", whole=False, drop=2),
+)
 
 
 def _worker_fields(worker: dict[str, Any]) -> None:
+    now = datetime.now(UTC)
+    dns = worker.get("dns_status")
+    if worker.get("dns_error"):
+        dns = f"{dns} ({worker['dns_error']})"
     pairs: list[tuple[str, Any]] = [
         ("id", worker.get("id")),
         ("status", worker.get("status")),
         ("subdomain", worker.get("subdomain")),
         ("hostname", worker.get("hostname")),
         ("address", _address(worker)),
-        ("dns", worker.get("dns_status")),
+        ("dns", dns),
         ("version", worker.get("version")),
         ("revision", _revision(worker)),
-        ("last sync", worker.get("last_sync")),
+        ("last sync", _at(worker.get("last_sync"), now)),
         ("last error", worker.get("last_error")),
         ("failures", worker.get("consecutive_failures")),
+        ("registered", _at(worker.get("created_at"), now)),
     ]
     if "config" in worker:
         pairs.append(("config", json.dumps(worker["config"], separators=(",", ":"))))
     stats = worker.get("stats")
     if isinstance(stats, dict):
-        pairs.extend((f"stats.{k}", _short(v)) for k, v in stats.items())
-    fields(pairs)
-
-
-def _short(value: Any) -> Any:
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={_short(v)}" for k, v in value.items())
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return value
+        pairs.extend(_stats(stats))
+    _fields(pairs)
 
 
 def _exit_for(worker: dict[str, Any]) -> None:
@@ -148,8 +335,9 @@ def list_workers(
     if as_json:
         emit_json(doc)
         return
-    workers = doc.get("workers") or []
-    table(f"{len(workers)} worker(s)", WORKER_COLUMNS, _worker_rows(workers))
+    workers = [w for w in doc.get("workers") or [] if isinstance(w, dict)]
+    rows = _worker_rows(workers, datetime.now(UTC))
+    _table(f"{len(workers)} worker(s)", WORKER_COLUMNS, rows)
 
 
 @workers_app.command("show")
@@ -169,11 +357,12 @@ def show_worker(
     history = worker.get("history") or []
     if history:
         rows = [
-            [h.get("at"), h.get("previous"), h.get("status"), h.get("cause")]
+            [_at(h.get("at")), h.get("previous"), h.get("status"), h.get("cause")]
             for h in history
             if isinstance(h, dict)
         ]
-        table("history", ("at", "from", "to", "cause"), rows)
+        cols = (Col("at"), Col("from"), Col("to"), Col("cause", whole=False))
+        _table("history", cols, rows)
 
 
 @workers_app.command("sync")
@@ -206,10 +395,12 @@ def sync_all(
         emit_json(doc)
     else:
         counts: list[tuple[str, Any]] = [
-            (k, v) for k, v in doc.items() if isinstance(v, int) and k != "total"
+            (k, v)
+            for k, v in doc.items()
+            if isinstance(v, int) and not isinstance(v, bool) and k != "total"
         ]
         counts.append(("total", doc.get("total")))
-        table("sync of every worker", ("outcome", "workers"), counts)
+        _table("sync of every worker", (Col("outcome"), Col("workers")), counts)
     if doc.get("failed"):
         raise typer.Exit(int(ExitCode.FAILED))
     if doc.get("outdated"):
@@ -304,20 +495,25 @@ def create_token(
     if as_json:
         emit_json(doc)
         return
-    token = doc.get("token")
-    fields(
+    token = str(doc.get("token"))
+    expires = doc.get("expires_at")
+    _fields(
         [
             ("id", doc.get("id")),
             ("token", token),
             ("description", doc.get("description")),
-            ("expires", doc.get("expires_at")),
-            ("max uses", doc.get("max_uses")),
+            ("expires", "never" if expires is None else _at(expires, datetime.now(UTC))),
+            ("max uses", doc.get("max_uses") or "unlimited"),
         ]
     )
+    # The token goes through the environment, never on sudo's command line (visible in ps).
     say("The token is shown only now. Install a worker with:")
     say(
-        f"  curl -fsSL {client.url}/install.sh | sudo VECTIS_TOKEN={token} "
-        f"VECTIS_DASHBOARD_URL={client.url} bash"
+        f"  export VECTIS_TOKEN={shlex.quote(token)} VECTIS_DASHBOARD_URL={shlex.quote(client.url)}"
+    )
+    say(
+        f"  curl -fsSL {shlex.quote(client.url + '/install.sh')} "
+        "| sudo --preserve-env=VECTIS_TOKEN,VECTIS_DASHBOARD_URL bash"
     )
 
 
@@ -334,22 +530,29 @@ def list_tokens(
         emit_json(doc)
         return
     tokens = [t for t in doc.get("tokens") or [] if isinstance(t, dict)]
+    now = datetime.now(UTC)
     rows = [
         [
             t.get("id"),
             t.get("description"),
-            t.get("created_at"),
-            t.get("expires_at"),
+            _ago(t.get("created_at"), now),
+            "never" if t.get("expires_at") is None else _ago(t.get("expires_at"), now),
             f"{t.get('uses', 0)}/{t.get('max_uses') or '∞'}",
             _token_state(t),
         ]
         for t in tokens
     ]
-    table(
-        f"{len(tokens)} token(s)",
-        ("id", "description", "created", "expires", "uses", "state"),
-        rows,
-    )
+    _table(f"{len(tokens)} token(s)", TOKEN_COLUMNS, rows)
+
+
+TOKEN_COLUMNS = (
+    Col("id"),
+    Col("description", whole=False),
+    Col("created", drop=2),
+    Col("expires"),
+    Col("uses", drop=1),
+    Col("state"),
+)
 
 
 def _token_state(token: dict[str, Any]) -> str:
