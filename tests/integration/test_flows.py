@@ -179,6 +179,16 @@ def test_register_then_again_is_idempotent(worker: Path, dashboard: Dashboard) -
     assert len(dashboard.registrations) == 2
 
 
+def test_a_port_given_to_register_is_remembered(worker: Path, dashboard: Dashboard) -> None:
+    env = {"VECTIS_TOKEN": TOKEN, "VECTIS_DASHBOARD_URL": dashboard.url}
+    code, data, err = vectis("register", "--json", "--ip", "203.0.113.5", "--port", "3999", **env)
+    assert code == 0, err
+    assert dashboard.registrations[-1]["port"] == 3999 and conf(worker)["port"] == 3999
+    # So the next status sees no port change since the report.
+    code, data, err = vectis("status", "--json")
+    assert data["sync_status"] == "synced" and data["port"] == 3999, err
+
+
 def test_token_file_and_stdin(worker: Path, dashboard: Dashboard, tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")

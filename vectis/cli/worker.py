@@ -64,4 +64,4 @@ def init(
     for key, value in done["changed"].items():
         say(f"set {key} = {value} in {done['conf_path']}")
     if not done["changed"]:
-        say(f"{done['conf_path']} already up to date")
+        say(f"{done['conf_path']} already holds these settings")

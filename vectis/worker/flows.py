@@ -215,7 +215,8 @@ def register(options: FlowOptions, clock: Clock = _utcnow) -> FlowResult:
         if conf.state.id != reg.id:
             # A new identity on this dashboard: the config applied for another id is void.
             conf.state.applied_revision = 0
-        conf.settings.dashboard_url = url
+        # Remembered like the URL: the port told to the dashboard is the daemon's port.
+        conf.settings.dashboard_url, conf.settings.port = url, port
         st = conf.state
         st.id, st.subdomain, st.ip = reg.id, reg.subdomain, reg.ip
         st.reported_port, st.reported_version = port, __version__
@@ -298,7 +299,7 @@ def sync(options: FlowOptions, clock: Clock = _utcnow) -> FlowResult:
             and answer.revision > st.applied_revision
         ):
             conf.config, st.applied_revision, applied = answer.config, answer.revision, True
-        conf.settings.dashboard_url = url
+        conf.settings.dashboard_url, conf.settings.port = url, port
         st.ip, st.reported_port, st.reported_version = ip, port, __version__
         cause = f"heartbeat ({changed})" if changed else "heartbeat"
         st.sync, change = succeeded(st.sync, clock(), cause=cause)
