@@ -203,13 +203,29 @@ def _bring_up(demo: Demo) -> None:
         synced = demo.admin_sync(worker_id)
         status = synced.get("status", "?")
         _print(f"  worker            {worker_id} at {HOST}:{port}, {status}")
+    command = _command_name()
     for conf_dir, _ in demo.workers:
         shown = demo.run(["status"], demo.worker_env(conf_dir))
         _print()
-        _print(f"$ VECTIS_CONFIG_DIR={conf_dir} vectis status")
+        _print(f"$ VECTIS_CONFIG_DIR={conf_dir} {command} status")
         _print(shown.stdout.rstrip())
     _print()
+    _print("Open the dashboard and log in with the admin token, or from another shell:")
+    _print(f"  export VECTIS_DASHBOARD_URL={demo.url} VECTIS_ADMIN_TOKEN={demo.admin_token}")
+    _print(f"  {command} dashboard workers list")
+    _print()
     _print(f"Files and logs under {demo.root} (removed on exit). Press Ctrl-C to stop.")
+
+
+def _command_name() -> str:
+    """How this shell can run vectis again: the script itself when it is not on PATH."""
+    script = Path(sys.argv[0])
+    if script.name != "vectis":
+        return f"{sys.executable} -m vectis"
+    on_path = shutil.which("vectis")
+    if on_path is not None and Path(on_path).resolve() == script.resolve():
+        return "vectis"
+    return str(script)
 
 
 def _watch(demo: Demo, stop: threading.Event) -> None:
