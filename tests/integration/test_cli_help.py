@@ -71,3 +71,10 @@ def test_json_errors_still_print_one_document(args: list[str]) -> None:
     assert done.returncode not in (0, 2)
     doc = json.loads(done.stdout)
     assert set(doc) == {"error", "message"} and doc["message"] in done.stderr
+
+
+def test_version() -> None:
+    from vectis import __version__
+
+    done = run_cli(["--version"])
+    assert (done.returncode, done.stdout) == (0, f"vectis {__version__}\n")

@@ -9,10 +9,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
+from vectis import __version__
 from vectis.cli import dashboard, flows, status, worker
 from vectis.cli.render import emit_json
 from vectis.errors import ExitCode, VectisError
@@ -22,6 +23,26 @@ HELP = "Keep a fleet of servers registered, reachable, named and in sync with on
 app = typer.Typer(
     help=HELP, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"vectis {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Keep a fleet of servers registered, reachable, named and in sync with one dashboard."""
+
+
 app.add_typer(worker.app, name="worker")
 app.add_typer(dashboard.app, name="dashboard")
 app.command("status")(status.status)
