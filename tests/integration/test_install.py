@@ -25,10 +25,15 @@ from tests.support import free_port, http, running
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "install.sh"
+DOCS = REPO / "docs" / "install.md"
 COMMANDS = ("vectis", "vectis-status", "vectis-sync")
 UNIT = "etc/systemd/system/vectis-worker.service"
 ENROLL = "enroll-" + "5f0c2a9e" * 4
 ABSENT_USER = "vectis-absent-test-user"
+# The token-safe one-liner: the token travels in the environment, never in argv.
+PRESERVE = "sudo --preserve-env=VECTIS_TOKEN,VECTIS_DASHBOARD_URL bash"
+# Without them, a lookup of the public IP fails at once instead of reaching the network.
+NO_IP_LOOKUP = {"VECTIS_IP_SOURCES": "off", "VECTIS_IP_DNS_SERVER": "off"}
 
 pytestmark = [
     pytest.mark.slow,
@@ -169,6 +174,11 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 
 
+def unit_ip(box: Sandbox) -> list[str]:
+    """The VECTIS_PUBLIC_IP values the written unit gives the daemon."""
+    return re.findall(r"^Environment=VECTIS_PUBLIC_IP=(.*)$", box.unit.read_text(), re.M)
+
+
 def assert_nothing_installed(box: Sandbox) -> None:
     assert not box.venv.exists(), "the venv was left behind"
     assert not box.unit.exists(), "the unit was left behind"
@@ -207,11 +217,41 @@ def test_help_and_bad_usage(sandbox: Sandbox) -> None:
     assert done.returncode == 0
     for word in ("--uninstall", "--purge", "VECTIS_TOKEN", "VECTIS_PACKAGE", "VECTIS_ROOT"):
         assert word in done.stdout
+    assert "| sudo bash -s -- --uninstall [--purge]" in done.stdout
+    assert PRESERVE in done.stdout and "export VECTIS_TOKEN=" in done.stdout
     bad = sandbox.install("--frobnicate")
     assert bad.returncode == 2 and "unknown option '--frobnicate'" in bad.stderr
     lone = sandbox.install("--purge")
     assert lone.returncode == 2 and "--purge goes with --uninstall" in lone.stderr
     assert not sandbox.root.exists()
+
+
+def code_lines(text: str) -> list[str]:
+    """The lines of a Markdown text's fenced code blocks, and of a shell script's comments."""
+    lines, fenced = [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif fenced or line.startswith("#"):
+            lines.append(line)
+    return lines
+
+
+def test_suggested_command_lines_keep_the_token_out_of_argv(sandbox: Sandbox) -> None:
+    help_text = sandbox.install("--help").stdout
+    docs = DOCS.read_text()
+    token_in_argv = re.compile(r"\bsudo\b[^|#]*\bVECTIS_TOKEN=")
+    for where, lines in (
+        ("--help", help_text.splitlines()),
+        ("docs", code_lines(docs)),
+        ("script", code_lines(SCRIPT.read_text())),
+    ):
+        assert not [line for line in lines if token_in_argv.search(line)], where
+    # Both give the same install and uninstall lines.
+    for text in (help_text, docs):
+        assert PRESERVE in text and "export VECTIS_TOKEN=" in text
+    assert "install.sh | sudo bash -s -- --uninstall\n" in docs
+    assert "install.sh | sudo bash -s -- --uninstall --purge\n" in docs
 
 
 def test_refuses_a_user_other_than_root(sandbox: Sandbox) -> None:
@@ -251,7 +291,22 @@ def test_refuses_bad_inputs_before_touching_anything(sandbox: Sandbox) -> None:
     assert url.returncode == 1 and "VECTIS_DASHBOARD_URL must be an http" in url.stderr
     missing = sandbox.install(VECTIS_PACKAGE=str(sandbox.root.parent / "no-such.whl"))
     assert missing.returncode == 1 and "does not exist" in missing.stderr
-    assert not (sandbox.root / "opt").exists()
+    for bad_ip, why in (
+        ("203.0.113", "not an IP address"),
+        ("0.0.0.0", "not a unicast address"),
+        ("fe80::1%eth0", "an address with a zone index"),
+    ):
+        ip = sandbox.install(VECTIS_PUBLIC_IP=bad_ip)
+        assert ip.returncode == 1, ip.stderr
+        wanted = f"must be a unicast IPv4 or IPv6 address, or 'detect' (got '{bad_ip}': {why})"
+        assert f"VECTIS_PUBLIC_IP {wanted}" in ip.stderr
+    # A token with no dashboard URL anywhere would install, then fail to register (exit 3
+    # means something else): refused up front, saying what to set.
+    no_url = sandbox.install(VECTIS_TOKEN=ENROLL)
+    assert no_url.returncode == 1
+    assert "no dashboard URL is known: set VECTIS_DASHBOARD_URL" in no_url.stderr
+    assert PRESERVE in no_url.stderr and ENROLL not in no_url.stderr
+    assert not sandbox.root.exists(), "nothing was written"
 
 
 # --- installs -------------------------------------------------------------------------------
@@ -261,7 +316,8 @@ def test_fresh_install_without_token_is_pending(sandbox: Sandbox) -> None:
     nobody = pwd.getpwnam("nobody")
     done = sandbox.install(piped=SCRIPT.read_text(), VECTIS_USER="nobody")
     assert done.returncode == 0, done.stderr
-    assert "vectis register" in done.stdout, "the summary says how to register later"
+    assert "export VECTIS_TOKEN=...; vectis register" in done.stdout, "how to register later"
+    assert "Environment=VECTIS_PUBLIC_IP" not in sandbox.unit.read_text(), "none given"
 
     code, status = sandbox.status()
     assert code == 10 and status["sync_status"] == "pending"
@@ -301,9 +357,17 @@ def test_fresh_install_without_token_is_pending(sandbox: Sandbox) -> None:
 
 
 def test_unit_passes_systemd_analyze_verify(sandbox: Sandbox) -> None:
-    # A relative VECTIS_PACKAGE is taken from the caller's directory.
-    done = sandbox.install(cwd=sandbox.wheel.parent, VECTIS_PACKAGE=f"./{sandbox.wheel.name}")
+    # A relative VECTIS_PACKAGE is taken from the caller's directory. An IPv4-mapped address
+    # is written in its plain form, as `vectis` reads it.
+    done = sandbox.install(
+        cwd=sandbox.wheel.parent,
+        VECTIS_PACKAGE=f"./{sandbox.wheel.name}",
+        VECTIS_PUBLIC_IP="::ffff:203.0.113.7",
+        VECTIS_WORKER_PORT="443",
+    )
     assert done.returncode == 0, done.stderr
+    assert unit_ip(sandbox) == ["203.0.113.7"]
+    assert "\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n" in sandbox.unit.read_text()
     # In a sandbox a missing service user is not created: the files stay the caller's.
     assert f"user {ABSENT_USER} not created" in done.stdout
     with pytest.raises(KeyError):
@@ -324,6 +388,7 @@ def test_unit_passes_systemd_analyze_verify(sandbox: Sandbox) -> None:
         "ReadWritePaths=/etc/vectis",
         "PrivateTmp=yes",
         "ProtectHome=yes",
+        "Environment=VECTIS_PUBLIC_IP=203.0.113.7",
     ):
         assert f"\n{directive}\n" in unit_text, directive
     # systemd-analyze resolves units and ExecStart under --root: give the sandbox the system's
@@ -341,6 +406,13 @@ def test_unit_passes_systemd_analyze_verify(sandbox: Sandbox) -> None:
     exe.rename(exe.with_name("vectis.away"))
     done = subprocess.run(verify, capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode != 0 and "/opt/vectis/bin/vectis" in done.stderr
+
+    # A rerun given neither keeps both: the address from the unit, the port from worker.conf
+    # (still below 1024, so the unit still grants the capability to bind it).
+    exe.with_name("vectis.away").rename(exe)
+    rerun = sandbox.install(VECTIS_WORKER_PORT="")
+    assert rerun.returncode == 0, rerun.stderr
+    assert sandbox.unit.read_text() == unit_text
 
 
 def test_install_with_token_registers_and_a_rerun_keeps_secret_and_id(
@@ -365,15 +437,24 @@ def test_install_with_token_registers_and_a_rerun_keeps_secret_and_id(
     assert worker_id in first.stdout, "the summary names the worker"
     secret = sandbox.secret()
 
-    second = sandbox.install(**env)
+    # The daemon gets the address too: from the unit, on every heartbeat.
+    assert unit_ip(sandbox) == ["127.0.0.1"]
+
+    # A rerun with the token alone: the dashboard URL comes from worker.conf, and the address
+    # from the installed unit (no lookup could answer here: it would fail the registration).
+    second = sandbox.install(VECTIS_TOKEN=ENROLL, **NO_IP_LOOKUP)
     assert second.returncode == 0, second.stderr
     assert sandbox.secret() == secret
+    assert unit_ip(sandbox) == ["127.0.0.1"]
     code, status = sandbox.status()
     assert (code, status["id"], status["sync_status"]) == (0, worker_id, "synced")
+    assert status["ip"] == "127.0.0.1"
 
-    # A rerun without a token (an upgrade) keeps the registration too.
-    third = sandbox.install(VECTIS_DASHBOARD_URL=dashboard.url)
+    # A rerun without a token (an upgrade) keeps the registration too; 'detect' drops the
+    # address from the unit.
+    third = sandbox.install(VECTIS_DASHBOARD_URL=dashboard.url, VECTIS_PUBLIC_IP="detect")
     assert third.returncode == 0, third.stderr
+    assert unit_ip(sandbox) == []
     assert sandbox.secret() == secret
     assert sandbox.status()[1]["id"] == worker_id
     assert "pending" not in third.stdout
@@ -391,6 +472,7 @@ def test_bad_token_exits_3_and_leaves_the_install_failed(
     assert "vectis sync" in done.stderr, "the message says how to retry"
     code, status = sandbox.status()
     assert code == 11 and status["sync_status"] == "failed" and status["error"]
+    assert "export VECTIS_TOKEN=...; vectis sync" in done.stderr
     # Installed all the same: venv, unit, links stay.
     assert (sandbox.venv / "bin/vectis").exists() and sandbox.unit.exists()
     assert all(link.is_symlink() for link in sandbox.links())
@@ -464,8 +546,10 @@ def test_failed_upgrade_then_uninstall_then_purge(sandbox: Sandbox, tmp_path: Pa
     other = sandbox.root / "usr/local/bin/other-tool"
     other.symlink_to("/usr/bin/true")
 
-    done = sandbox.install("--uninstall")
+    # Piped, as from the dashboard: `curl .../install.sh | sudo bash -s -- --uninstall`.
+    done = sandbox.install("--uninstall", piped=SCRIPT.read_text())
     assert done.returncode == 0, done.stderr
+    assert "uninstalled" in done.stdout
     assert_nothing_installed(sandbox)
     assert other.is_symlink(), "links that are not ours stay"
     assert sandbox.secret() == secret and (sandbox.etc / "worker.conf").exists()
@@ -474,7 +558,7 @@ def test_failed_upgrade_then_uninstall_then_purge(sandbox: Sandbox, tmp_path: Pa
     again = sandbox.install("--uninstall")
     assert again.returncode == 0, "uninstalling twice is harmless"
 
-    purged = sandbox.install("--uninstall", "--purge")
+    purged = sandbox.install("--uninstall", "--purge", piped=SCRIPT.read_text())
     assert purged.returncode == 0, purged.stderr
     assert not sandbox.etc.exists()
     assert other.is_symlink()
@@ -544,6 +628,12 @@ sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 sock.bind("\0" + name)
 sock.settimeout(0.1)
 env = {"PATH": "/usr/bin:/bin", "NOTIFY_SOCKET": "@" + name}
+with open("/etc/systemd/system/vectis-worker.service") as unit:
+    for line in unit:
+        if line.startswith("Environment="):
+            key, _, value = line.strip().removeprefix("Environment=").partition("=")
+            env[key] = value
+print("env", " ".join(sorted(k for k in env if k.startswith("VECTIS_"))))
 daemon = subprocess.Popen(
     ["setpriv", "--reuid=vectis", "--regid=vectis", "--init-groups", "--",
      "/opt/vectis/bin/vectis", "worker", "serve"],
@@ -640,7 +730,9 @@ def test_real_install_as_root_in_a_private_namespace(
         "/etc/vectis/worker.secret vectis vectis 600",
         "/etc/vectis/worker.conf vectis vectis 600",
     ]
-    assert "User=vectis\nGroup=vectis\n" in (out / "unit").read_text()
+    unit = (out / "unit").read_text()
+    assert "User=vectis\nGroup=vectis\n" in unit
+    assert "\nEnvironment=VECTIS_PUBLIC_IP=127.0.0.1\n" in unit
     # The links in /usr/local/bin work: vectis-status reads /etc/vectis (registered as vectis).
     code, stdout, _ = result("status")
     status = json.loads(stdout)
@@ -650,7 +742,8 @@ def test_real_install_as_root_in_a_private_namespace(
     # The unit's command runs as the service user on the installed files, and says READY=1.
     code, stdout, stderr = result("daemon")
     assert code == 0, stdout + stderr
-    assert "notify READY=1" in stdout.splitlines()[0], stdout
+    assert "notify READY=1" in stdout.splitlines()[1], stdout
+    assert stdout.splitlines()[0] == "env VECTIS_PUBLIC_IP", stdout
     assert "healthz 200" in stdout and "exit 0" in stdout, stdout + stderr
     # A rerun (upgrade, no token) keeps the secret and the id.
     assert result("rerun")[0] == 0, result("rerun")[2]

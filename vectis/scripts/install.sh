@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Vectis worker installer: turns a fresh Linux server into a Vectis worker.
 #
-#   curl -fsSL https://<dashboard>/install.sh | sudo VECTIS_TOKEN=... VECTIS_DASHBOARD_URL=... bash
+#   export VECTIS_TOKEN=... VECTIS_DASHBOARD_URL=https://<dashboard>
+#   curl -fsSL "$VECTIS_DASHBOARD_URL/install.sh" | sudo --preserve-env=VECTIS_TOKEN,VECTIS_DASHBOARD_URL bash
+#   curl -fsSL https://<dashboard>/install.sh | sudo bash -s -- --uninstall [--purge]
 #   sudo bash scripts/install.sh [--uninstall [--purge]] [--help]
 #
 # Everything runs inside main(), called on the last line, so that a script piped into bash is
@@ -20,7 +22,17 @@ usage() {
   cat <<'EOF'
 Usage: install.sh [--uninstall [--purge]] [--help]
 
-Install (or upgrade) the Vectis worker on this server. Run as root.
+Install (or upgrade) the Vectis worker on this server. Run as root:
+
+  export VECTIS_TOKEN=<enrollment token> VECTIS_DASHBOARD_URL=https://<dashboard>
+  curl -fsSL "$VECTIS_DASHBOARD_URL/install.sh" \
+    | sudo --preserve-env=VECTIS_TOKEN,VECTIS_DASHBOARD_URL bash
+  (the token passes through the environment: it never shows in the process list)
+
+Uninstall, from the dashboard or a checkout:
+
+  curl -fsSL https://<dashboard>/install.sh | sudo bash -s -- --uninstall [--purge]
+  sudo bash scripts/install.sh --uninstall [--purge]
 
   (no option)   create the system user, /etc/vectis (0700), the venv /opt/vectis, the
                 worker secret (only if missing), worker.conf, the systemd unit
@@ -32,9 +44,12 @@ Install (or upgrade) the Vectis worker on this server. Run as root.
 
 Environment:
   VECTIS_TOKEN          enrollment token; without it the worker stays 'pending'
-  VECTIS_DASHBOARD_URL  the dashboard's URL (kept in /etc/vectis/worker.conf)
-  VECTIS_PUBLIC_IP      this server's public IP (detected when unset)
-  VECTIS_WORKER_PORT    the port the worker listens on (default 3000)
+  VECTIS_DASHBOARD_URL  the dashboard's URL (kept in /etc/vectis/worker.conf); needed with
+                        a token unless worker.conf already has one
+  VECTIS_PUBLIC_IP      this server's public IP, used to register and kept in the unit
+                        (Environment=) for the daemon's heartbeats; a re-run without it
+                        keeps the unit's value; 'detect' drops it (detected when unset)
+  VECTIS_WORKER_PORT    the port the worker listens on (kept in worker.conf; default 3000)
   VECTIS_PACKAGE        what to install: a local path, a wheel or a requirement
                         (default: 'vectis' from the package index)
   VECTIS_SYSTEM_PACKAGES=1
@@ -173,6 +188,59 @@ check_common() {
     fail "VECTIS_USER must be a plain user name (got '$SVC_USER')"
 }
 
+# Print a top-level key of an existing worker.conf ("" when the file or key is missing); a
+# file that does not parse prints nothing either: the configure step reports it, with rollback.
+readonly CONF_KEY_PY='
+import sys, tomllib
+try:
+    with open(sys.argv[1], "rb") as f:
+        value = tomllib.load(f).get(sys.argv[2])
+except (OSError, ValueError):
+    value = None
+print("" if value is None else value)
+'
+
+conf_value() {
+  "$PYTHON" -c "$CONF_KEY_PY" "$R$ETC_DIR/worker.conf" "$1"
+}
+
+# The rule `vectis` applies to an explicit address: any unicast IPv4 or IPv6, printed canonically.
+readonly CHECK_IP_PY='
+import ipaddress, sys
+try:
+    ip = ipaddress.ip_address(sys.argv[1])
+except ValueError:
+    sys.exit("not an IP address")
+if ip.version == 6 and ip.scope_id is not None:
+    sys.exit("an address with a zone index")
+if ip.version == 6 and ip.ipv4_mapped is not None:
+    ip = ip.ipv4_mapped
+if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
+    sys.exit("not a unicast address")
+print(ip)
+'
+
+# VECTIS_PUBLIC_IP, else the installed unit's (a re-run keeps it), else none ('detect': none).
+# The daemon reads it from the unit on every heartbeat; register and status get it exported.
+check_public_ip() {
+  local given="${VECTIS_PUBLIC_IP:-}" from="VECTIS_PUBLIC_IP" why
+  if [ -z "$given" ] && [ -f "$R$UNIT" ]; then
+    given="$(sed -n 's/^Environment=VECTIS_PUBLIC_IP=//p' "$R$UNIT" | tail -n 1)"
+    from="VECTIS_PUBLIC_IP in ${UNIT} (set VECTIS_PUBLIC_IP to replace it)"
+  fi
+  PUBLIC_IP=""
+  if [ -n "$given" ] && [ "$given" != detect ]; then
+    why="$("$PYTHON" -c "$CHECK_IP_PY" "$given" 2>&1)" ||
+      fail "$from must be a unicast IPv4 or IPv6 address, or 'detect' (got '$given': $why)"
+    PUBLIC_IP="$why"
+  fi
+  if [ -n "$PUBLIC_IP" ]; then
+    export VECTIS_PUBLIC_IP="$PUBLIC_IP"
+  else
+    unset VECTIS_PUBLIC_IP
+  fi
+}
+
 check_inputs() {
   if [ -n "${VECTIS_WORKER_PORT:-}" ]; then
     if ! [[ "$VECTIS_WORKER_PORT" =~ ^[0-9]{1,5}$ ]] || [ "$VECTIS_WORKER_PORT" -lt 1 ] ||
@@ -183,7 +251,12 @@ check_inputs() {
   if [ -n "${VECTIS_DASHBOARD_URL:-}" ]; then
     [[ "$VECTIS_DASHBOARD_URL" =~ ^https?://[^[:space:]]+$ ]] ||
       fail "VECTIS_DASHBOARD_URL must be an http:// or https:// URL (got '$VECTIS_DASHBOARD_URL')"
+  elif [ -n "$TOKEN" ] && [ -z "$(conf_value dashboard_url)" ]; then
+    # `vectis register` would fail on this after the install, and exit 3 means something else.
+    fail "VECTIS_TOKEN is set but no dashboard URL is known: set VECTIS_DASHBOARD_URL too" \
+      "(with sudo, pass both on: sudo --preserve-env=VECTIS_TOKEN,VECTIS_DASHBOARD_URL bash)"
   fi
+  check_public_ip
   local name link
   for name in "${COMMANDS[@]}"; do
     link="$R$BIN_DIR/$name"
@@ -303,7 +376,10 @@ configure() {
 }
 
 unit_text() {
-  local port="${VECTIS_WORKER_PORT:-3000}"
+  # worker.conf holds the port (configure wrote VECTIS_WORKER_PORT there; a re-run keeps it).
+  local port
+  port="$(conf_value port)"
+  port="${port:-3000}"
   cat <<EOF
 [Unit]
 Description=Vectis worker (answers the dashboard's signed syncs)
@@ -319,7 +395,8 @@ Restart=always
 RestartSec=5
 TimeoutStopSec=20
 Environment=PYTHONUNBUFFERED=1
-UMask=0077
+${PUBLIC_IP:+Environment=VECTIS_PUBLIC_IP=${PUBLIC_IP}
+}UMask=0077
 
 # Hardening: a network daemon that reads /proc figures (psutil) and writes only ${ETC_DIR}.
 # Not set, on purpose: PrivateNetwork (it serves the network), ProcSubset=pid (psutil reads
@@ -433,7 +510,7 @@ register() {
 }
 
 summary() {
-  local status
+  local status as_user=""
   status="$(as_service_user "$R$VENV/bin/vectis" status --json 2>/dev/null || true)"
   say "installed vectis ${VERSION}"
   say "  venv      ${VENV}   config ${ETC_DIR}   unit ${UNIT}"
@@ -450,11 +527,16 @@ for key in ("sync_status", "id", "subdomain", "ip", "port", "error"):
         label = "status" if key == "sync_status" else key
         print(f"{sys.argv[1]}:   {label:<10}{d[key]}")
 ' "$PROG" || true
+  # Suggested commands pass the token through the environment, never on a command line.
+  if [ "$SANDBOX" -eq 0 ] && [ "$HAVE_USER" -eq 1 ]; then
+    as_user="sudo -u ${SVC_USER} --preserve-env=VECTIS_TOKEN "
+  fi
   if [ "$REGISTERED" -eq 2 ]; then
-    warn "registration failed (see above); retry with: VECTIS_TOKEN=... vectis sync"
+    warn "registration failed (see above); retry with:"
+    warn "  export VECTIS_TOKEN=...; ${as_user}vectis sync"
   elif [[ "$status" =~ \"sync_status\":\ ?\"pending\" ]]; then
     say "pending: not registered (no VECTIS_TOKEN); register later with:"
-    say "  VECTIS_TOKEN=... vectis register --dashboard-url URL"
+    say "  export VECTIS_TOKEN=...; ${as_user}vectis register --dashboard-url URL"
   fi
 }
 
@@ -557,6 +639,7 @@ main() {
   OUTER_PIP=0
   NEW_ETC=0
   REGISTERED=0
+  PUBLIC_IP=""
   VERSION="?"
   SERVICE="?"
 
@@ -568,8 +651,8 @@ main() {
   if [ "$action" = uninstall ]; then
     uninstall
   fi
-  check_inputs
   check_python
+  check_inputs
   # Commands run as the service user must not start in a directory it cannot enter.
   cd /
   WORK="$(mktemp -d)"
