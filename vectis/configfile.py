@@ -63,9 +63,16 @@ def read_conf(path: Path | None = None) -> WorkerConf:
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace `path` with `data`: temp file in the same folder, fsync, rename, fsync dir."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        owner: tuple[int, int] | None = (path.stat().st_uid, path.stat().st_gid)
+    except FileNotFoundError:
+        owner = None
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.fchmod(fd, mode)
+        if owner is not None and os.geteuid() == 0:
+            # root running 'vectis sync' must not take the file from the service user.
+            os.fchown(fd, *owner)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]

@@ -123,3 +123,15 @@ def test_bad_secret_refused(content: str) -> None:
     path.chmod(0o600)
     with pytest.raises(ConfigError, match="64 lowercase hex"):
         read_secret_file(path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
+def test_a_write_by_root_keeps_the_files_owner() -> None:
+    with locked_conf() as conf:
+        conf.state.id = "first-0000"
+    os.chown(conf_path(), 65534, 65534)  # as if the service user owned it
+    with locked_conf() as conf:
+        conf.state.id = "second-0000"
+    st = conf_path().stat()
+    assert (st.st_uid, st.st_gid) == (65534, 65534)
+    assert read_conf().state.id == "second-0000"
