@@ -31,8 +31,9 @@ def test_create_copy_use_and_revoke_a_token(fleet: Fleet, page_factory: PageMake
     token = page.get_by_label("Token", exact=True).input_value()
     assert len(token) >= 20
     command = (
-        f"curl -fsSL {fleet.url}/install.sh | sudo VECTIS_TOKEN={token} "
-        f"VECTIS_DASHBOARD_URL={fleet.url} bash"
+        f"export VECTIS_TOKEN={token} VECTIS_DASHBOARD_URL={fleet.url}; "
+        f"curl -fsSL {fleet.url}/install.sh | "
+        "sudo --preserve-env=VECTIS_TOKEN,VECTIS_DASHBOARD_URL bash"
     )
     expect(page.get_by_label("Install command (run on the new server)")).to_have_value(command)
     page.get_by_role("button", name="Copy command").click()

@@ -18,7 +18,11 @@ function shellWord(text) {
 
 export function installCommand(token, origin = location.origin) {
   const url = shellWord(origin);
-  return `curl -fsSL ${url}/install.sh | sudo VECTIS_TOKEN=${shellWord(token)} VECTIS_DASHBOARD_URL=${url} bash`;
+  // The token goes through the environment, never on sudo's command line (seen in ps).
+  return (
+    `export VECTIS_TOKEN=${shellWord(token)} VECTIS_DASHBOARD_URL=${url}; ` +
+    `curl -fsSL ${url}/install.sh | sudo --preserve-env=VECTIS_TOKEN,VECTIS_DASHBOARD_URL bash`
+  );
 }
 
 // The new token lives in the page only until Done, leaving the view, or logging out.
