@@ -68,7 +68,10 @@ class ListCache:
         self._seen_rev: int | None = None  # None: render everything next time
         self._dns: bool | None = None
         self._rows: dict[str, Row] = {}
+        # The ids in list order (None: sort again), each one's place, and the objects in it.
         self._order: list[str] | None = None
+        self._place: dict[str, int] = {}
+        self._parts: list[bytes] = []
 
     # -- the writer's thread ------------------------------------------------------------------
 
@@ -92,24 +95,32 @@ class ListCache:
                 own, self._own = self._own, 0
             rev = int(row[0]) if row is not None and row[0] is not None else 0
             seen, self._seen_rev = self._seen_rev, None  # until this pass is complete
+            updated: list[str] = []
             if everything or seen is None or dns != self._dns or rev - seen != own:
                 self._rows = _rows(db.execute(_RENDER, params).fetchone())
                 self._order = None
             else:
-                self._refresh(db, dirty, params)
+                updated = self._refresh(db, dirty, params)
         finally:
             db.execute("COMMIT")
         self._seen_rev, self._dns = rev, dns
-        if self._order is None:
-            self._order = sorted(self._rows, key=lambda i: (self._rows[i][0], i))
         rows = self._rows
+        if self._order is None:
+            self._order = sorted(rows, key=lambda i: (rows[i][0], i))
+            self._place = {i: k for k, i in enumerate(self._order)}
+            self._parts = [rows[i][2] for i in self._order]
+        else:
+            for i in updated:
+                self._parts[self._place[i]] = rows[i][2]
         if status is None:
-            parts = [rows[i][2] for i in self._order]
+            parts = self._parts
         else:
             parts = [r[2] for i in self._order if (r := rows[i])[1] == status]
         return b'{"workers":[' + b",".join(parts) + b"]}"
 
-    def _refresh(self, db: sqlite3.Connection, ids: set[str], params: dict[str, int]) -> None:
+    def _refresh(self, db: sqlite3.Connection, ids: set[str], params: dict[str, int]) -> list[str]:
+        """Render these workers again; the ids still present (the order may be dropped)."""
+        updated: list[str] = []
         pending = sorted(ids)
         for start in range(0, len(pending), _CHUNK):
             chunk = pending[start : start + _CHUNK]
@@ -125,6 +136,8 @@ class ListCache:
                 if old is None or old[0] != row[0]:
                     self._order = None
                 self._rows[i] = row
+                updated.append(i)
+        return updated
 
     @staticmethod
     def _fetch(db: sqlite3.Connection, ids: list[str], params: dict[str, int]) -> dict[str, Row]:
