@@ -3,19 +3,25 @@
 Each sync is one short connection through `wire`; a sweep runs a fixed pool of `concurrency` tasks
 over the worker list (never one task per worker) and writes outcomes to the store in
 batches. A worker already being synced is joined, never synced twice at once.
+
+The exchanges (connect, sign, send, read, verify) run on an event loop of their own, in a
+thread of their own, so that a sweep's thousands of exchanges never make the API's event loop
+wait: that loop only claims workers, hands them over, and stores the outcomes it gets back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from vectis.crypto.secrets import key_from_secret
 from vectis.crypto.signing import (
@@ -34,8 +40,12 @@ log = logging.getLogger("vectis.dashboard.sync")
 
 RESPONSE_LIMIT = 1024 * 1024
 FLUSH_EVERY = 500
+# Outcomes finished within this many seconds go back to the API's loop together: one wake-up
+# of that loop per batch, not per worker.
+HANDBACK_DELAY = 0.01
 
 Outcome = SyncReply | str  # a verified reply, or the cause of the failure
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +92,143 @@ def read_reply(worker_id: str, raw: bytes) -> Outcome:
     )
 
 
+class SyncLoop:
+    """An event loop on a thread of its own, where every sync's network work runs."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: asyncio.Event | None = None
+        self._stopped: asyncio.Future[None] | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The sync loop; the caller's own loop when the thread was never started."""
+        return self._loop or asyncio.get_running_loop()
+
+    def start(self) -> None:
+        """Start the thread and return once its loop runs."""
+        if self._thread is not None:
+            return
+        api_loop = asyncio.get_running_loop()
+        self._stopped = api_loop.create_future()
+        ready = threading.Event()
+        stopped = self._stopped
+
+        def main() -> None:
+            try:
+                asyncio.run(self._main(ready))
+            finally:
+                ready.set()
+                _settle_threadsafe(api_loop, stopped)
+
+        self._thread = threading.Thread(target=main, name="vectis-sync", daemon=True)
+        self._thread.start()
+        ready.wait()
+
+    async def _main(self, ready: threading.Event) -> None:
+        self._stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        ready.set()
+        # Returning ends asyncio.run, which cancels the exchanges still running and waits for them.
+        await self._stop.wait()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+        """Run `coro` on the sync loop; a future of the caller's loop for its result."""
+        if self._loop is None:
+            return asyncio.ensure_future(coro)
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+    async def stop(self) -> None:
+        """Cancel what still runs on the sync loop, end it and join its thread."""
+        thread, loop, stop, stopped = self._thread, self._loop, self._stop, self._stopped
+        if thread is None or stopped is None:
+            return
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has already ended
+                loop.call_soon_threadsafe(stop.set)
+        await asyncio.shield(stopped)
+        thread.join()
+        self._thread = self._loop = self._stop = self._stopped = None
+
+
+def _settle_threadsafe(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> None:
+    """Resolve `fut`, a future of `loop`, from another thread (once; never on a dead loop)."""
+
+    def settle() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(settle)
+
+
+class _Pool:
+    """A sweep's side on the sync loop: `concurrency` tasks over the workers handed to it.
+
+    Created on the API's loop; `feed` and `end` are called there; `run` runs on the sync
+    loop and hands batches of (worker id, outcome, seconds) back to `inbox`.
+    """
+
+    def __init__(
+        self,
+        syncer: Syncer,
+        size: int,
+        inbox: asyncio.Queue[list[tuple[str, Outcome, float]]],
+    ) -> None:
+        self.syncer = syncer
+        self.size = size
+        self.inbox = inbox
+        self.api_loop = asyncio.get_running_loop()
+        self.sync_loop = syncer.sync_loop.loop
+        self.finished: asyncio.Future[None] = self.api_loop.create_future()
+        # Used on the sync loop only (asyncio.Queue binds to the loop that first waits on it).
+        self._todo: asyncio.Queue[Worker | None] = asyncio.Queue()
+        self._out: list[tuple[str, Outcome, float]] = []
+        self._handback: asyncio.TimerHandle | None = None
+        self._task: asyncio.Future[None] | None = None
+
+    def feed(self, workers: list[Worker]) -> None:
+        self.sync_loop.call_soon_threadsafe(self._put, workers)
+
+    def end(self) -> None:
+        self.sync_loop.call_soon_threadsafe(self._put, [None] * self.size)
+
+    def _put(self, items: Sequence[Worker | None]) -> None:
+        for item in items:
+            self._todo.put_nowait(item)
+
+    def start(self) -> None:
+        self._task = self.syncer.sync_loop.submit(self._run())
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        try:
+            await asyncio.gather(*(self._one() for _ in range(self.size)))
+        finally:
+            if self._handback is not None:
+                self._handback.cancel()
+            self._hand_back()
+            _settle_threadsafe(self.api_loop, self.finished)
+
+    async def _one(self) -> None:
+        while (w := await self._todo.get()) is not None:
+            outcome, seconds = await self.syncer._safe_exchange(w)
+            self._out.append((w.id, outcome, seconds))
+            if self._handback is None:
+                self._handback = self.sync_loop.call_later(HANDBACK_DELAY, self._hand_back)
+
+    def _hand_back(self) -> None:
+        self._handback = None
+        if self._out:
+            batch, self._out = self._out, []
+            with contextlib.suppress(RuntimeError):  # the API's loop is gone: nobody waits
+                self.api_loop.call_soon_threadsafe(self.inbox.put_nowait, batch)
+
+
 class Syncer:
     """Signs, sends and verifies syncs; records their outcomes through the store."""
 
@@ -100,12 +247,15 @@ class Syncer:
         self.concurrency = concurrency
         self.clock = clock
         self._inflight: dict[str, asyncio.Future[None]] = {}
+        self.sync_loop = SyncLoop()
 
     async def start(self) -> None:
-        """Nothing to open: each sync uses its own short connection (see `wire`)."""
+        """Start the sync loop's thread; each sync uses its own short connection (see `wire`)."""
+        self.sync_loop.start()
 
     async def close(self) -> None:
-        """Nothing to close: a sweep's connections end with their exchanges."""
+        """Cancel the exchanges still running and end the sync loop's thread."""
+        await self.sync_loop.stop()
 
     async def _exchange(self, w: Worker) -> Outcome:
         key = key_from_secret(w.secret)
@@ -194,7 +344,7 @@ class Syncer:
             await asyncio.shield(self._inflight[w.id])
             return await self.store.get_worker(w.id)
         try:
-            outcome = await self._safe_exchange(w)
+            outcome = await self.sync_loop.submit(self._safe_exchange(w))
         except BaseException:
             self._release([w.id])
             raise
@@ -202,11 +352,20 @@ class Syncer:
         return changed[0] if changed else None
 
     async def sweep(self, workers: Sequence[Worker]) -> SweepCounts:
-        """Sync every worker with bounded concurrency; store outcomes in batches."""
+        """Sync every worker with bounded concurrency; store outcomes in batches.
+
+        Workers are claimed here, a window ahead of the exchanges, and handed to the sync
+        loop; their outcomes come back in batches and are stored here.
+        """
         queue = iter(workers)
+        window = 2 * self.concurrency + 64  # enough that the pool never waits on this loop
+        inbox: asyncio.Queue[list[tuple[str, Outcome, float]]] = asyncio.Queue()
+        pool = _Pool(self, max(1, min(self.concurrency, len(workers))), inbox)
+        outstanding: set[str] = set()  # claimed, handed over, outcome not back yet
         pending: dict[str, tuple[Outcome, float]] = {}
         counts = {"synced": 0, "failed": 0, "outdated": 0}
         flushing: list[asyncio.Task[list[Worker]]] = []
+        fed_all = False
 
         def flush() -> None:
             if pending:
@@ -214,24 +373,45 @@ class Syncer:
                 pending.clear()
                 flushing.append(asyncio.ensure_future(self._record(batch)))
 
-        async def run() -> None:
-            for w in queue:
-                if self._claim(w.id) is None:
-                    continue  # already being synced; that sync stores its own outcome
-                try:
-                    pending[w.id] = await self._safe_exchange(w)
-                except BaseException:
-                    self._release([w.id])
-                    raise
+        def feed() -> None:
+            nonlocal fed_all
+            batch: list[Worker] = []
+            while not fed_all and len(outstanding) < window:
+                w = next(queue, None)
+                if w is None:
+                    fed_all = True
+                elif self._claim(w.id) is not None:
+                    outstanding.add(w.id)  # else already being synced; that sync stores its own
+                    batch.append(w)
+            if batch:
+                pool.feed(batch)
+            if fed_all:
+                pool.end()
+
+        def received(batch: list[tuple[str, Outcome, float]]) -> None:
+            for worker_id, outcome, seconds in batch:
+                outstanding.discard(worker_id)
+                pending[worker_id] = (outcome, seconds)
+
+        pool.start()
+        try:
+            feed()
+            while outstanding:
+                received(await inbox.get())
                 if len(pending) >= FLUSH_EVERY:
                     flush()
-
-        pool = [asyncio.ensure_future(run()) for _ in range(min(self.concurrency, len(workers)))]
-        try:
-            await asyncio.gather(*pool)
+                if not fed_all:
+                    feed()
+            await asyncio.shield(pool.finished)
         finally:
-            for task in pool:
-                task.cancel()
+            if not pool.finished.done():
+                pool.cancel()
+                # Only once the exchanges have stopped may another sync of their workers start.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pool.finished
+            while not inbox.empty():
+                received(inbox.get_nowait())
+            self._release(list(outstanding))
             flush()
             results = await asyncio.gather(*flushing, return_exceptions=True)
         for result in results:
