@@ -21,7 +21,7 @@ from typing import IO, Any
 import pytest
 
 from tests.support import Proc, child_env, free_port, http, run_cli, running, wait_ready
-from vectis.cli.admin import _fields, _human, _stats
+from vectis.cli import humanize as hz
 from vectis.configfile import locked_conf
 from vectis.crypto.secrets import create_secret_file
 
@@ -510,8 +510,8 @@ def test_show_prints_stats_for_people(dash: Dashboard, real_worker: Any) -> None
 
 
 def test_nested_values_and_booleans_read_as_text(capsys: pytest.CaptureFixture[str]) -> None:
-    assert (_human(True), _human(False), _human(None)) == ("yes", "no", "-")
-    assert _human({"on": True, "tags": ["a", "b"]}) == "on yes, tags a, b"
+    assert (hz.human(True), hz.human(False), hz.human(None)) == ("yes", "no", "-")
+    assert hz.human({"on": True, "tags": ["a", "b"]}) == "on yes, tags a, b"
     stats = {
         "disks": [
             {"mount": "/", "total": 50 * 1024**3, "percent": 22.4},
@@ -521,7 +521,7 @@ def test_nested_values_and_booleans_read_as_text(capsys: pytest.CaptureFixture[s
         "healthy": False,
         "extra": [{"x": True}, {"y": 1.5}],
     }
-    _fields(_stats(stats))
+    hz.fields(hz.stats(stats))
     assert capsys.readouterr().out.splitlines() == [
         "disks:   / 22% of 50.0 GiB",
         "         /srv error: Permission denied",

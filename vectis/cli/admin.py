@@ -9,17 +9,15 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from vectis.cli import humanize as hz
 from vectis.cli.render import emit_json, say
 from vectis.errors import BadRequest, ExitCode
-from vectis.status import parse_iso
 
 if TYPE_CHECKING:
     from vectis.adminclient import AdminClient
@@ -82,184 +80,6 @@ def _address(worker: dict[str, Any]) -> str:
     return host if port is None else f"{host}:{port}"
 
 
-# Human output: times, sizes and nested figures as people read them (`--json` keeps the API's).
-
-
-def _human(value: Any) -> str:
-    """A value for people: yes/no, "-", short floats, lists and objects as text; never a repr."""
-    if value is None or value == [] or value == {}:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, dict):
-        return ", ".join(f"{k} {_human(v)}" for k, v in value.items())
-    if isinstance(value, list | tuple):
-        sep = "; " if any(isinstance(v, dict | list) for v in value) else ", "
-        return sep.join(_human(v) for v in value)
-    return str(value)
-
-
-def _size(n: Any) -> str:
-    if not isinstance(n, int | float) or isinstance(n, bool):
-        return _human(n)
-    value, unit = float(n), "B"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(value) < 1024 or unit == "PiB":
-            break
-        value /= 1024
-    return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-
-
-def _span(seconds: float) -> str:
-    s = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if s >= size:
-            return f"{s // size} {unit}"
-    return f"{s} s"
-
-
-def _moment(text: Any) -> datetime | None:
-    try:
-        return parse_iso(text) if isinstance(text, str) and text else None
-    except ValueError:
-        return None
-
-
-def _ago(text: Any, now: datetime) -> str:
-    """A time in a table: "5 min ago", "in 2 h", a date beyond a month (10 characters at most)."""
-    moment = _moment(text)
-    if moment is None:
-        return _human(text)
-    delta = (now - moment).total_seconds()
-    if abs(delta) >= 30 * 86400:
-        return moment.strftime("%Y-%m-%d")
-    if abs(delta) < 5:
-        return "now"
-    return f"{_span(delta)} ago" if delta > 0 else f"in {_span(-delta)}"
-
-
-def _at(text: Any, now: datetime | None = None) -> str:
-    """A time in full: "2026-11-27 13:05:12 UTC", with how long ago when `now` is given."""
-    moment = _moment(text)
-    if moment is None:
-        return _human(text)
-    full = moment.strftime("%Y-%m-%d %H:%M:%S UTC")
-    return full if now is None else f"{full} ({_ago(text, now)})"
-
-
-def _part(value: Any) -> str:
-    """Used of total, e.g. "22% of 50.0 GiB", for memory, swap and each disk."""
-    if not isinstance(value, dict):
-        return _human(value)
-    if "error" in value:
-        return f"error: {value['error']}"
-    percent = value.get("percent")
-    share = f"{percent:.0f}%" if isinstance(percent, int | float) else _human(percent)
-    return f"{share} of {_size(value.get('total'))}"
-
-
-def _stats(stats: dict[str, Any]) -> list[tuple[str, str | list[str]]]:
-    """Latest figures, one line each; one line per mount for disks."""
-    out: list[tuple[str, str | list[str]]] = []
-    for key, value in stats.items():
-        if key == "cpu_percent" and isinstance(value, int | float):
-            out.append(("cpu", f"{value:.4g}%"))
-        elif key in ("memory", "swap"):
-            out.append((key, _part(value)))
-        elif key == "disks" and isinstance(value, list):
-            lines = [
-                f"{d.get('mount', '?')} {_part(d)}" if isinstance(d, dict) else _human(d)
-                for d in value
-            ]
-            out.append(("disks", lines or "-"))
-        elif key == "network" and isinstance(value, dict):
-            sent, recv = value.get("bytes_sent"), value.get("bytes_recv")
-            out.append(("network", f"sent {_size(sent)}, received {_size(recv)}"))
-        elif key == "uptime" and isinstance(value, int | float):
-            out.append(("uptime", _span(value)))
-        elif key == "boot_time" and isinstance(value, int | float):
-            out.append(
-                ("booted", datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC"))
-            )
-        elif key == "load_average":
-            out.append(("load", _human(value)))
-        elif isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
-            out.append((key.replace("_", " "), [_human(v) for v in value]))
-        else:
-            out.append((key.replace("_", " "), _human(value)))
-    return out
-
-
-def _fields(pairs: Sequence[tuple[str, Any]]) -> None:
-    """`name: value` lines on stdout, aligned; a list value continues on aligned lines."""
-    width = max((len(k) for k, _ in pairs), default=0) + 1
-    for key, value in pairs:
-        items = value if isinstance(value, list) and value else [value]
-        lines = [v if isinstance(v, str) else _human(v) for v in items]
-        sys.stdout.write(f"{key + ':':<{width}} {lines[0]}\n")
-        for line in lines[1:]:
-            sys.stdout.write(f"{'':<{width}} {line}\n")
-
-
-@dataclass(frozen=True, slots=True)
-class Col:
-    """A table column: `whole` ones (ids, addresses, times) are never cut nor wrapped."""
-
-    name: str
-    whole: bool = True
-    # Dropped, highest first, when the terminal is too narrow for every column.
-    drop: int = 0
-
-
-def _fold_width(col: Col) -> int:
-    return max(len(col.name), 10)
-
-
-def _table(title: str | None, cols: Sequence[Col], rows: Sequence[Sequence[Any]]) -> None:
-    """A rich table on stdout that fits the terminal: optional columns go first, other text
-    folds; where even that is too wide, one `name: value` block per row, so nothing is cut."""
-    from rich import box
-    from rich.cells import cell_len
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    cells = [[_human(v) for v in row] for row in rows]
-
-    def width(keep: list[int]) -> int:
-        # rich's own measure is clamped to the console, so the width is summed here.
-        return 3 * (len(keep) - 1) + sum(
-            max(cell_len(c) for c in [cols[i].name, *(row[i] for row in cells)])
-            if cols[i].whole
-            else _fold_width(cols[i])
-            for i in keep
-        )
-
-    keep = list(range(len(cols)))
-    by_drop = sorted((i for i in keep if cols[i].drop), key=lambda i: -cols[i].drop)
-    while width(keep) > console.width and by_drop:
-        keep.remove(by_drop.pop(0))
-    if width(keep) > console.width:
-        if title:
-            sys.stdout.write(f"{title}\n")
-        for row in cells:
-            sys.stdout.write("\n")
-            _fields([(col.name, cell) for col, cell in zip(cols, row, strict=True)])
-        return
-    t = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    t.title_justify = "left"
-    for i in keep:
-        if cols[i].whole:
-            t.add_column(cols[i].name, no_wrap=True)
-        else:
-            t.add_column(cols[i].name, overflow="fold", min_width=_fold_width(cols[i]))
-    for row in cells:
-        t.add_row(*(row[i] for i in keep))
-    console.print(t)
-
-
 def _worker_rows(workers: list[dict[str, Any]], now: datetime) -> list[list[Any]]:
     return [
         [
@@ -267,7 +87,7 @@ def _worker_rows(workers: list[dict[str, Any]], now: datetime) -> list[list[Any]
             w.get("status"),
             _address(w),
             _revision(w),
-            _ago(w.get("last_sync"), now),
+            hz.ago(w.get("last_sync"), now),
             w.get("last_error"),
         ]
         for w in workers
@@ -276,12 +96,12 @@ def _worker_rows(workers: list[dict[str, Any]], now: datetime) -> list[list[Any]
 
 # Subdomain, DNS state and version are in `workers show`, so that the list fits a terminal.
 WORKER_COLUMNS = (
-    Col("id"),
-    Col("status"),
-    Col("address"),
-    Col("rev", drop=1),
-    Col("last sync"),
-    Col("last error", whole=False, drop=2),
+    hz.Col("id"),
+    hz.Col("status"),
+    hz.Col("address"),
+    hz.Col("rev", drop=1),
+    hz.Col("last sync"),
+    hz.Col("last error", whole=False, drop=2),
 )
 
 
@@ -299,17 +119,17 @@ def _worker_fields(worker: dict[str, Any]) -> None:
         ("dns", dns),
         ("version", worker.get("version")),
         ("revision", _revision(worker)),
-        ("last sync", _at(worker.get("last_sync"), now)),
+        ("last sync", hz.at(worker.get("last_sync"), now)),
         ("last error", worker.get("last_error")),
         ("failures", worker.get("consecutive_failures")),
-        ("registered", _at(worker.get("created_at"), now)),
+        ("registered", hz.at(worker.get("created_at"), now)),
     ]
     if "config" in worker:
         pairs.append(("config", json.dumps(worker["config"], separators=(",", ":"))))
     stats = worker.get("stats")
     if isinstance(stats, dict):
-        pairs.extend(_stats(stats))
-    _fields(pairs)
+        pairs.extend(hz.stats(stats))
+    hz.fields(pairs)
 
 
 def _exit_for(worker: dict[str, Any]) -> None:
@@ -337,7 +157,7 @@ def list_workers(
         return
     workers = [w for w in doc.get("workers") or [] if isinstance(w, dict)]
     rows = _worker_rows(workers, datetime.now(UTC))
-    _table(f"{len(workers)} worker(s)", WORKER_COLUMNS, rows)
+    hz.table(f"{len(workers)} worker(s)", WORKER_COLUMNS, rows)
 
 
 @workers_app.command("show")
@@ -357,12 +177,12 @@ def show_worker(
     history = worker.get("history") or []
     if history:
         rows = [
-            [_at(h.get("at")), h.get("previous"), h.get("status"), h.get("cause")]
+            [hz.at(h.get("at")), h.get("previous"), h.get("status"), h.get("cause")]
             for h in history
             if isinstance(h, dict)
         ]
-        cols = (Col("at"), Col("from"), Col("to"), Col("cause", whole=False))
-        _table("history", cols, rows)
+        cols = (hz.Col("at"), hz.Col("from"), hz.Col("to"), hz.Col("cause", whole=False))
+        hz.table("history", cols, rows)
 
 
 @workers_app.command("sync")
@@ -400,7 +220,7 @@ def sync_all(
             if isinstance(v, int) and not isinstance(v, bool) and k != "total"
         ]
         counts.append(("total", doc.get("total")))
-        _table("sync of every worker", (Col("outcome"), Col("workers")), counts)
+        hz.table("sync of every worker", (hz.Col("outcome"), hz.Col("workers")), counts)
     if doc.get("failed"):
         raise typer.Exit(int(ExitCode.FAILED))
     if doc.get("outdated"):
@@ -497,12 +317,12 @@ def create_token(
         return
     token = str(doc.get("token"))
     expires = doc.get("expires_at")
-    _fields(
+    hz.fields(
         [
             ("id", doc.get("id")),
             ("token", token),
             ("description", doc.get("description")),
-            ("expires", "never" if expires is None else _at(expires, datetime.now(UTC))),
+            ("expires", "never" if expires is None else hz.at(expires, datetime.now(UTC))),
             ("max uses", doc.get("max_uses") or "unlimited"),
         ]
     )
@@ -535,23 +355,23 @@ def list_tokens(
         [
             t.get("id"),
             t.get("description"),
-            _ago(t.get("created_at"), now),
-            "never" if t.get("expires_at") is None else _ago(t.get("expires_at"), now),
+            hz.ago(t.get("created_at"), now),
+            "never" if t.get("expires_at") is None else hz.ago(t.get("expires_at"), now),
             f"{t.get('uses', 0)}/{t.get('max_uses') or '∞'}",
             _token_state(t),
         ]
         for t in tokens
     ]
-    _table(f"{len(tokens)} token(s)", TOKEN_COLUMNS, rows)
+    hz.table(f"{len(tokens)} token(s)", TOKEN_COLUMNS, rows)
 
 
 TOKEN_COLUMNS = (
-    Col("id"),
-    Col("description", whole=False),
-    Col("created", drop=2),
-    Col("expires"),
-    Col("uses", drop=1),
-    Col("state"),
+    hz.Col("id"),
+    hz.Col("description", whole=False),
+    hz.Col("created", drop=2),
+    hz.Col("expires"),
+    hz.Col("uses", drop=1),
+    hz.Col("state"),
 )
 
 
