@@ -7,6 +7,7 @@ into their worker.conf under its lock, which the running daemon picks up without
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -160,6 +161,12 @@ class PageErrors:
 
     def page_error(self, exc: Error) -> None:
         self.seen.append(f"uncaught: {exc}")
+
+
+def percent_shown(value: float) -> str:
+    """A gauge's value as the page rounds it: JavaScript's Math.round rounds halves up,
+    where Python's round() rounds them to even (4.5 shows as 5, not 4)."""
+    return str(math.floor(value + 0.5))
 
 
 def log_in(page: Page, token: str = ADMIN_TOKEN) -> None:

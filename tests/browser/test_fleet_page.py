@@ -8,7 +8,7 @@ import socket
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tests.browser.harness import Fleet, PageMaker, log_in, row, screenshot
+from tests.browser.harness import Fleet, PageMaker, log_in, percent_shown, row, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -47,11 +47,11 @@ def test_log_in_sync_and_see_each_failure_cause(fleet: Fleet, page_factory: Page
     stats = fleet.worker_json(alpha.id)["stats"]
     assert stats is not None
     memory = row(page, alpha.id).get_by_role("meter", name="Memory")
-    expect(memory).to_have_attribute("aria-valuenow", str(round(stats["memory"]["percent"])))
+    expect(memory).to_have_attribute("aria-valuenow", percent_shown(stats["memory"]["percent"]))
     disk = row(page, alpha.id).get_by_role("meter", name="Disk")
-    expect(disk).to_have_attribute("aria-valuenow", str(round(stats["disks"][0]["percent"])))
+    expect(disk).to_have_attribute("aria-valuenow", percent_shown(stats["disks"][0]["percent"]))
     expect(row(page, alpha.id).get_by_role("meter", name="CPU")).to_have_attribute(
-        "aria-valuenow", str(round(stats["cpu_percent"]))
+        "aria-valuenow", percent_shown(stats["cpu_percent"])
     )
     expect(row(page, alpha.id)).to_contain_text("just now")
     expect(status_of(page, bravo.id)).to_have_attribute("data-status", "pending")

@@ -7,7 +7,7 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.harness import Fleet, PageMaker, log_in, row, screenshot
+from tests.browser.harness import Fleet, PageMaker, log_in, percent_shown, row, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -43,7 +43,7 @@ def test_config_edit_makes_outdated_then_sync_applies_it(
     expect(details).to_contain_text(str(alpha.port))
     stats = fleet.worker_json(alpha.id)["stats"]
     memory = page.locator("#worker-stats").get_by_role("meter", name="Memory")
-    expect(memory).to_have_attribute("aria-valuenow", str(round(stats["memory"]["percent"])))
+    expect(memory).to_have_attribute("aria-valuenow", percent_shown(stats["memory"]["percent"]))
     mount = stats["disks"][0]["mount"]
     expect(page.locator("#worker-stats").get_by_role("meter", name=f"Disk {mount}")).to_be_visible()
     expect(page.locator("#worker-history")).to_contain_text("sync succeeded")
