@@ -186,8 +186,6 @@ def _check_quiet(log: str) -> None:
     assert longest < 2048, f"a {longest}-character log line: garbage is logged verbatim"
 
 
-
-
 def test_dashboard_logs_garbage_briefly_without_traceback_or_token(dash: Dash) -> None:
     _send_garbage(_port(dash))
     assert dash.call("GET", "/healthz", token=None)[0] == 200  # the log is written by now

@@ -74,8 +74,6 @@ def cutoffs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cutoffs]:
         )
 
 
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("probe", list(PROBES))
 def test_dashboard_cuts_off_slow_clients(cutoffs: Cutoffs, probe: str) -> None:
