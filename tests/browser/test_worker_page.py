@@ -26,6 +26,7 @@ def test_config_edit_makes_outdated_then_sync_applies_it(
     log_in(page)
     page.get_by_role("button", name="Sync all").click()
     expect(page.get_by_role("button", name="Synced: 3")).to_be_visible()
+    expect(page.locator("#sync-all-outcome")).to_contain_text("3 synced")
     charlie.proc.stop()
     row(page, charlie.id).get_by_role("button", name="Sync", exact=True).click()
     expect(row(page, charlie.id).locator("[data-status]")).to_have_text("failed")
@@ -76,6 +77,8 @@ def test_config_edit_makes_outdated_then_sync_applies_it(
     expect(row(page, alpha.id).locator("[data-status]")).to_have_text("outdated")
     expect(row(page, alpha.id)).to_contain_text("Config revision 1 not applied yet")
     expect(page.locator("[data-worker-id] .gauge-fill").first).to_be_visible()
+    # The earlier Sync all's banner belonged to that visit: the rows tell the present.
+    expect(page.locator("#sync-all-outcome")).to_have_text("")
     screenshot(page, "fleet")
 
     # Sync from the worker's page: the worker applies revision 1 and is synced again.

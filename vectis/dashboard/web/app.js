@@ -2,7 +2,7 @@
 
 import { api, setCsrf, whenUnauthorized } from "./api.js";
 import { $, announce, setText } from "./dom.js";
-import { initFleet, refreshFleet } from "./fleet.js";
+import { clearSyncAllOutcome, initFleet, refreshFleet } from "./fleet.js";
 import { forgetCreatedToken, initTokens, refreshTokens } from "./tokens.js";
 import { initWorker, refreshWorker, showWorker } from "./worker.js";
 
@@ -47,6 +47,7 @@ async function navigate({ focus = true } = {}) {
     showView("login", { focus });
     return;
   }
+  const previous = route.view;
   route = parseRoute(location.hash);
   if (route.view !== "tokens") forgetCreatedToken();
   if (route.view === "worker") {
@@ -59,6 +60,7 @@ async function navigate({ focus = true } = {}) {
     await refreshTokens();
   } else {
     document.title = "Fleet · Vectis";
+    if (previous !== "fleet") clearSyncAllOutcome();
     showView("fleet", { focus });
     await refreshFleet();
   }

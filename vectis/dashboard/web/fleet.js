@@ -293,6 +293,15 @@ function countsText(data) {
   return parts.length ? parts.join(", ") : "done";
 }
 
+// A Sync all outcome belongs to the visit it was pressed in: coming back to the fleet from
+// another view, the rows tell the present and an old banner would contradict them.
+export function clearSyncAllOutcome() {
+  if (syncAllRunning) return;
+  const outcome = $("sync-all-outcome");
+  setText(outcome, "");
+  outcome.className = "outcome";
+}
+
 async function syncAll() {
   const button = $("sync-all");
   if (syncAllRunning) return;
