@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,17 @@ def wait_ready(url: str, proc: Proc | None = None, timeout: float = 20) -> None:
             pass
         time.sleep(0.05)
     raise AssertionError(f"{url} not ready after {timeout} s:\n{proc.output if proc else ''}")
+
+
+def until(check: Callable[[], Any], what: str, timeout: float = 15) -> Any:
+    """Poll `check` until it returns something truthy (and return it); fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -10,30 +10,18 @@ import json
 import re
 import shutil
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.knot import knot_server
-from tests.support import VECTIS, child_env, free_port, http, run_cli, running
+from tests.support import VECTIS, child_env, free_port, http, run_cli, running, until
 
 ZONE = "fleet.test"
 ID_RE = re.compile(r"^[a-z]+(-[a-z]+)*-[0-9a-f]{4}$")
 ADMIN = "admin-" + "a" * 30
 ENROLL = "enroll-" + "e" * 30
-
-
-def until(check: Callable[[], Any], what: str, timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 class Worker:

@@ -11,7 +11,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,21 +26,11 @@ from tests.integration.test_dashboard_support import (
     dashboard,
     worker_host,
 )
-from tests.support import Proc, free_port, http, run_cli, running
+from tests.support import Proc, free_port, http, run_cli, running, until
 from vectis.crypto.secrets import generate_secret
 from vectis.crypto.signing import new_nonce, sign_request, verify_response
 
 HEARTBEAT = {"ip": "127.0.0.1", "applied_revision": 0}
-
-
-def until(check: Callable[[], Any], what: str, timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def signed(secret: str, worker_id: str, path: str, body: bytes) -> dict[str, str]:
