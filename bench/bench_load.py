@@ -202,12 +202,7 @@ def run(args: argparse.Namespace) -> int:
                 bench_sweep.wait_ready(f"{base}/healthz", dash, log)
                 return _measure(args, base, port, admin, enroll, members, socks)
             finally:
-                dash.terminate()
-                try:
-                    dash.wait(30)
-                except subprocess.TimeoutExpired:
-                    dash.kill()
-                    dash.wait()
+                bench_sweep.stop(dash)
                 if args.keep_log:
                     shutil.copyfile(log, args.keep_log)
 

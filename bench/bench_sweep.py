@@ -56,6 +56,16 @@ def call(method: str, url: str, token: str, timeout: float, body: Any = None) ->
         return err.code, err.read().decode(errors="replace")
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited within 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -204,12 +214,7 @@ def main() -> int:
                 print(f"dashboard: pid {dash.pid}, ready in {time.perf_counter() - started:.2f} s")
                 return run(args, base, admin_token, enroll_token, dash.pid, members, socks)
             finally:
-                dash.terminate()
-                try:
-                    dash.wait(30)
-                except subprocess.TimeoutExpired:
-                    dash.kill()
-                    dash.wait()
+                stop(dash)
 
 
 def run(
