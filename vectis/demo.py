@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from vectis.cli.render import out
 from vectis.errors import VectisError
 
 ZONE = "demo.test"
@@ -156,8 +157,7 @@ class Demo:
 
 
 def _print(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+    out(text)  # cleaned there: it quotes the children's output
 
 
 def _bring_up(demo: Demo) -> None:
@@ -168,6 +168,8 @@ def _bring_up(demo: Demo) -> None:
             "VECTIS_ZONE": ZONE,
             "VECTIS_ADMIN_TOKEN": demo.admin_token,
             "VECTIS_TOKEN": demo.enroll_token,
+            # The demo's workers live on loopback, which a dashboard refuses by default.
+            "VECTIS_WORKER_NETWORKS": "127.0.0.0/8",
         }
     )
     dash_args = ["dashboard", "serve", "--host", HOST, "--port", str(demo.dashboard_port)]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vectis.cli import humanize as hz
-from vectis.cli.render import emit_json, say
+from vectis.cli.render import clean, emit_json, say
 from vectis.errors import BadRequest, ExitCode
 
 if TYPE_CHECKING:
@@ -243,7 +243,7 @@ def delete_worker(
             raise BadRequest(
                 f"refusing to delete worker {worker_id} without confirmation: pass --yes"
             )
-        if not typer.confirm(f"Delete worker {worker_id} and its DNS record?", err=True):
+        if not typer.confirm(clean(f"Delete worker {worker_id} and its DNS record?"), err=True):
             say(f"worker {worker_id} not deleted")
             raise typer.Exit(int(ExitCode.ERROR))
     doc = client.delete_worker(worker_id)

@@ -1,17 +1,17 @@
 """Human output of the operator commands: times, sizes and nested figures as people read them.
 
-`--json` keeps the API's exact values; this is only for tables and `name: value` lines.
-rich is imported only when a table is drawn.
+`--json` keeps the API's exact values; this is only for tables and `name: value` lines, which
+go out through `vectis.cli.render` (cleaned there). rich is imported only when a table is drawn.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from vectis.cli import render
 from vectis.status import parse_iso
 
 # Human output: times, sizes and nested figures as people read them (`--json` keeps the API's).
@@ -126,13 +126,16 @@ def stats(stats: dict[str, Any]) -> list[tuple[str, str | list[str]]]:
 
 def fields(pairs: Sequence[tuple[str, Any]]) -> None:
     """`name: value` lines on stdout, aligned; a list value continues on aligned lines."""
-    width = max((len(k) for k, _ in pairs), default=0) + 1
-    for key, value in pairs:
-        items = value if isinstance(value, list) and value else [value]
-        lines = [v if isinstance(v, str) else human(v) for v in items]
-        sys.stdout.write(f"{key + ':':<{width}} {lines[0]}\n")
-        for line in lines[1:]:
-            sys.stdout.write(f"{'':<{width}} {line}\n")
+
+    def shown(v: Any) -> str:
+        return v if isinstance(v, str) else human(v)
+
+    render.fields(
+        [
+            (key, [shown(v) for v in value] if isinstance(value, list) and value else shown(value))
+            for key, value in pairs
+        ]
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +161,7 @@ def table(title: str | None, cols: Sequence[Col], rows: Sequence[Sequence[Any]])
     from rich.table import Table
 
     console = Console()
-    cells = [[human(v) for v in row] for row in rows]
+    cells = [[render.clean(human(v)) for v in row] for row in rows]
 
     def width(keep: list[int]) -> int:
         # rich's own measure is clamped to the console, so the width is summed here.
@@ -175,18 +178,19 @@ def table(title: str | None, cols: Sequence[Col], rows: Sequence[Sequence[Any]])
         keep.remove(by_drop.pop(0))
     if width(keep) > console.width:
         if title:
-            sys.stdout.write(f"{title}\n")
+            render.out(title)
         for row in cells:
-            sys.stdout.write("\n")
-            fields([(col.name, cell) for col, cell in zip(cols, row, strict=True)])
+            render.out("")
+            render.fields([(col.name, cell) for col, cell in zip(cols, row, strict=True)])
         return
-    t = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    shown_title = None if title is None else render.text(title, "table.title")
+    t = Table(title=shown_title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     t.title_justify = "left"
     for i in keep:
         if cols[i].whole:
-            t.add_column(cols[i].name, no_wrap=True)
+            t.add_column(render.text(cols[i].name), no_wrap=True)
         else:
-            t.add_column(cols[i].name, overflow="fold", min_width=_fold_width(cols[i]))
+            t.add_column(render.text(cols[i].name), overflow="fold", min_width=_fold_width(cols[i]))
     for row in cells:
-        t.add_row(*(row[i] for i in keep))
+        t.add_row(*(render.text(row[i]) for i in keep))
     console.print(t)

@@ -15,7 +15,7 @@ import typer
 
 from vectis import __version__
 from vectis.cli import dashboard, flows, status, worker
-from vectis.cli.render import emit_json
+from vectis.cli.render import emit_json, say
 from vectis.errors import ExitCode, VectisError
 
 HELP = "Keep a fleet of servers registered, reachable, named and in sync with one dashboard."
@@ -69,7 +69,7 @@ def _reporting(prog_name: str, json_output: bool) -> Iterator[None]:
     except VectisError as exc:
         if json_output:
             emit_json({"error": exc.code, "message": exc.message})
-        sys.stderr.write(f"{prog_name}: {exc.message}\n")
+        say(f"{prog_name}: {exc.message}")
         sys.exit(int(exc.exit_code))
     except KeyboardInterrupt:
         sys.exit(130)
