@@ -41,6 +41,14 @@ class NonceStoreFull(Exception):
     """Every slot holds an unexpired nonce: the receiver answers 503 and evicts none."""
 
 
+class NonceShareFull(Exception):
+    """One sender holds its whole share of the nonce store: that sender alone is refused (429)."""
+
+    def __init__(self, owner: str) -> None:
+        super().__init__(owner)
+        self.owner = owner
+
+
 def b64url(data: bytes) -> str:
     """Base64url without padding."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
@@ -141,40 +149,63 @@ def parse_authorization(header: str | None) -> SignedRequest:
 
 
 class NonceStore:
-    """Nonces seen recently, each kept until its expiry; bounded, never evicts a live one."""
+    """Nonces seen recently, each kept until its expiry; bounded, never evicts a live one.
 
-    def __init__(self, capacity: int = DEFAULT_NONCE_CAPACITY) -> None:
+    With `share` set, no one owner (a worker id) may hold more than `share` live nonces, so one
+    sender cannot fill the store that every other sender needs.
+    """
+
+    def __init__(self, capacity: int = DEFAULT_NONCE_CAPACITY, share: int | None = None) -> None:
         if capacity < 1:
             raise ValueError("nonce store capacity must be at least 1")
         self.capacity = capacity
-        self._expiry: dict[str, int] = {}
+        self.share = share
+        self._expiry: dict[str, tuple[int, str]] = {}
         self._heap: list[tuple[int, str]] = []
+        self._held: dict[str, int] = {}  # live nonces per owner
 
     def __len__(self) -> int:
         return len(self._expiry)
+
+    def held(self, owner: str) -> int:
+        """How many live nonces `owner` holds (as of the last purge)."""
+        return self._held.get(owner, 0)
 
     def _purge(self, now: float) -> None:
         heap = self._heap
         while heap and heap[0][0] <= now:
             expires, nonce = heapq.heappop(heap)
             # A nonce remembered again carries a later expiry: only its newest entry counts.
-            if self._expiry.get(nonce) == expires:
+            entry = self._expiry.get(nonce)
+            if entry is not None and entry[0] == expires:
                 del self._expiry[nonce]
+                owner = entry[1]
+                left = self._held[owner] - 1
+                if left:
+                    self._held[owner] = left
+                else:
+                    del self._held[owner]
 
     def seen(self, nonce: str, now: float) -> bool:
         """Whether `nonce` is remembered and not yet expired."""
-        expires = self._expiry.get(nonce)
-        return expires is not None and expires > now
+        entry = self._expiry.get(nonce)
+        return entry is not None and entry[0] > now
 
-    def remember(self, nonce: str, expires_at: int, now: float) -> None:
-        """Keep `nonce` until `expires_at`; raise NonceStoreFull when no slot is free."""
+    def remember(self, nonce: str, expires_at: int, now: float, owner: str = "") -> None:
+        """Keep `nonce` until `expires_at`; NonceStoreFull / NonceShareFull when no slot is free."""
         self._purge(now)
         known = self._expiry.get(nonce)
-        if known is None and len(self._expiry) >= self.capacity:
-            raise NonceStoreFull()
-        if known is not None and known >= expires_at:
+        if known is None:
+            if len(self._expiry) >= self.capacity:
+                raise NonceStoreFull()
+            if self.share is not None and self._held.get(owner, 0) >= self.share:
+                raise NonceShareFull(owner)
+            self._held[owner] = self._held.get(owner, 0) + 1
+        elif known[0] >= expires_at:
             return
-        self._expiry[nonce] = expires_at
+        else:
+            owner = known[1]
+        self._expiry[nonce] = (expires_at, owner)
         heapq.heappush(self._heap, (expires_at, nonce))
 
 
@@ -187,15 +218,27 @@ class RequestVerifier:
         *,
         start_time: float,
         nonce_capacity: int = DEFAULT_NONCE_CAPACITY,
+        nonce_share: int | None = None,
     ) -> None:
         self.key_for = key_for
         self.start_second = int(start_time)
-        self.nonces = NonceStore(nonce_capacity)
+        self.nonces = NonceStore(nonce_capacity, nonce_share)
 
     def verify(
-        self, header: str | None, method: str, path: str, body: bytes, *, now: float
+        self,
+        header: str | None,
+        method: str,
+        path: str,
+        body: bytes,
+        *,
+        now: float,
+        admit: Callable[[SignedRequest], None] | None = None,
     ) -> SignedRequest:
-        """Return the verified request, or raise AuthFailure / NonceStoreFull."""
+        """Return the verified request, or raise AuthFailure / NonceStoreFull / NonceShareFull.
+
+        `admit`, when given, sees a request that passed every check but the nonce's memory and
+        may refuse it (by raising); a refused request leaves no nonce behind.
+        """
         req = parse_authorization(header)
         key = self.key_for(req.worker_id)
         if key is None:
@@ -211,7 +254,9 @@ class RequestVerifier:
             raise AuthFailure("timestamp before this receiver started")
         if self.nonces.seen(req.nonce, now):
             raise AuthFailure("replayed nonce")
-        self.nonces.remember(req.nonce, req.ts + NONCE_TTL, now)
+        if admit is not None:
+            admit(req)
+        self.nonces.remember(req.nonce, req.ts + NONCE_TTL, now, req.worker_id)
         return req
 
 

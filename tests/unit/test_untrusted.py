@@ -1,0 +1,123 @@
+"""The checks every text from outside passes at the edge (vectis/untrusted.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vectis.crypto.signing import NonceShareFull, NonceStore
+from vectis.dashboard.budgets import CallBudget
+from vectis.untrusted import parse_object, readable, readable_tree, shown
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b'{"version": "\\ud800"}', "lone surrogate .* in 'version'"),
+        (b'{"a": {"b": ["ok", "\\udfff"]}}', r"in 'a\.b\[1\]'"),
+        (b'{"\\ud800": 1}', "in a key under 'the top level'"),
+        (b"\xff", "not UTF-8"),
+        (b"[1]", "must be a JSON object"),
+        (b"{", "not valid JSON"),
+        (b'{"a": NaN}', "not valid JSON"),
+        (b"   ", "empty"),
+        (b'{"a":' * 100_000, "nested too deeply|not valid JSON"),
+    ],
+)
+def test_parse_object_refuses(raw: bytes, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        parse_object(raw)
+
+
+def test_parse_object_keeps_paired_surrogates_and_escapes() -> None:
+    doc = parse_object(b'{"e": "\\ud83d\\ude00", "t": "a\\tb"}')
+    assert doc == {"e": "\U0001f600", "t": "a\tb"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\x1b]0;owned\x07",
+        "\x1b[2J",
+        "a\x00b",
+        "\x9b31m",
+        "\u202eevil",
+        "x\u2028y",
+        "\ud800",
+        "\x7f",
+    ],
+)
+def test_readable_refuses_what_a_terminal_would_act_on(text: str) -> None:
+    with pytest.raises(ValueError, match="'hostname' holds a control character"):
+        readable(text, "hostname", 255)
+
+
+def test_readable_bounds_and_types() -> None:
+    assert readable("web-1.example.com", "hostname", 255) == "web-1.example.com"
+    assert readable("héllo ✓", "hostname", 255) == "héllo ✓"
+    with pytest.raises(ValueError, match="at most 4 characters"):
+        readable("12345", "v", 4)
+    with pytest.raises(ValueError, match="must be a string"):
+        readable(5, "v", 4)
+
+
+def test_readable_tree_bounds_size_depth_and_text() -> None:
+    assert readable_tree({"cpu": 1.5, "disks": [{"m": "/"}]}, "stats", 100) == (
+        '{"cpu":1.5,"disks":[{"m":"/"}]}'
+    )
+    with pytest.raises(ValueError, match="larger than 100 bytes"):
+        readable_tree({"x": "y" * 100}, "stats", 100)
+    with pytest.raises(ValueError, match=r"'stats\.d\[0\]\.m' holds a control"):
+        readable_tree({"d": [{"m": "\x1b]8;;http://e\x1b\\"}]}, "stats", 1000)
+    deep: dict[str, object] = {}
+    node = deep
+    for _ in range(40):
+        node["a"] = {}
+        node = node["a"]  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="nested more than"):
+        readable_tree(deep, "stats", 10_000)
+
+
+def test_shown_escapes_and_cuts() -> None:
+    assert shown("a\x1b[2Jb\ud800") == "a\\x1b[2Jb\\ud800"
+    assert shown("x" * 300, 10) == "xxxxxxx..."
+
+
+@given(st.text(alphabet=st.characters(exclude_categories=()), max_size=50))
+def test_any_text_is_either_readable_or_refused_and_shown_is_always_safe(text: str) -> None:
+    try:
+        out = readable(text, "f", 100)
+    except ValueError:
+        out = None
+    if out is not None:
+        out.encode("utf-8")
+        json.dumps(out)
+    safe = shown(text)
+    safe.encode("utf-8")
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in safe)
+
+
+def test_call_budget_refuses_one_worker_and_serves_another() -> None:
+    budget = CallBudget(10)
+    assert all(budget.take("a", 0.0) == 0 for _ in range(10))
+    assert budget.take("a", 0.0) == 6  # one call back every 6 s
+    assert budget.take("b", 0.0) == 0
+    assert budget.take("a", 6.0) == 0
+    budget.forget("a")
+    assert budget.take("a", 6.0) == 0
+
+
+def test_nonce_share_refuses_one_owner_only_and_frees_on_expiry() -> None:
+    store = NonceStore(capacity=100, share=3)
+    for i in range(3):
+        store.remember(f"a{i}", 10, 0, "a")
+    with pytest.raises(NonceShareFull):
+        store.remember("a3", 10, 0, "a")
+    store.remember("b0", 10, 0, "b")
+    store.remember("a0", 20, 1, "a")  # remembered again: not a new slot
+    assert store.held("a") == 3 and store.held("b") == 1
+    store.remember("a3", 30, 10, "a")  # a1, a2 and b0 expired at 10
+    assert store.held("a") == 2 and store.held("b") == 0
