@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TEST_NETWORKS
 from tests.support import free_port, http, run_cli, running
 from vectis.cli.render import clean
 from vectis.configfile import locked_conf, secret_path
@@ -267,7 +266,7 @@ def real_dashboard(tmp_path: Path) -> Iterator[str]:
         "VECTIS_SYNC_INTERVAL": "0",
         "VECTIS_SYNC_TIMEOUT": "5",
         "VECTIS_DATA_DIR": str(tmp_path / "data"),
-        "VECTIS_WORKER_NETWORKS": TEST_NETWORKS,
+        "VECTIS_WORKER_NETWORKS": "127.0.0.0/8",  # the hostile worker listens on loopback
     }
     args = ["dashboard", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with running(args, ready_url=f"{url}/healthz", log=tmp_path / "dashboard.log", env=env):
