@@ -23,6 +23,7 @@ Layout of `worker.conf`::
     applied_revision = 3
     reported_port = 3000                         # facts last told to the dashboard
     reported_version = "0.1.0"
+    dashboard_version = "0.1.0"                  # the dashboard's, from its last answer
 
     [config]                                     # the config the dashboard pushed (applied)
 
@@ -67,6 +68,7 @@ class WorkerState:
     applied_revision: int = 0
     reported_port: int | None = None
     reported_version: str | None = None
+    dashboard_version: str | None = None
 
 
 @dataclass
@@ -199,6 +201,7 @@ def parse_worker_conf(doc: dict[str, Any], source: str) -> WorkerConf:
     state.applied_revision = st.int_("applied_revision", 0, 0, 2**62) or 0
     state.reported_port = st.int_("reported_port", None, 1, 65535)
     state.reported_version = st.str_("reported_version")
+    state.dashboard_version = st.str_("dashboard_version")
 
     config = top.sub("config").table
     history = doc.get("history", [])
@@ -240,6 +243,7 @@ def render_worker_conf(conf: WorkerConf) -> dict[str, Any]:
         ("applied_revision", st.applied_revision),
         ("reported_port", st.reported_port),
         ("reported_version", st.reported_version),
+        ("dashboard_version", st.dashboard_version),
     ):
         _put(state, key, value)
     doc["config"] = copy.deepcopy(conf.config)

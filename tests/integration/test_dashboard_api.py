@@ -14,6 +14,7 @@ import pytest
 
 from tests.integration.test_dashboard_support import ADMIN, ENROLL, Dash, dashboard
 from tests.support import free_port, http, running
+from vectis import __version__
 
 SECRET = "ab" * 32
 
@@ -32,7 +33,8 @@ def test_register_again_and_conflict(dash: Dash) -> None:
     port = free_port()
     status, first = dash.register(SECRET, port)
     assert status == 201, first
-    assert set(first) == {"id", "subdomain", "ip"}
+    assert set(first) == {"id", "subdomain", "ip", "dashboard_version"}
+    assert first["dashboard_version"] == __version__
     status, again = dash.register(SECRET.upper(), port)
     assert status == 200 and again == first
     status, moved = dash.register(SECRET, port, ip="10.1.2.3")
@@ -321,7 +323,9 @@ def test_pages_static_files_and_install_script(dash: Dash) -> None:
     status, headers, raw = http("GET", dash.url + "/install.sh")
     script = Path(__file__).resolve().parents[2] / "vectis" / "scripts" / "install.sh"
     if script.exists():
-        assert status == 200 and raw == script.read_bytes()
+        # The script, with this dashboard's worker wheel filled in (test_worker_dist.py).
+        assert status == 200 and len(raw.splitlines()) == len(script.read_bytes().splitlines())
+        assert f'\nSERVED_VERSION="{__version__}"\n'.encode() in raw
         assert headers["Content-Type"].startswith("text/x-shellscript")
     else:
         assert status == 404 and json.loads(raw)["error"] == "not_found"

@@ -2,11 +2,15 @@
 
 One wheel of this checkout is built per session; every install puts it into a fresh venv in
 the sandbox (VECTIS_SYSTEM_PACKAGES=1: the dependencies come from the running Python, so no
-install downloads anything), and the installed `vectis` is what the assertions run.
+install downloads anything), and the installed `vectis` is what the assertions run. The tests
+of a served install take the wheel of a real dashboard instead; one of them installs the
+dependencies too, from a directory of wheels downloaded once per session, with no index.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import pwd
@@ -15,13 +19,16 @@ import shutil
 import stat
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support import free_port, http, running
+from vectis import __version__
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "install.sh"
@@ -149,6 +156,18 @@ def sandbox(tmp_path: Path, wheel: Path) -> Sandbox:
 @dataclass
 class Dashboard:
     url: str
+    data_dir: Path
+
+    def build(self) -> dict[str, Any]:
+        """The worker build it serves: version, wheel path and SHA-256, constraints."""
+        code, _, raw = http("GET", f"{self.url}/dist/worker.json")
+        assert code == 200, raw
+        return dict(json.loads(raw))
+
+    def script(self) -> str:
+        code, _, served = http("GET", f"{self.url}/install.sh")
+        assert code == 200, served
+        return served.decode()
 
 
 @pytest.fixture
@@ -167,7 +186,7 @@ def dashboard(tmp_path: Path) -> Iterator[Dashboard]:
         log=tmp_path / "dashboard.log",
         env=env,
     ):
-        yield Dashboard(f"http://127.0.0.1:{port}")
+        yield Dashboard(f"http://127.0.0.1:{port}", tmp_path / "dashboard-data")
 
 
 def mode(path: Path) -> int:
@@ -177,6 +196,28 @@ def mode(path: Path) -> int:
 def unit_ip(box: Sandbox) -> list[str]:
     """The VECTIS_PUBLIC_IP values the written unit gives the daemon."""
     return re.findall(r"^Environment=VECTIS_PUBLIC_IP=(.*)$", box.unit.read_text(), re.M)
+
+
+def assert_installed_wheel(box: Sandbox, wheel: bytes) -> None:
+    """The venv's vectis is exactly this wheel: every file of the package, byte for byte."""
+    (site,) = box.venv.glob("lib/python3*/site-packages")
+    with zipfile.ZipFile(io.BytesIO(wheel)) as zf:
+        names = [n for n in zf.namelist() if n.startswith("vectis/")]
+        assert names and all((site / n).read_bytes() == zf.read(n) for n in names)
+    installed = {
+        p.relative_to(site).as_posix()
+        for p in (site / "vectis").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    assert installed == set(names), "nothing more, nothing less"
+    done = subprocess.run(
+        [str(box.venv / "bin/python"), "-c", "import vectis; print(vectis.__version__)"],
+        cwd=box.root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == __version__
 
 
 def assert_nothing_installed(box: Sandbox) -> None:
@@ -291,6 +332,17 @@ def test_refuses_bad_inputs_before_touching_anything(sandbox: Sandbox) -> None:
     assert url.returncode == 1 and "VECTIS_DASHBOARD_URL must be an http" in url.stderr
     missing = sandbox.install(VECTIS_PACKAGE=str(sandbox.root.parent / "no-such.whl"))
     assert missing.returncode == 1 and "does not exist" in missing.stderr
+    # From a checkout there is nothing to install by default, and a name is never looked up.
+    nothing = sandbox.install(VECTIS_PACKAGE="")
+    assert nothing.returncode == 1
+    assert "nothing to install: this copy of install.sh was not served" in nothing.stderr
+    assert "set VECTIS_PACKAGE (or --package)" in nothing.stderr
+    by_name = sandbox.install("--package", "vectis", cwd=sandbox.root.parent, VECTIS_PACKAGE="")
+    assert by_name.returncode == 1 and "never looked up in a package index" in by_name.stderr
+    remote = sandbox.install(VECTIS_PACKAGE="https://example.com/vectis-1.0-py3-none-any.whl")
+    assert remote.returncode == 1 and "needs its VECTIS_PACKAGE_SHA256" in remote.stderr
+    no_value = sandbox.install("--package")
+    assert no_value.returncode == 2 and "--package needs a value" in no_value.stderr
     for bad_ip, why in (
         ("203.0.113", "not an IP address"),
         ("0.0.0.0", "not a unicast address"),
@@ -359,9 +411,12 @@ def test_fresh_install_without_token_is_pending(sandbox: Sandbox) -> None:
 def test_unit_passes_systemd_analyze_verify(sandbox: Sandbox) -> None:
     # A relative VECTIS_PACKAGE is taken from the caller's directory. An IPv4-mapped address
     # is written in its plain form, as `vectis` reads it.
+    # --package (over VECTIS_PACKAGE) with its --sha256, checked before it is installed.
     done = sandbox.install(
+        *("--package", f"./{sandbox.wheel.name}"),
+        *("--sha256", hashlib.sha256(sandbox.wheel.read_bytes()).hexdigest()),
         cwd=sandbox.wheel.parent,
-        VECTIS_PACKAGE=f"./{sandbox.wheel.name}",
+        VECTIS_PACKAGE="/nonexistent/vectis.whl",
         VECTIS_PUBLIC_IP="::ffff:203.0.113.7",
         VECTIS_WORKER_PORT="443",
     )
@@ -423,14 +478,20 @@ def test_install_with_token_registers_and_a_rerun_keeps_secret_and_id(
         "VECTIS_DASHBOARD_URL": dashboard.url,
         "VECTIS_PUBLIC_IP": "127.0.0.1",
     }
-    # The one-liner: the script as the dashboard serves it, piped into bash.
-    code, _, served = http("GET", f"{dashboard.url}/install.sh")
-    assert code == 200 and served == SCRIPT.read_bytes()
-    first = sandbox.install(piped=served.decode(), **env)
+    # The one-liner: the script as the dashboard serves it, piped into bash. It installs the
+    # dashboard's own wheel (VECTIS_PACKAGE is not set), checked against its SHA-256.
+    build = dashboard.build()
+    first = sandbox.install(piped=dashboard.script(), VECTIS_PACKAGE="", **env)
     assert first.returncode == 0, first.stderr
     assert ENROLL not in first.stdout + first.stderr
+    assert f"from {dashboard.url}{build['wheel']}" in first.stdout
+    code, _, wheel = http("GET", dashboard.url + build["wheel"])
+    assert code == 200 and hashlib.sha256(wheel).hexdigest() == build["sha256"]
+    assert_installed_wheel(sandbox, wheel)
     code, status = sandbox.status()
     assert code == 0 and status["sync_status"] == "synced"
+    # The worker knows the dashboard's version (from the registration's answer).
+    assert status["version"] == status["dashboard_version"] == build["version"]
     worker_id = status["id"]
     assert isinstance(worker_id, str)
     assert re.fullmatch(r"[a-z]+(-[a-z]+)*-[0-9a-f]{4}", worker_id)
@@ -476,6 +537,107 @@ def test_bad_token_exits_3_and_leaves_the_install_failed(
     # Installed all the same: venv, unit, links stay.
     assert (sandbox.venv / "bin/vectis").exists() and sandbox.unit.exists()
     assert all(link.is_symlink() for link in sandbox.links())
+
+
+# --- the dashboard's own build ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dependency_wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A find-links dir with vectis's dependencies at the running versions, and no vectis."""
+    from vectis.dashboard.dist import constraints
+
+    out = tmp_path_factory.mktemp("deps")
+    pins = out / "constraints.txt"
+    pins.write_text(constraints())
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "download", "-q", "--no-deps"),
+            *("--only-binary=:all:", "-d", str(out / "wheels"), "-r", str(pins)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not list((out / "wheels").glob("vectis-*")), "the index must not hold vectis"
+    return out / "wheels"
+
+
+def test_served_script_installs_the_dashboards_wheel_without_asking_the_index(
+    sandbox: Sandbox, dashboard: Dashboard, dependency_wheels: Path
+) -> None:
+    # pip sees no index and no config: only a directory of the dependency wheels. A request
+    # for 'vectis' by name would fail; the dependencies come pinned by the served constraints.
+    # No VECTIS_DASHBOARD_URL: the wheel comes from where the script was served.
+    build = dashboard.build()
+    done = sandbox.install(
+        piped=dashboard.script(),
+        VECTIS_PACKAGE="",
+        VECTIS_SYSTEM_PACKAGES="",
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_NO_INDEX="1",
+        PIP_FIND_LINKS=str(dependency_wheels),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"installed vectis {__version__} from {dashboard.url}{build['wheel']}" in done.stdout
+    code, _, wheel = http("GET", dashboard.url + build["wheel"])
+    assert code == 200
+    assert_installed_wheel(sandbox, wheel)
+    # Its own dependencies, at the dashboard's versions, not the running Python's copies.
+    _, _, pins = http("GET", dashboard.url + build["constraints"])
+    wanted = dict(line.split("==") for line in pins.decode().splitlines())
+    listed = subprocess.run(
+        [str(sandbox.venv / "bin/python"), "-c", VERSIONS_PY, *wanted],
+        cwd=sandbox.root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(listed.stdout) == wanted
+    assert not list(sandbox.venv.glob("lib/python3*/site-packages/vectis-deps.pth"))
+
+
+VERSIONS_PY = """
+import json, sys
+from importlib.metadata import distribution
+print(json.dumps({n: distribution(n).version for n in sys.argv[1:]}))
+"""
+
+
+def test_a_tampered_wheel_or_a_wrong_hash_is_refused_and_leaves_nothing(
+    sandbox: Sandbox, dashboard: Dashboard
+) -> None:
+    build = dashboard.build()
+    script = dashboard.script()
+    env = {"VECTIS_PACKAGE": "", "VECTIS_DASHBOARD_URL": dashboard.url}
+
+    # The script names another SHA-256 than the wheel's.
+    wrong = script.replace(build["sha256"], "0" * 64)
+    assert wrong != script
+    done = sandbox.install(piped=wrong, **env)
+    assert done.returncode == 1, done.stderr
+    assert f"SHA-256 mismatch for {dashboard.url}{build['wheel']}" in done.stderr
+    assert "step 'download and check" in done.stderr
+    assert_nothing_installed(sandbox)
+    assert not sandbox.etc.exists()
+
+    # The wheel changed on its way (here: in the dashboard's cache) after the script was served.
+    (cached,) = dashboard.data_dir.glob(f"dist/*/{Path(build['wheel']).name}")
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    cached.write_bytes(bytes(data))
+    done = sandbox.install(piped=script, **env)
+    assert done.returncode == 1, done.stderr
+    assert f"expected {build['sha256']}, got {hashlib.sha256(data).hexdigest()}" in done.stderr
+    assert_nothing_installed(sandbox)
+    assert not sandbox.etc.exists()
+
+    # The same check for a local wheel given with --sha256.
+    done = sandbox.install("--sha256", "ab" * 32)
+    assert done.returncode == 1 and "SHA-256 mismatch" in done.stderr
+    assert_nothing_installed(sandbox)
 
 
 # --- failures roll back ---------------------------------------------------------------------

@@ -44,6 +44,7 @@ def test_json_document_fields_and_exit_codes() -> None:
         ip="203.0.113.5",
         reported_port=3100,
         reported_version=__version__,
+        dashboard_version="9.9.9",
         sync=SyncRecord(SyncStatus.FAILED, "2026-11-27T12:00:00Z", "boom", 2),
     )
     error = DashboardRefused("boom")
@@ -55,6 +56,7 @@ def test_json_document_fields_and_exit_codes() -> None:
         "ip": "203.0.113.5",
         "port": 3100,
         "version": __version__,
+        "dashboard_version": "9.9.9",
         "sync_status": "failed",
         "last_sync": "2026-11-27T12:00:00Z",
         "error": "boom",

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from vectis import __version__
 from vectis.dashboard.model import (
     SyncReply,
     Worker,
@@ -67,7 +68,8 @@ def _refuse(name: str) -> Any:
 
 _FIELDS = [
     *("id", "subdomain", "ip", "port", "status", "dns_status", "dns_error", "last_sync"),
-    *("last_error", "consecutive_failures", "version", "desired_revision", "applied_revision"),
+    *("last_error", "consecutive_failures", "version", "version_current", "desired_revision"),
+    "applied_revision",
     *("stats", "hostname", "metadata", "created_at", "updated_at"),
 ]
 
@@ -126,6 +128,14 @@ async def varied_fleet(store: SQLiteStore) -> None:
         store, "alpha-ant-0004", lambda w: (after_dns(w, later, False, "refused \u00df", 60), [])
     )
     await mutate(store, "omega-bee-0005", lambda w: (after_dns(w, later, True, None, 60), []))
+    # The dashboard's own version: the one worker whose version is current.
+    await mutate(
+        store,
+        "omega-bee-0005",
+        lambda w: after_heartbeat(
+            w, later, ip=w.ip, port=w.port, version=__version__, applied_revision=None
+        ),
+    )
 
 
 async def test_every_field_kind_renders_as_the_python_render(store: SQLiteStore) -> None:
@@ -147,6 +157,15 @@ async def test_every_field_kind_renders_as_the_python_render(store: SQLiteStore)
     fox = next(w for w in listed if w["id"] == "zeta-fox-0001")
     assert fox["stats"]["big"] == 2**70 and fox["metadata"]["tags"][2] == {"deep": {"er": []}}
     assert all("secret" not in w for w in listed)
+    # Behind, current, or never reported (null).
+    current = {w["id"]: w["version_current"] for w in listed}
+    assert current == {
+        "alpha-owl-0002": None,
+        "alpha-ant-0004": None,
+        "beta-elk-0003": False,
+        "zeta-fox-0001": False,
+        "omega-bee-0005": True,
+    }
 
 
 async def test_stored_json_that_is_not_json_lists_as_null(store: SQLiteStore) -> None:

@@ -37,6 +37,12 @@ def status(
         emit_json(report)
     else:
         fields([(key, value) for key, value in report.items() if value is not None or key in KEEP])
+        theirs = report["dashboard_version"]
+        if theirs is not None and theirs != report["version"]:
+            say(
+                f"this worker runs vectis {report['version']} and its dashboard {theirs}: "
+                "run the dashboard's install.sh again to upgrade"
+            )
     code = status_exit_code(report)
     if code:
         raise typer.Exit(int(code))

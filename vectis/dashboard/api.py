@@ -10,11 +10,11 @@ from aiohttp import web
 
 from vectis import httpserver
 from vectis.crypto.signing import SIGNATURE_HEADER
-from vectis.dashboard import auth, pages
-from vectis.dashboard.keys import DASHBOARD
+from vectis.dashboard import auth, dist, pages
+from vectis.dashboard.keys import DASHBOARD, DIST
 from vectis.dashboard.names import is_worker_id
 from vectis.dashboard.service import Dashboard
-from vectis.errors import Forbidden, Unauthorized
+from vectis.errors import BadRequest, Forbidden, NotFound, Unauthorized
 
 
 def _dash(request: web.Request) -> Dashboard:
@@ -218,10 +218,43 @@ async def static(request: web.Request) -> web.Response:
 
 
 async def install_sh(request: web.Request) -> web.Response:
+    """The script with this dashboard's worker wheel (URL, SHA-256) and constraints filled in."""
+    build = await request.app[DIST].get()
+    try:
+        body = dist.served_script(pages.install_script(), build, _origin(request))
+    except ValueError:
+        raise BadRequest("the Host header is not a plain host name or address") from None
     return web.Response(
-        body=pages.install_script(),
+        body=body,
         headers={"Content-Type": "text/x-shellscript; charset=utf-8", "Cache-Control": "no-cache"},
     )
+
+
+def _origin(request: web.Request) -> str:
+    """The scheme and host this request reached the dashboard by."""
+    return f"{request.scheme}://{request.host}"
+
+
+async def dist_wheel(request: web.Request) -> web.StreamResponse:
+    build = await request.app[DIST].get()
+    if request.match_info["name"] != build.name:
+        raise NotFound(f"this dashboard serves {build.name} only")
+    return web.FileResponse(
+        build.wheel,
+        headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-cache"},
+    )
+
+
+async def dist_constraints(request: web.Request) -> web.Response:
+    build = await request.app[DIST].get()
+    return web.Response(
+        body=build.constraints,
+        headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache"},
+    )
+
+
+async def dist_manifest(request: web.Request) -> web.Response:
+    return _json((await request.app[DIST].get()).manifest())
 
 
 # A worker ID's shape in the route, so that the fixed paths beside it (/infra/workers/sync,
@@ -249,4 +282,7 @@ ROUTES = [
     web.get("/", index),
     web.get("/static/{name}", static),
     web.get("/install.sh", install_sh),
+    web.get(dist.CONSTRAINTS_PATH, dist_constraints),
+    web.get(dist.MANIFEST_PATH, dist_manifest),
+    web.get("/dist/{name:vectis-[^/]+[.]whl}", dist_wheel),
 ]

@@ -12,10 +12,11 @@ from aiohttp import web
 from vectis import httpserver
 from vectis.dashboard import openapi
 from vectis.dashboard.api import ROUTES
-from vectis.dashboard.keys import DASHBOARD
+from vectis.dashboard.dist import WorkerDist
+from vectis.dashboard.keys import DASHBOARD, DIST
 from vectis.dashboard.service import Dashboard
 from vectis.dashboard.settings import DashboardSettings
-from vectis.errors import TooManyRequests, VectisError
+from vectis.errors import VectisError
 
 log = logging.getLogger("vectis.dashboard")
 
@@ -37,8 +38,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         resp = await handler(request)
     except VectisError as exc:
         resp = web.json_response(exc.to_json(), status=exc.http_status)
-        if isinstance(exc, TooManyRequests):
-            resp.headers["Retry-After"] = str(exc.retry_after)
+        retry_after = getattr(exc, "retry_after", None)
+        if isinstance(retry_after, int):
+            resp.headers["Retry-After"] = str(retry_after)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -62,6 +64,7 @@ def create_app(settings: DashboardSettings, dashboard: Dashboard | None = None) 
     """The dashboard application; its store, DNS and tasks start with the app's runner."""
     app = web.Application(middlewares=[errors], client_max_size=settings.body_limit)
     app[DASHBOARD] = dashboard or Dashboard(settings)
+    app[DIST] = WorkerDist(settings.data_dir / "dist", settings.worker_wheel)
     app.add_routes(ROUTES)
     app.router.add_get("/openapi.json", openapi.serve)
     app.cleanup_ctx.append(_lifecycle)

@@ -20,6 +20,8 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 
+from vectis import __version__
+
 REV_KEY = "workers_rev"
 _CHUNK = 500
 
@@ -31,6 +33,8 @@ WORKER_OBJECT = """json_object(
     'dns_error', CASE WHEN :dns THEN dns_error END,
     'last_sync', last_sync, 'last_error', last_error,
     'consecutive_failures', consecutive_failures, 'version', version,
+    'version_current', json(CASE WHEN version IS NULL THEN 'null'
+        WHEN version = :version THEN 'true' ELSE 'false' END),
     'desired_revision', desired_revision, 'applied_revision', applied_revision,
     'stats', json(CASE WHEN json_valid(stats_json) THEN stats_json END),
     'hostname', hostname,
@@ -85,7 +89,7 @@ class ListCache:
 
     def render(self, db: sqlite3.Connection, status: str | None, dns: bool) -> bytes:
         """`{"workers": [...]}` in the order (created_at, id), as UTF-8 JSON."""
-        params = {"dns": int(dns)}
+        params: dict[str, int | str] = {"dns": int(dns), "version": __version__}
         db.execute("BEGIN")
         try:
             with self.lock:
@@ -118,7 +122,9 @@ class ListCache:
             parts = [r[2] for i in self._order if (r := rows[i])[1] == status]
         return b'{"workers":[' + b",".join(parts) + b"]}"
 
-    def _refresh(self, db: sqlite3.Connection, ids: set[str], params: dict[str, int]) -> list[str]:
+    def _refresh(
+        self, db: sqlite3.Connection, ids: set[str], params: dict[str, int | str]
+    ) -> list[str]:
         """Render these workers again; the ids still present (the order may be dropped)."""
         updated: list[str] = []
         pending = sorted(ids)
@@ -140,7 +146,9 @@ class ListCache:
         return updated
 
     @staticmethod
-    def _fetch(db: sqlite3.Connection, ids: list[str], params: dict[str, int]) -> dict[str, Row]:
+    def _fetch(
+        db: sqlite3.Connection, ids: list[str], params: dict[str, int | str]
+    ) -> dict[str, Row]:
         """These workers rendered, by id (a deleted one is absent)."""
         named = {f"i{k}": v for k, v in enumerate(ids)}
         marks = ", ".join(f":{k}" for k in named)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from vectis import __version__
 from vectis.status import (
     StatusChange,
     SyncRecord,
@@ -227,8 +228,14 @@ def _decode(text: str | None) -> Any:
         return None
 
 
-def worker_json(w: Worker, *, dns_provisions: bool = True) -> dict[str, Any]:
-    """The API's worker object (SPEC section 9); never the secret."""
+def worker_json(
+    w: Worker, *, dns_provisions: bool = True, dashboard_version: str = __version__
+) -> dict[str, Any]:
+    """The API's worker object (SPEC section 9); never the secret.
+
+    `version_current`: whether the worker runs the dashboard's version (the one its
+    install.sh installs); null until the worker reported a version.
+    """
     return {
         "id": w.id,
         "subdomain": w.subdomain,
@@ -241,6 +248,7 @@ def worker_json(w: Worker, *, dns_provisions: bool = True) -> dict[str, Any]:
         "last_error": w.last_error,
         "consecutive_failures": w.consecutive_failures,
         "version": w.version,
+        "version_current": None if w.version is None else w.version == dashboard_version,
         "desired_revision": w.desired_revision,
         "applied_revision": w.applied_revision,
         "stats": _decode(w.stats_json),

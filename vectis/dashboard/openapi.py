@@ -55,6 +55,10 @@ def _object(properties: dict[str, Schema], *, closed: bool = True, **extra: Any)
     return {**doc, **extra}
 
 
+DASHBOARD_VERSION: Schema = {
+    "type": "string",
+    "description": "the dashboard's version: the one its install.sh installs on a worker",
+}
 WORKER_FIELDS: dict[str, Schema] = {
     "id": {"type": "string", "pattern": WORKER_ID},
     "subdomain": {"type": "string", "description": "<id>.<zone>"},
@@ -67,6 +71,13 @@ WORKER_FIELDS: dict[str, Schema] = {
     "last_error": _nullable({"type": "string"}),
     "consecutive_failures": COUNT,
     "version": _nullable({"type": "string"}),
+    "version_current": _nullable(
+        {
+            "type": "boolean",
+            "description": "whether the worker runs the dashboard's version (the one its "
+            "install.sh installs); null until the worker reported a version",
+        }
+    ),
     "desired_revision": COUNT,
     "applied_revision": COUNT,
     "stats": _nullable({"type": "object", "description": "the worker's latest figures"}),
@@ -162,6 +173,9 @@ RESPONSES: dict[str, Schema] = {
         _ref("Error"), "too many failed credentials from this address", RETRY_AFTER
     ),
     "Unavailable": _error("the nonce store is full of unexpired nonces; retry shortly"),
+    "WheelUnavailable": _json(
+        _ref("Error"), "the worker wheel could not be made (yet); the message says why", RETRY_AFTER
+    ),
 }
 
 
@@ -175,6 +189,7 @@ def _use(*names: str) -> dict[str, Schema]:
         "TooLarge": "413",
         "RateLimited": "429",
         "Unavailable": "503",
+        "WheelUnavailable": "503",
     }
     return {codes[n]: {"$ref": f"#/components/responses/{n}"} for n in names}
 
@@ -316,14 +331,16 @@ def _signed_op(
         {
             "200": _json(answer, signed, {"X-Vectis-Signature": SIGNATURE}),
             "409": _error(conflict),
-            **_use("BadRequest", "Unauthorized", "TooLarge", "Unavailable"),
+            **_use("BadRequest", "Unauthorized", "TooLarge", "RateLimited", "Unavailable"),
         },
         tag="workers",
         security=[{"workerSignature": []}],
         parameters=[WORKER_PARAM],
         body=_body(body),
         description="Answers only its exact raw path, without a query. The signature is "
-        "checked before the body is read; 503 when the nonce store is full.",
+        "checked before the body is read; 429 when this worker is over its budget of signed "
+        "calls a minute (VECTIS_WORKER_CALLS_PER_MINUTE) or holds its whole share of the "
+        "nonce store; 503 when the nonce store is full.",
     )
 
 
@@ -629,8 +646,69 @@ def _paths() -> dict[str, Schema]:
                 "installScript",
                 "The install script (SPEC section 11)",
                 {
-                    "200": _text_file("text/x-shellscript", "the script"),
-                    **_use("NotFound"),
+                    "200": _text_file(
+                        "text/x-shellscript",
+                        "the script, with the worker wheel's URL and SHA-256 filled in",
+                    ),
+                    **_use("BadRequest", "NotFound", "WheelUnavailable"),
+                },
+                tag="files",
+            )
+        },
+        "/dist/{name}": {
+            "get": _op(
+                "workerWheel",
+                "The wheel of the vectis this dashboard runs, which its install.sh installs",
+                {
+                    "200": {
+                        "description": "the wheel",
+                        "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_use("NotFound", "WheelUnavailable"),
+                },
+                tag="files",
+                parameters=[
+                    _param(
+                        "name",
+                        r"^vectis-[^/]+\.whl$",
+                        "vectis-<version>-py3-none-any.whl of the dashboard's version; any "
+                        "other name answers 404",
+                    )
+                ],
+            )
+        },
+        "/dist/constraints.txt": {
+            "get": _op(
+                "workerConstraints",
+                "The dependency versions the dashboard runs with, as pip constraints",
+                {
+                    "200": _text_file("text/plain", "one name==version line per dependency"),
+                    **_use("WheelUnavailable"),
+                },
+                tag="files",
+            )
+        },
+        "/dist/worker.json": {
+            "get": _op(
+                "workerBuild",
+                "The build workers install: version, wheel path and SHA-256, constraints",
+                {
+                    "200": _json(
+                        _object(
+                            {
+                                "version": DASHBOARD_VERSION,
+                                "wheel": {"type": "string"},
+                                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                "constraints": {"type": "string"},
+                                "constraints_sha256": {
+                                    "type": "string",
+                                    "pattern": "^[0-9a-f]{64}$",
+                                },
+                            }
+                        ),
+                        "the served build",
+                    ),
+                    **_use("WheelUnavailable"),
                 },
                 tag="files",
             )
@@ -655,6 +733,7 @@ def document() -> dict[str, Any]:
             "id": {"type": "string", "pattern": WORKER_ID},
             "subdomain": {"type": "string"},
             "ip": {"type": "string"},
+            "dashboard_version": DASHBOARD_VERSION,
         }
     )
     schemas["HeartbeatAnswer"] = _object(
@@ -662,6 +741,7 @@ def document() -> dict[str, Any]:
             "status": {"enum": STATUSES},
             "revision": COUNT,
             "config": {"type": "object", "description": "the desired config"},
+            "dashboard_version": DASHBOARD_VERSION,
         }
     )
     return {

@@ -16,6 +16,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from vectis import __version__
 from vectis.crypto.secrets import is_acceptable_secret, key_from_secret
 from vectis.crypto.signing import (
     AuthFailure,
@@ -239,7 +240,10 @@ class Dashboard:
         )
         if w.dns_status == "pending":
             self._dns_wake.set()
-        return {"id": w.id, "subdomain": w.subdomain, "ip": w.ip}, created
+        answer = {"id": w.id, "subdomain": w.subdomain, "ip": w.ip}
+        # The version a re-run of the served install.sh would install: `vectis status` shows it.
+        answer["dashboard_version"] = __version__
+        return answer, created
 
     async def heartbeat(
         self, worker_id: str, path: str, authorization: str | None, body: bytes
@@ -272,10 +276,11 @@ class Dashboard:
         self.metrics.heartbeats["ok"] += 1
         if w.dns_status == "pending":
             self._dns_wake.set()
-        answer = b'{"status": "%s", "revision": %d, "config": %s}' % (
+        answer = b'{"status": "%s", "revision": %d, "config": %s, "dashboard_version": "%s"}' % (
             w.status.encode(),
             w.desired_revision,
             w.config_json.encode("utf-8"),
+            __version__.encode(),
         )
         return answer, sign_response(key, worker_id, req.nonce, 200, answer, ts=int(self.clock()))
 

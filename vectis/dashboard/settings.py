@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vectis.crypto.signing import DEFAULT_NONCE_CAPACITY
+from vectis.dashboard.dist import check_wheel_file
 from vectis.errors import ConfigError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -44,6 +45,8 @@ class DashboardSettings:
     sync_timeout: float = DEFAULT_SYNC_TIMEOUT
     nonce_capacity: int = DEFAULT_NONCE_CAPACITY
     body_limit: int = BODY_LIMIT
+    #: VECTIS_WORKER_WHEEL: the wheel served to workers instead of one packed from what runs
+    worker_wheel: Path | None = None
     dns_retry_max: float = 300.0
 
     @property
@@ -125,6 +128,8 @@ def load_settings(
         s.enroll_token = _read_token_file(enroll_token_file, "enrollment token")
     else:
         s.enroll_token = env.get("VECTIS_TOKEN", "").strip() or None
+    wheel = env.get("VECTIS_WORKER_WHEEL", "").strip()
+    s.worker_wheel = check_wheel_file(wheel) if wheel else None
     s.sync_interval = _number(env, "VECTIS_SYNC_INTERVAL", DEFAULT_SYNC_INTERVAL, 0)
     s.sync_concurrency = _integer(env, "VECTIS_SYNC_CONCURRENCY", 100, 1, 10_000)
     s.sync_timeout = _number(env, "VECTIS_SYNC_TIMEOUT", DEFAULT_SYNC_TIMEOUT, 0.05)

@@ -4,7 +4,13 @@
 #   export VECTIS_TOKEN=... VECTIS_DASHBOARD_URL=https://<dashboard>
 #   curl -fsSL "$VECTIS_DASHBOARD_URL/install.sh" | sudo --preserve-env=VECTIS_TOKEN,VECTIS_DASHBOARD_URL bash
 #   curl -fsSL https://<dashboard>/install.sh | sudo bash -s -- --uninstall [--purge]
+#   sudo --preserve-env=... bash scripts/install.sh --package vectis-X-py3-none-any.whl
 #   sudo bash scripts/install.sh [--uninstall [--purge]] [--help]
+#
+# Served by a dashboard, the script installs that dashboard's own build: the SERVED_* lines
+# below are filled in then (the wheel's path and SHA-256, the dependency constraints). From a
+# checkout they are empty, and --package / VECTIS_PACKAGE says what to install. No install
+# ever asks a package index for 'vectis': on the public index that name is another project's.
 #
 # Everything runs inside main(), called on the last line, so that a script piped into bash is
 # read completely before any command runs (and no command can swallow the rest of it).
@@ -18,9 +24,17 @@ readonly UNIT="/etc/systemd/system/${UNIT_NAME}"
 readonly BIN_DIR="/usr/local/bin"
 readonly COMMANDS=(vectis vectis-status vectis-sync)
 
+# Filled in by the dashboard that serves this script (GET /install.sh); empty in a checkout.
+SERVED_FROM=""
+SERVED_VERSION=""
+SERVED_WHEEL=""
+SERVED_WHEEL_SHA256=""
+SERVED_CONSTRAINTS=""
+SERVED_CONSTRAINTS_SHA256=""
+
 usage() {
   cat <<'EOF'
-Usage: install.sh [--uninstall [--purge]] [--help]
+Usage: install.sh [--package PATH [--sha256 HEX]] [--uninstall [--purge]] [--help]
 
 Install (or upgrade) the Vectis worker on this server. Run as root:
 
@@ -34,24 +48,35 @@ Uninstall, from the dashboard or a checkout:
   curl -fsSL https://<dashboard>/install.sh | sudo bash -s -- --uninstall [--purge]
   sudo bash scripts/install.sh --uninstall [--purge]
 
+What is installed: the script a dashboard serves installs that dashboard's own build (a wheel
+of the version it runs, checked against the SHA-256 written into the script, with the
+dependencies pinned to the versions the dashboard runs with); re-running it upgrades the
+worker to the dashboard's version. From a checkout, --package (or VECTIS_PACKAGE) is needed.
+The index is never asked for a package named 'vectis'.
+
   (no option)   create the system user, /etc/vectis (0700), the venv /opt/vectis, the
                 worker secret (only if missing), worker.conf, the systemd unit
                 vectis-worker.service and the links in /usr/local/bin; start the service;
                 register with the dashboard when VECTIS_TOKEN is set
   --uninstall   stop and remove the service, the links and the venv; keep /etc/vectis
   --purge       with --uninstall: remove /etc/vectis (the secret and state) too
+  --package P   what to install (as VECTIS_PACKAGE); --sha256 HEX checks it (as
+                VECTIS_PACKAGE_SHA256)
   -h, --help    show this help
 
 Environment:
   VECTIS_TOKEN          enrollment token; without it the worker stays 'pending'
   VECTIS_DASHBOARD_URL  the dashboard's URL (kept in /etc/vectis/worker.conf); needed with
-                        a token unless worker.conf already has one
+                        a token unless worker.conf already has one; a served script
+                        downloads the wheel from it (else from where it was served)
   VECTIS_PUBLIC_IP      this server's public IP, used to register and kept in the unit
                         (Environment=) for the daemon's heartbeats; a re-run without it
                         keeps the unit's value; 'detect' drops it (detected when unset)
   VECTIS_WORKER_PORT    the port the worker listens on (kept in worker.conf; default 3000)
-  VECTIS_PACKAGE        what to install: a local path, a wheel or a requirement
-                        (default: 'vectis' from the package index)
+  VECTIS_PACKAGE        what to install: a vectis wheel (a path, or an http(s) URL with
+                        VECTIS_PACKAGE_SHA256) or a source tree; default: the dashboard's
+                        build when served, none from a checkout (then it is required)
+  VECTIS_PACKAGE_SHA256 the wheel's SHA-256 (64 hex digits): any other file is refused
   VECTIS_SYSTEM_PACKAGES=1
                         take vectis's dependencies from VECTIS_PYTHON's own site-packages
                         (e.g. distro packages) instead of the index: nothing but vectis
@@ -265,19 +290,93 @@ check_inputs() {
       fail "${BIN_DIR}/$name exists and is not a link to ${VENV}/bin/$name: move it away"
     fi
   done
-  case "$PACKAGE" in
-    /* | ./* | ../* | *.whl)
-      [ -e "$PACKAGE" ] || fail "VECTIS_PACKAGE=$PACKAGE does not exist"
-      PACKAGE="$(realpath -- "$PACKAGE")"
-      ;;
-  esac
+  check_package
   if [ "$SANDBOX" -eq 0 ] && ! id -u "$SVC_USER" >/dev/null 2>&1; then
     command -v useradd >/dev/null 2>&1 ||
       fail "useradd not found: create the system user ${SVC_USER} first, then run again"
   fi
 }
 
+# What to install: --package / VECTIS_PACKAGE, else the build of the dashboard that served this
+# script. Never a name: pip would look it up in the index, and 'vectis' there is not ours.
+check_package() {
+  local base
+  if [ -z "$PACKAGE" ]; then
+    [ -z "$PACKAGE_SHA256" ] || fail "VECTIS_PACKAGE_SHA256 (--sha256) goes with VECTIS_PACKAGE"
+    [ -n "$SERVED_WHEEL" ] || fail "nothing to install: this copy of install.sh was not served" \
+      "by a dashboard, so set VECTIS_PACKAGE (or --package) to a vectis wheel or source tree;" \
+      "or run the script your dashboard serves: curl -fsSL <dashboard>/install.sh | sudo bash"
+    base="${VECTIS_DASHBOARD_URL:-$SERVED_FROM}"
+    base="${base%/}"
+    PACKAGE="$base$SERVED_WHEEL"
+    PACKAGE_SHA256="$SERVED_WHEEL_SHA256"
+    CONSTRAINTS="$base$SERVED_CONSTRAINTS"
+    CONSTRAINTS_SHA256="$SERVED_CONSTRAINTS_SHA256"
+    WANT_VERSION="$SERVED_VERSION"
+  fi
+  [ -z "$PACKAGE_SHA256" ] || [[ "$PACKAGE_SHA256" =~ ^[0-9a-f]{64}$ ]] ||
+    fail "VECTIS_PACKAGE_SHA256 must be 64 lowercase hex digits (got '$PACKAGE_SHA256')"
+  case "$PACKAGE" in
+    http://* | https://*)
+      [[ "$PACKAGE" =~ ^https?://[^[:space:]?#]+/vectis-[^/[:space:]?#]+\.whl$ ]] ||
+        fail "VECTIS_PACKAGE=$PACKAGE: a URL must name a vectis wheel (.../vectis-*.whl)"
+      [ -n "$PACKAGE_SHA256" ] ||
+        fail "VECTIS_PACKAGE=$PACKAGE: a wheel from a URL needs its VECTIS_PACKAGE_SHA256"
+      ;;
+    *)
+      [ -e "$PACKAGE" ] || fail "VECTIS_PACKAGE=$PACKAGE does not exist: give a vectis wheel or" \
+        "source tree (a name such as 'vectis' is never looked up in a package index)"
+      PACKAGE="$(realpath -- "$PACKAGE")"
+      if [ -n "$PACKAGE_SHA256" ] && [ ! -f "$PACKAGE" ]; then
+        fail "VECTIS_PACKAGE_SHA256 checks a wheel file, and $PACKAGE is not a file"
+      fi
+      ;;
+  esac
+  PACKAGE_FROM="$PACKAGE"
+}
+
+# Copy a URL or a file to a path, refusing it unless its SHA-256 is the one given.
+readonly FETCH_PY='
+import hashlib, sys, urllib.request
+source, dest, want = sys.argv[1:4]
+digest = hashlib.sha256()
+try:
+    if source.startswith(("http://", "https://")):
+        stream = urllib.request.urlopen(source, timeout=120)
+    else:
+        stream = open(source, "rb")
+    with stream, open(dest, "wb") as out:
+        while chunk := stream.read(1 << 16):
+            digest.update(chunk)
+            out.write(chunk)
+except (OSError, ValueError) as exc:
+    sys.exit(f"cannot download {source}: {exc}")
+if digest.hexdigest() != want:
+    sys.exit(f"SHA-256 mismatch for {source}: expected {want}, got {digest.hexdigest()}")
+'
+
 # --- install steps --------------------------------------------------------------------------
+
+# Download the package (and the constraints) into the work dir and check their SHA-256: pip
+# then installs those very files, which nobody can swap between the check and the install.
+fetch_package() {
+  local name
+  if [ -z "$PACKAGE_SHA256" ]; then
+    return 0
+  fi
+  name="${PACKAGE##*/}"
+  step "download and check ${name}"
+  mkdir "$WORK/dist"
+  "$PYTHON" -c "$FETCH_PY" "$PACKAGE" "$WORK/dist/$name" "$PACKAGE_SHA256" ||
+    fail "refused ${PACKAGE_FROM}: it is not the expected file (see above); nothing was installed"
+  PACKAGE="$WORK/dist/$name"
+  if [ -n "$CONSTRAINTS" ]; then
+    "$PYTHON" -c "$FETCH_PY" "$CONSTRAINTS" "$WORK/dist/constraints.txt" "$CONSTRAINTS_SHA256" ||
+      fail "refused ${CONSTRAINTS}: it is not the expected file (see above)"
+    CONSTRAINTS="$WORK/dist/constraints.txt"
+  fi
+}
+
 
 # Python snippets run by the venv's interpreter.
 readonly SITE_DIRS_PY='import site; print("\n".join(site.getsitepackages()))'
@@ -298,7 +397,7 @@ print(" ".join(missing))
 
 make_venv() {
   local venv_args=() pip_args=(--disable-pip-version-check --no-input -q) missing
-  step "install vectis into ${VENV} (${PACKAGE})"
+  step "install vectis into ${VENV} (${PACKAGE_FROM})"
   mkdir -p "$R/opt"
   if [ -e "$R$VENV" ]; then
     # Upgrade: keep the running version aside until the new one is in place.
@@ -317,9 +416,11 @@ make_venv() {
     "$PYTHON" -c "$SITE_DIRS_PY" >"$("$R$VENV/bin/python" -c "$PURELIB_PY")/vectis-deps.pth"
     pip_args+=(--no-deps --ignore-installed)
   fi
+  # The dependencies at the versions the dashboard runs with (a served install).
+  [ -z "$CONSTRAINTS" ] || pip_args+=(--constraint "$CONSTRAINTS")
   if ! venv_pip install "${pip_args[@]}" "$PACKAGE" >"$WORK/pip.log" 2>&1; then
     tail -n 25 "$WORK/pip.log" >&2
-    fail "pip could not install '$PACKAGE' (check VECTIS_PACKAGE, the network or the index)"
+    fail "pip could not install '$PACKAGE_FROM' (check VECTIS_PACKAGE, the network or the index)"
   fi
   missing="$("$R$VENV/bin/python" -c "$MISSING_DEPS_PY")"
   [ -z "$missing" ] || fail "the venv lacks vectis's dependencies: ${missing}"
@@ -328,6 +429,8 @@ make_venv() {
     fail "the installed vectis does not run"
   }
   VERSION="$("$R$VENV/bin/python" -c 'import vectis; print(vectis.__version__)')"
+  [ -z "$WANT_VERSION" ] || [ "$VERSION" = "$WANT_VERSION" ] ||
+    fail "the installed vectis is ${VERSION}, but the dashboard serves ${WANT_VERSION}"
 }
 
 make_user() {
@@ -512,7 +615,7 @@ register() {
 summary() {
   local status as_user=""
   status="$(as_service_user "$R$VENV/bin/vectis" status --json 2>/dev/null || true)"
-  say "installed vectis ${VERSION}"
+  say "installed vectis ${VERSION} from ${PACKAGE_FROM}"
   say "  venv      ${VENV}   config ${ETC_DIR}   unit ${UNIT}"
   say "  service   ${SERVICE}"
   printf '%s' "$status" | "$R$VENV/bin/python" -c '
@@ -542,6 +645,7 @@ for key in ("sync_status", "id", "subdomain", "ip", "port", "error"):
 
 install() {
   STARTED=1
+  fetch_package
   make_venv
   make_user
   SVC_GROUP="$SVC_USER"
@@ -599,12 +703,22 @@ uninstall() {
 }
 
 main() {
-  local action=install
+  local action=install PACKAGE_OPT="" SHA256_OPT=""
   PURGE=0
   while [ "$#" -gt 0 ]; do
     case "$1" in
       --uninstall) action=uninstall ;;
       --purge) PURGE=1 ;;
+      --package | --sha256)
+        if [ "$#" -lt 2 ]; then
+          warn "$1 needs a value (see --help)"
+          exit 2
+        fi
+        if [ "$1" = --package ]; then PACKAGE_OPT="$2"; else SHA256_OPT="$2"; fi
+        shift
+        ;;
+      --package=*) PACKAGE_OPT="${1#*=}" ;;
+      --sha256=*) SHA256_OPT="${1#*=}" ;;
       -h | --help)
         usage
         exit 0
@@ -627,7 +741,12 @@ main() {
   SANDBOX=0
   [ -z "$R" ] || SANDBOX=1
   PYTHON="${VECTIS_PYTHON:-python3}"
-  PACKAGE="${VECTIS_PACKAGE:-vectis}"
+  PACKAGE="${PACKAGE_OPT:-${VECTIS_PACKAGE:-}}"
+  PACKAGE_SHA256="${SHA256_OPT:-${VECTIS_PACKAGE_SHA256:-}}"
+  PACKAGE_FROM="$PACKAGE"
+  CONSTRAINTS=""
+  CONSTRAINTS_SHA256=""
+  WANT_VERSION=""
   SYSTEM_PACKAGES="${VECTIS_SYSTEM_PACKAGES:-0}"
   SVC_USER="${VECTIS_USER:-vectis}"
   # Keep the token out of every child's environment but `vectis register`'s.

@@ -58,6 +58,7 @@ class Registration:
     subdomain: str | None
     ip: str
     created: bool
+    dashboard_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class HeartbeatAnswer:
     status: str | None
     revision: int | None
     config: dict[str, Any] | None
+    dashboard_version: str | None = None
 
 
 def post(
@@ -152,7 +154,9 @@ def register(
         raise DashboardRefused("the dashboard's registration answer has a bad subdomain")
     if not isinstance(ip, str):
         ip = str(payload.get("ip"))
-    return Registration(worker_id, subdomain, ip, created=status == 201)
+    return Registration(
+        worker_id, subdomain, ip, created=status == 201, dashboard_version=_version(data)
+    )
 
 
 def heartbeat(
@@ -200,4 +204,13 @@ def heartbeat(
         status=state if isinstance(state, str) else None,
         revision=revision if isinstance(revision, int) and not isinstance(revision, bool) else None,
         config=config if isinstance(config, dict) else None,
+        dashboard_version=_version(data),
     )
+
+
+def _version(data: dict[str, Any]) -> str | None:
+    """The dashboard's version from its answer (an older dashboard sends none)."""
+    value = data.get("dashboard_version")
+    if isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable():
+        return value
+    return None

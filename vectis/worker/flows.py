@@ -79,6 +79,7 @@ class FlowResult:
             "ip": st.ip,
             "port": st.reported_port or self.conf.settings.port,
             "version": st.reported_version,
+            "dashboard_version": st.dashboard_version,
             "sync_status": st.sync.status.value,
             "last_sync": st.sync.last_sync,
             "error": st.sync.last_error if problem else None,
@@ -220,6 +221,7 @@ def register(options: FlowOptions, clock: Clock = _utcnow) -> FlowResult:
         st = conf.state
         st.id, st.subdomain, st.ip = reg.id, reg.subdomain, reg.ip
         st.reported_port, st.reported_version = port, __version__
+        st.dashboard_version = reg.dashboard_version
         cause = "registered" if reg.created else "registered again"
         st.sync, change = succeeded(st.sync, clock(), cause=cause)
         conf.record(change)
@@ -301,6 +303,7 @@ def sync(options: FlowOptions, clock: Clock = _utcnow) -> FlowResult:
             conf.config, st.applied_revision, applied = answer.config, answer.revision, True
         conf.settings.dashboard_url, conf.settings.port = url, port
         st.ip, st.reported_port, st.reported_version = ip, port, __version__
+        st.dashboard_version = answer.dashboard_version
         cause = f"heartbeat ({changed})" if changed else "heartbeat"
         st.sync, change = succeeded(st.sync, clock(), cause=cause)
         conf.record(change)

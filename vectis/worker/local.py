@@ -187,6 +187,7 @@ def status_report(conf: WorkerConf, settings: ServeSettings, running: bool) -> d
         "applied_revision": st.applied_revision,
         "dashboard_url": settings.dashboard_url,
         "version": __version__,
+        "dashboard_version": st.dashboard_version,
         "outdated_reason": why if record.status is SyncStatus.OUTDATED else None,
     }
 
