@@ -2,16 +2,20 @@
 
 aiohttp's defaults suit a trusted network, not a port on the internet: an idle connection is
 kept for an hour, a body is read for as long as the client dribbles it, bytes that are not
-HTTP are logged verbatim with a traceback, and every answer names the server's software.
+HTTP are logged verbatim with a traceback and echoed back in the 400 answer, an oversized
+body announced with `Expect: 100-continue` is invited with `100 Continue`, the access log
+keeps query strings, and every answer names the server's software.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
 from vectis.errors import PayloadTooLarge, VectisError
@@ -32,6 +36,125 @@ class RequestTimeout(VectisError):
 def runner_options() -> dict[str, Any]:
     """Keyword arguments for `web.AppRunner` of either daemon."""
     return {"keepalive_timeout": KEEPALIVE_TIMEOUT, "lingering_time": LINGERING_TIME}
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """`text` cut to `limit` characters, control and non-ASCII characters escaped, for a log."""
+    return ascii(text[:limit])[1:-1]
+
+
+def logged_path(request: web.BaseRequest) -> str:
+    """The request's path for a log line: never its query string, which may carry a secret."""
+    path = printable(request.rel_url.raw_path)
+    return path + "?..." if request.rel_url.raw_query_string else path
+
+
+#: Set on a response whose request is counted and logged elsewhere (failed credentials):
+#: a guesser must not cost one access log line per guess.
+NOT_LOGGED = "vectis.not_logged"
+
+
+class AccessLog(AbstractAccessLogger):
+    """One line per answer: client, method, path without the query, status, size, time."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if response.get(NOT_LOGGED):
+            return
+        self.logger.info(
+            '%s "%s %s" %d %d %.3fs',
+            request.remote,
+            printable(request.method, 20),
+            logged_path(request),
+            response.status,
+            response.body_length,
+            time,
+        )
+
+
+class _Bare(web.Response):
+    """An answer that names no software, even where no `on_response_prepare` hook runs."""
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        self.headers.pop("Server", None)
+
+
+class _QuietRequestHandler(web.RequestHandler):
+    """Answers what aiohttp's parser refuses with a fixed JSON body.
+
+    aiohttp answers unparsable requests itself, before any application code runs
+    (aio-libs/aiohttp#6463, #3287): the answer echoes the offending bytes and carries
+    `Server: Python/... aiohttp/...`. `handle_error` is the one place every such answer is made.
+    """
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, None)  # logs (shortened by the filter)
+        code = "bad_request" if status == 400 else "internal" if status == 500 else "error"
+        resp = _Bare(
+            status=status,
+            body=b'{"error":"%s","message":"the request could not be parsed"}' % code.encode()
+            if status < 500
+            else b'{"error":"internal","message":"internal error"}',
+            content_type="application/json",
+        )
+        resp.force_close()
+        return resp
+
+
+class _QuietServer(web.Server):
+    def __call__(self) -> web.RequestHandler:
+        return _QuietRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class Runner(web.AppRunner):
+    """`web.AppRunner` whose connections answer parser errors with `_QuietRequestHandler`."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # aiohttp builds its Server itself and offers no protocol class option: switch the
+        # class of the one it built, which adds only the protocol factory above.
+        server.__class__ = _QuietServer
+        return server
+
+
+def expect_within(cap_of: Callable[[web.Request], int]) -> Callable[..., Any]:
+    """An `expect_handler` that refuses an announced body over the cap with 413, no 100.
+
+    aiohttp's default answers `100 Continue` to any `Expect: 100-continue`, inviting a client
+    to send a body that the handler then refuses anyway.
+    """
+
+    async def expect(request: web.Request) -> web.StreamResponse | None:
+        cap = cap_of(request)
+        if request.content_length is not None and request.content_length > cap:
+            resp = web.json_response(
+                PayloadTooLarge(f"the body is over {cap} bytes").to_json(), status=413
+            )
+            resp.force_close()
+            return resp
+        expect = request.headers.get("Expect", "")
+        if request.version < (1, 1):
+            return None  # RFC 9110 section 10.1.1: ignored in an HTTP/1.0 request
+        if expect.lower() == "100-continue":
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the answer's headers are still to come
+            return None
+        if expect:
+            resp = web.json_response(
+                {"error": "expectation_failed", "message": "only 100-continue is understood"},
+                status=417,
+            )
+            resp.force_close()
+            return resp
+        return None
+
+    return expect
 
 
 async def read_body(request: web.Request, cap: int, timeout: float = BODY_TIMEOUT) -> bytes:

@@ -18,8 +18,8 @@ from vectis.errors import ConfigError
 
 pytestmark = pytest.mark.dns
 
-ADMIN = "admin-" + "a" * 40
-ENROLL = "enroll-" + "b" * 40
+ADMIN = "admin-" + "a1b2c3d4e5" * 4
+ENROLL = "enroll-" + "b6c7d8e9f0" * 4
 ZONE = "fleet.test"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 
@@ -172,7 +173,7 @@ def test_concurrent_syncs_of_one_worker_share_one_exchange(tmp_path: Path) -> No
     threading.Thread(target=accept, daemon=True).start()
     try:
         with dashboard(tmp_path, VECTIS_SYNC_TIMEOUT="1.5") as dash:
-            _, reg = dash.register("cd" * 32, silent.getsockname()[1])
+            _, reg = dash.register(secrets.token_hex(32), silent.getsockname()[1])
             results: list[tuple[int, object]] = []
 
             def sync(d: Dash = dash) -> None:

@@ -20,8 +20,8 @@ from tests.support import VECTIS, child_env, free_port, http, run_cli, running, 
 
 ZONE = "fleet.test"
 ID_RE = re.compile(r"^[a-z]+(-[a-z]+)*-[0-9a-f]{4}$")
-ADMIN = "admin-" + "a" * 30
-ENROLL = "enroll-" + "e" * 30
+ADMIN = "admin-" + "a1b2c3d4e5" * 3
+ENROLL = "enroll-" + "e5f6a7b8c9" * 3
 
 
 class Worker:

@@ -15,6 +15,7 @@ import json
 import os
 import pwd
 import re
+import secrets
 import shutil
 import stat
 import subprocess
@@ -656,7 +657,7 @@ def test_failed_package_install_leaves_nothing(sandbox: Sandbox, tmp_path: Path)
 
 def test_failed_configure_step_keeps_existing_worker_conf_and_secret(sandbox: Sandbox) -> None:
     sandbox.etc.mkdir(parents=True, mode=0o700)
-    secret = "ab" * 32 + "\n"
+    secret = secrets.token_hex(32) + "\n"
     (sandbox.etc / "worker.secret").write_text(secret)
     (sandbox.etc / "worker.secret").chmod(0o600)
     broken = b'port = "not a port\n'

@@ -8,6 +8,7 @@ and every HTTP answer body is searched for all of them.
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 import uuid
@@ -245,7 +246,11 @@ def _forgeries(
     for label, payload, token in [
         ("bad ip", {"ip": "0.0.0.0", "secret": secret}, ENROLL),
         ("bad secret", {"ip": "127.0.0.1", "secret": secret + "zz"}, ENROLL),
-        ("conflict", {"ip": "127.0.0.1", "secret": "cd" * 32, "port": held_port}, ENROLL),
+        (
+            "conflict",
+            {"ip": "127.0.0.1", "secret": secrets.token_hex(32), "port": held_port},
+            ENROLL,
+        ),
         ("bad token", {"ip": "127.0.0.1", "secret": secret}, BAD_ENROLL),
     ]:
         cap.http(label, "POST", reg, payload, headers={"Authorization": f"Bearer {token}"})

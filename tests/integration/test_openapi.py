@@ -128,10 +128,16 @@ def test_addresses_the_document_refuses_are_refused(tmp_path: Path, ip: str) -> 
     checker = jsonschema_rs.validator_for(
         {**body_schema, "components": {"schemas": ip_schema}}, validate_formats=True
     )
-    body = {"ip": ip, "secret": "ab" * 32, "port": 3001}
+    body = {
+        "ip": ip,
+        "secret": "b73f1e7a145c3243c3a63c8a8afdd84f3d7def3f21f2e303163c906642495c5e",
+        "port": 3001,
+    }
     assert not checker.is_valid(body)
     with dashboard(tmp_path) as dash:
-        status, doc = dash.register("ab" * 32, port=3001, ip=ip)
+        status, doc = dash.register(
+            "b73f1e7a145c3243c3a63c8a8afdd84f3d7def3f21f2e303163c906642495c5e", port=3001, ip=ip
+        )
         assert status == 400, doc
         assert doc["error"] == "bad_request" and "'ip'" in doc["message"]
         status, listed = dash.call("GET", "/infra/workers")

@@ -10,8 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vectis.crypto.secrets import generate_secret, is_acceptable_secret
 from vectis.dashboard import validate
-from vectis.dashboard.auth import FailureLimiter, Sessions, bearer
+from vectis.dashboard.auth import (
+    FailureLimiter,
+    FailureReport,
+    Sessions,
+    bearer,
+    network_of,
+    new_token,
+    token_weakness,
+)
 from vectis.dashboard.metrics import Metrics
 from vectis.dashboard.model import (
     SyncReply,
@@ -162,17 +171,61 @@ def test_config_and_token_requests() -> None:
 
 
 def test_failure_limiter_counts_per_address_in_a_window() -> None:
-    lim = FailureLimiter(limit=3, window=10)
+    lim = FailureLimiter(limit=3, window=10, network_limit=100)
     for _ in range(3):
-        assert not lim.blocked("a", 0)
-        lim.failed("a", 0)
-    assert lim.blocked("a", 1) and not lim.blocked("b", 1)
-    assert lim.retry_after("a", 1) == 10
-    assert not lim.blocked("a", 10.5)  # the window passed
-    small = FailureLimiter(limit=1, window=10, capacity=2)
-    for addr in ("x", "y", "z"):
+        assert lim.retry_after("10.0.0.1", 0) == 0
+        lim.failed("10.0.0.1", 0)
+    assert lim.blocked("10.0.0.1", 1) and not lim.blocked("10.0.0.2", 1)
+    # Truthful: blocked until the window ends, and not a second longer.
+    assert lim.retry_after("10.0.0.1", 1) == 9
+    assert lim.retry_after("10.0.0.1", 9.5) == 1
+    assert lim.retry_after("10.0.0.1", 10) == 0
+    small = FailureLimiter(limit=1, window=10, capacity=2, network_limit=100)
+    for addr in ("10.0.0.1", "10.0.1.1", "10.0.2.1"):
         small.failed(addr, 0)
-    assert not small.blocked("x", 0) and small.blocked("z", 0)  # bounded memory
+    assert not small.blocked("10.0.0.1", 0) and small.blocked("10.0.2.1", 0)  # bounded memory
+
+
+def test_failure_limiter_blocks_a_network_after_its_own_higher_limit() -> None:
+    lim = FailureLimiter(limit=3, window=10, network_limit=5)
+    for addr in ("192.0.2.1", "192.0.2.1", "192.0.2.2", "192.0.2.2"):
+        lim.failed(addr, 0)
+    assert not lim.blocked("192.0.2.3", 1)
+    assert lim.failed("192.0.2.3", 1) == (True, "192.0.2.0/24")
+    # Every address of the /24 waits, a valid token or not; the next /24 does not.
+    assert lim.retry_after("192.0.2.200", 2) == 8
+    assert lim.retry_after("192.0.3.1", 2) == 0
+    for i in range(5):
+        lim.failed(f"2001:db8:0:1::{i + 1}", 0)
+    assert lim.blocked("2001:db8:0:1:ffff::9", 1) and not lim.blocked("2001:db8:0:2::1", 1)
+    assert network_of("::ffff:192.0.2.9") == "192.0.2.0/24"
+    assert network_of("fe80::1%eth0") == "fe80::/64"
+    assert network_of("unknown") == "unknown"
+
+
+def test_failure_limiter_reports_counts_once_per_window() -> None:
+    lim = FailureLimiter(limit=3, window=10, network_limit=100)
+    assert lim.failed("10.0.0.1", 0) == (True, None)
+    lim.failed("10.0.0.9", 0)  # one failure only: logged when it happened, no report
+    for _ in range(6):
+        assert lim.failed("10.0.0.1", 1)[0] is False
+    assert lim.retry_after("10.0.0.1", 2) > 0 and lim.retry_after("10.0.0.1", 3) > 0
+    assert lim.reports(9) == []
+    assert lim.reports(10) == [FailureReport("10.0.0.1", False, 7, 2)]
+    assert lim.reports(20) == []
+
+
+def test_token_strength_rule() -> None:
+    assert token_weakness("x" * 15) and token_weakness("ab" * 20)
+    assert token_weakness("abcdefg" * 3)  # 7 distinct characters
+    assert token_weakness("abcdefgh" * 2) is None
+    assert token_weakness(new_token()) is None and len(new_token()) == 43
+
+
+def test_degenerate_secrets_are_refused() -> None:
+    assert not is_acceptable_secret("00" * 32) and not is_acceptable_secret("ab" * 32)
+    assert not is_acceptable_secret("0123456789abcdef" * 4)  # 8 distinct bytes of 32
+    assert is_acceptable_secret(generate_secret()) and is_acceptable_secret(bytes(range(16)).hex())
 
 
 def test_sessions_expire_and_are_bounded() -> None:

@@ -21,7 +21,7 @@ from vectis.crypto.signing import (
 from vectis.dashboard.service import Dashboard
 from vectis.dashboard.settings import load_settings
 
-TOKEN = "enroll-" + "e" * 30
+TOKEN = "enroll-" + "e5f6a7b8c9" * 3
 
 
 class SlowWorker:

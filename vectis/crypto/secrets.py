@@ -22,9 +22,31 @@ def generate_secret(random_bytes: Callable[[int], bytes] = os.urandom) -> str:
     return random_bytes(SECRET_BYTES).hex()
 
 
+def degenerate(key: bytes) -> str | None:
+    """Why a key is too regular to be random (all one byte, a short repeated pattern), or None.
+
+    The rule: at least half of its bytes are distinct values. 16 random bytes break it with a
+    probability under 1e-12, 32 random bytes under 1e-16; all zeros and `abab...` never pass.
+    """
+    distinct = len(set(key))
+    if distinct * 2 < len(key):
+        return (
+            f"only {distinct} distinct byte values in {len(key)} bytes: "
+            "at least half of its bytes must differ, as in a random secret"
+        )
+    return None
+
+
+def secret_problem(text: object) -> str | None:
+    """What is wrong with a worker secret sent to the dashboard, or None (SPEC section 3)."""
+    if not (isinstance(text, str) and _ACCEPTED_SECRET.fullmatch(text) and len(text) % 2 == 0):
+        return "must be 32 to 128 hexadecimal characters, an even count"
+    return degenerate(bytes.fromhex(text))
+
+
 def is_acceptable_secret(text: object) -> bool:
-    """Whether a registering worker's secret has the accepted shape (even-length hex)."""
-    return isinstance(text, str) and bool(_ACCEPTED_SECRET.fullmatch(text)) and len(text) % 2 == 0
+    """Whether a registering worker's secret is even-length hex and not degenerate."""
+    return secret_problem(text) is None
 
 
 def key_from_secret(secret: str) -> bytes:
@@ -53,6 +75,12 @@ def read_secret_file(path: Path) -> str:
         raise ConfigError(f"{path}: cannot read the worker secret ({exc})") from None
     if not _WORKER_SECRET.fullmatch(text):
         raise ConfigError(f"{path}: the secret must be one line of 64 lowercase hex characters")
+    weak = degenerate(bytes.fromhex(text))
+    if weak:
+        raise ConfigError(
+            f"{path}: not a random secret ({weak}); "
+            "remove it, run 'vectis worker init' and register again"
+        )
     return text
 
 

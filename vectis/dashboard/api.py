@@ -39,6 +39,7 @@ def require_admin(request: web.Request) -> None:
     dash = _dash(request)
     header = request.headers.get("Authorization")
     if header is not None:
+        dash.refuse_blocked(_address(request))
         if dash.is_admin_token(auth.bearer(header)):
             return
         raise dash.failed_attempt(_address(request), "bad admin token")
@@ -46,9 +47,13 @@ def require_admin(request: web.Request) -> None:
     if session is None:
         raise Unauthorized("no admin token or session")
     if request.method not in ("GET", "HEAD", "OPTIONS"):
-        sent = request.headers.get(auth.CSRF_HEADER, "")
-        if not sent.isascii() or not hmac.compare_digest(sent.encode(), session.csrf.encode()):
-            raise Forbidden(f"a missing or wrong {auth.CSRF_HEADER} header")
+        _check_csrf(request, session)
+
+
+def _check_csrf(request: web.Request, session: auth.Session) -> None:
+    sent = request.headers.get(auth.CSRF_HEADER, "")
+    if not sent.isascii() or not hmac.compare_digest(sent.encode(), session.csrf.encode()):
+        raise Forbidden(f"a missing or wrong {auth.CSRF_HEADER} header")
 
 
 def _worker_id(request: web.Request) -> str:
@@ -124,7 +129,13 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
-    _dash(request).sessions.drop(request.cookies.get(auth.SESSION_COOKIE))
+    """End the session; a live session's cookie needs its CSRF header, like any other change."""
+    dash = _dash(request)
+    sid = request.cookies.get(auth.SESSION_COOKIE)
+    found = dash.sessions.get(sid, time.time())
+    if found is not None:
+        _check_csrf(request, found)
+    dash.sessions.drop(sid)
     resp = _json({"authenticated": False})
     resp.del_cookie(auth.SESSION_COOKIE, path="/")
     return resp
@@ -261,7 +272,7 @@ async def dist_manifest(request: web.Request) -> web.Response:
 # /auto-register) answer other methods with 405 rather than "no worker 'sync'".
 _ONE_WORKER = "/infra/workers/{worker_id:[a-z]+(?:-[a-z]+)*-[0-9a-f]{4}}"
 
-ROUTES = [
+_ROUTES = [
     web.get("/healthz", healthz, allow_head=True),
     web.post("/infra/workers/auto-register", auto_register),
     web.post("/infra/workers/sync", sync_all),
@@ -285,4 +296,11 @@ ROUTES = [
     web.get(dist.CONSTRAINTS_PATH, dist_constraints),
     web.get(dist.MANIFEST_PATH, dist_manifest),
     web.get("/dist/{name:vectis-[^/]+[.]whl}", dist_wheel),
+]
+
+# Every route refuses an announced body over the cap with 413 instead of `100 Continue`.
+_EXPECT = httpserver.expect_within(lambda request: _dash(request).settings.body_limit)
+ROUTES = [
+    web.RouteDef(r.method, r.path, r.handler, {**r.kwargs, "expect_handler": _EXPECT})
+    for r in _ROUTES
 ]

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from vectis import httpserver
-from vectis.dashboard import openapi
+from vectis.dashboard import auth, openapi
 from vectis.dashboard.api import ROUTES
 from vectis.dashboard.dist import WorkerDist
 from vectis.dashboard.keys import DASHBOARD, DIST
@@ -38,6 +38,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         resp = await handler(request)
     except VectisError as exc:
         resp = web.json_response(exc.to_json(), status=exc.http_status)
+        if isinstance(exc, (auth.BadCredential, auth.Blocked)):
+            resp[httpserver.NOT_LOGGED] = True  # the limiter logs these as counts
         retry_after = getattr(exc, "retry_after", None)
         if isinstance(retry_after, int):
             resp.headers["Retry-After"] = str(retry_after)
@@ -72,6 +74,14 @@ def create_app(settings: DashboardSettings, dashboard: Dashboard | None = None) 
     return app
 
 
+async def _failure_counts(dash: Dashboard) -> None:
+    """Log the counts of failed credentials soon after each counting window closes."""
+    every = max(0.5, min(5.0, dash.limiter.window / 4))
+    while True:
+        await asyncio.sleep(every)
+        dash.log_failure_counts()
+
+
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     dash = app[DASHBOARD]
     try:
@@ -79,7 +89,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     except BaseException:
         await dash.stop()
         raise
-    tasks = [asyncio.create_task(dash.dns_forever(), name="vectis-dns")]
+    tasks = [
+        asyncio.create_task(dash.dns_forever(), name="vectis-dns"),
+        asyncio.create_task(_failure_counts(dash), name="vectis-auth-log"),
+    ]
     if dash.settings.sync_interval > 0:
         tasks.append(asyncio.create_task(dash.sweep_forever(), name="vectis-sweep"))
     yield

@@ -52,10 +52,11 @@ async def _serve(settings: DashboardSettings) -> None:
     sock = _listen(settings.host, settings.port)
     app = create_app(settings)
     httpserver.quiet_parser_errors()
-    runner = web.AppRunner(
+    runner = httpserver.Runner(
         app,
         handle_signals=False,
         access_log=logging.getLogger("vectis.http"),
+        access_log_class=httpserver.AccessLog,
         **httpserver.runner_options(),
     )
     try:

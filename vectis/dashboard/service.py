@@ -111,7 +111,7 @@ class Dashboard:
             clock=clock,
         )
         self.sessions = auth.Sessions()
-        self.limiter = auth.FailureLimiter()
+        self.limiter = auth.FailureLimiter(window=settings.auth_window)
         self.generated_admin_token: str | None = None
         self._admin_hash = ""
         self._enroll_hash = auth.token_hash(settings.enroll_token) if settings.enroll_token else ""
@@ -166,19 +166,54 @@ class Dashboard:
     def is_admin_token(self, token: str | None) -> bool:
         return bool(token) and auth.same_hash(auth.token_hash(token or ""), self._admin_hash)
 
-    def failed_attempt(self, address: str, why: str) -> TooManyRequests | Unauthorized:
-        """Count a failed credential from `address`; the error to answer with."""
-        now = self.clock()
-        blocked = self.limiter.blocked(address, now)
-        self.limiter.failed(address, now)
-        log.info("auth failure from %s: %s", address, why)
-        if blocked:
-            wait = self.limiter.retry_after(address, now)
-            return TooManyRequests(f"too many failed attempts; retry in {wait} s", wait)
-        return Unauthorized(why)
+    def refuse_blocked(self, address: str) -> None:
+        """Raise TooManyRequests when `address` (or its network) may not present a credential.
+
+        Called before a credential is checked: a blocked source is refused whatever it sends.
+        """
+        wait = self.limiter.retry_after(address, self.clock())
+        if wait:
+            raise auth.Blocked(f"too many failed attempts; retry in {wait} s", wait)
+
+    def failed_attempt(self, address: str, why: str) -> Unauthorized:
+        """Count a failed credential from `address`; the error to answer with.
+
+        Only an address's first failure in a window is logged as it happens; the rest are
+        counted and logged by `log_failure_counts` when the window closes.
+        """
+        first, network = self.limiter.failed(address, self.clock())
+        if first:
+            log.info(
+                "auth failure from %s: %s (more from it are counted for %g s)",
+                address,
+                why,
+                self.limiter.window,
+            )
+        if network is not None:
+            log.warning(
+                "auth failures from network %s reached %d: refusing its credentials for %g s",
+                network,
+                self.limiter.network_limit,
+                self.limiter.window,
+            )
+        return auth.BadCredential(why)
+
+    def log_failure_counts(self) -> None:
+        """One line for each source whose counting window closed with more than one failure."""
+        for r in self.limiter.reports(self.clock()):
+            kind = "network" if r.network else "address"
+            log.info(
+                "auth failures from %s %s: %d in %g s, %d more refused while blocked",
+                kind,
+                r.source,
+                r.failures,
+                self.limiter.window,
+                r.refused,
+            )
 
     def login(self, address: str, body: bytes) -> tuple[str, str]:
         """Check the admin token of a login form; a new (session id, CSRF token)."""
+        self.refuse_blocked(address)
         try:
             token = validate.json_object(body).get("token")
         except BadRequest:
@@ -190,6 +225,7 @@ class Dashboard:
 
     async def _enrollment(self, address: str, authorization: str | None) -> str | None:
         """The token ID an auto-register call presents (None: the start-time token)."""
+        self.refuse_blocked(address)
         token = auth.bearer(authorization)
         if token is None:
             raise self.failed_attempt(address, "no enrollment token")

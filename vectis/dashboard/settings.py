@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vectis.crypto.signing import DEFAULT_NONCE_CAPACITY
+from vectis.dashboard import auth
 from vectis.dashboard.dist import check_wheel_file
 from vectis.errors import ConfigError
 
@@ -48,6 +49,8 @@ class DashboardSettings:
     #: VECTIS_WORKER_WHEEL: the wheel served to workers instead of one packed from what runs
     worker_wheel: Path | None = None
     dns_retry_max: float = 300.0
+    #: seconds over which failed credentials are counted (auth.FailureLimiter)
+    auth_window: float = auth.WINDOW
 
     @property
     def db_path(self) -> Path:
@@ -62,6 +65,15 @@ def _read_token_file(path: str, what: str) -> str:
     if not text:
         raise ConfigError(f"{path}: the {what} file is empty")
     return text
+
+
+def _check_strength(token: str | None, where: str, what: str) -> None:
+    weakness = token and auth.token_weakness(token)
+    if weakness:
+        raise ConfigError(
+            f"{where}: the {what} is too weak: {weakness}; make one with "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
 
 
 def _number(env: Mapping[str, str], name: str, default: float, low: float) -> float:
@@ -123,11 +135,14 @@ def load_settings(
         s.admin_token = _read_token_file(admin_token_file, "admin token")
     else:
         s.admin_token = env.get("VECTIS_ADMIN_TOKEN", "").strip() or None
+    _check_strength(s.admin_token, admin_token_file or "VECTIS_ADMIN_TOKEN", "admin token")
     s.new_admin_token = new_admin_token
     if enroll_token_file:
         s.enroll_token = _read_token_file(enroll_token_file, "enrollment token")
     else:
         s.enroll_token = env.get("VECTIS_TOKEN", "").strip() or None
+    _check_strength(s.enroll_token, enroll_token_file or "VECTIS_TOKEN", "enrollment token")
+    s.auth_window = _number(env, "VECTIS_AUTH_WINDOW", auth.WINDOW, 1)
     wheel = env.get("VECTIS_WORKER_WHEEL", "").strip()
     s.worker_wheel = check_wheel_file(wheel) if wheel else None
     s.sync_interval = _number(env, "VECTIS_SYNC_INTERVAL", DEFAULT_SYNC_INTERVAL, 0)

@@ -8,7 +8,7 @@ from typing import Any
 
 from vectis.addresses import unicast
 from vectis.config import toml_problem
-from vectis.crypto.secrets import is_acceptable_secret
+from vectis.crypto.secrets import secret_problem
 from vectis.errors import BadRequest, PayloadTooLarge
 from vectis.status import iso, parse_iso
 
@@ -75,8 +75,9 @@ def registration(doc: dict[str, Any]) -> tuple[str, int, str, str | None, str | 
     secret = doc.get("secret")
     if secret is None:
         raise BadRequest("'secret' is missing")
-    if not is_acceptable_secret(secret):
-        raise BadRequest("'secret' must be 32 to 128 hexadecimal characters, an even count")
+    problem = secret_problem(secret)
+    if problem:
+        raise BadRequest(f"'secret' {problem}")
     return (
         ip,
         port(doc.get("port"), default=DEFAULT_WORKER_PORT),

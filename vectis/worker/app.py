@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_urldispatcher import _default_expect_handler
 
 from vectis import __version__, httpserver
 from vectis.config import toml_problem
@@ -27,7 +26,6 @@ from vectis.crypto.secrets import key_from_secret, read_secret_file
 from vectis.crypto.signing import SIGNATURE_HEADER, AuthFailure, NonceStoreFull, sign_response
 from vectis.errors import (
     BadRequest,
-    PayloadTooLarge,
     ServiceUnavailable,
     Unauthorized,
     VectisError,
@@ -56,11 +54,6 @@ def _json(status: int, body: bytes) -> web.Response:
     return web.Response(status=status, body=body, content_type="application/json")
 
 
-def _printable(text: str, limit: int = 200) -> str:
-    # Request paths come from anyone: escape control and non-ASCII characters for the log.
-    return ascii(text[:limit])[1:-1]
-
-
 @web.middleware
 async def outcome_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Map every outcome to an answer and log it as one line (never a secret)."""
@@ -78,13 +71,19 @@ async def outcome_middleware(request: web.Request, handler: Handler) -> web.Stre
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception as exc:
-        log.error("%s %s failed: %s", request.method, _printable(request.raw_path), type(exc))
+        log.error(
+            "%s %s failed: %s",
+            httpserver.printable(request.method, 20),
+            httpserver.logged_path(request),
+            type(exc),
+        )
         body = b'{"error":"internal","message":"internal error"}'
         reason, response = "internal error", _json(500, body)
     worker_id = request.app[RUNTIME].worker_id or "-"
-    line = f"{_printable(request.method, 20)} {_printable(request.raw_path)} {response.status}"
+    method, path = httpserver.printable(request.method, 20), httpserver.logged_path(request)
+    line = f"{method} {path} {response.status}"
     if reason:
-        log.info("%s worker=%s reason=%s", line, worker_id, _printable(reason))
+        log.info("%s worker=%s reason=%s", line, worker_id, httpserver.printable(reason))
     else:
         log.info("%s worker=%s", line, worker_id)
     if response.status == 413:
@@ -152,18 +151,6 @@ async def handle_healthz(request: web.Request) -> web.Response:
     return _json(200, _HEALTHY)
 
 
-async def _expect(request: web.Request) -> web.Response | None:
-    """Refuse an announced oversized body before the client sends it (Expect: 100-continue)."""
-    cap = request.app[RUNTIME].settings.max_body
-    if request.content_length is not None and request.content_length > cap:
-        body = json.dumps(PayloadTooLarge(f"the body is over {cap} bytes").to_json())
-        response = _json(413, body.encode())
-        response.force_close()
-        return response
-    await _default_expect_handler(request)
-    return None
-
-
 async def _background(app: web.Application) -> AsyncIterator[None]:
     """The lazy last_sync writer and the heartbeat loop."""
     rt = app[RUNTIME]
@@ -205,7 +192,8 @@ def create_app(
     app[RUNTIME] = runtime
     app[SAMPLER] = sampler
     app[FLUSH_EVERY] = flush_every
-    app.router.add_post(SYNC_PATH, handle_sync, expect_handler=_expect)
+    expect = httpserver.expect_within(lambda r: r.app[RUNTIME].settings.max_body)
+    app.router.add_post(SYNC_PATH, handle_sync, expect_handler=expect)
     app.router.add_get("/healthz", handle_healthz, allow_head=False)
     app.cleanup_ctx.append(_background)
     httpserver.harden(app)
@@ -215,7 +203,7 @@ def create_app(
 async def _serve(settings: ServeSettings, runtime: WorkerRuntime, sampler: StatsSampler) -> None:
     app = create_app(runtime, sampler)
     httpserver.quiet_parser_errors()
-    runner = web.AppRunner(
+    runner = httpserver.Runner(
         app,
         access_log=None,
         handle_signals=False,
