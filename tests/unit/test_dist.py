@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
 import io
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -66,6 +69,86 @@ def test_constraints_pin_the_dependency_closure_not_vectis() -> None:
     # Test-only packages are not dependencies of vectis; extras nobody asked for stay out.
     assert "pytest" not in pins and "moto" not in pins and "aiodns" not in pins
     assert list(pins) == sorted(pins)
+
+
+def _fake_dist(site: Path, name: str, version: str, *requires: str) -> None:
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    lines += [f"Requires-Dist: {r}" for r in requires]
+    (info / "METADATA").write_text("\n".join(lines) + "\n")
+
+
+def test_constraints_follow_markers_extras_and_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other_platform = "linux" if sys.platform == "win32" else "win32"
+    site = tmp_path / "site"
+    _fake_dist(
+        site,
+        "Fake-Root",
+        "1.0",
+        "Dep_One>=1",
+        'old-only; python_version < "3.0"',
+        f'other-os-only; sys_platform == "{other_platform}"',
+        f'this-os-only; sys_platform == "{sys.platform}" and python_version >= "3.11"',
+        'root-extra-only; extra == "fancy"',
+        'either; extra == "fancy" or python_version >= "3"',
+        "dep.two[Fancy]",
+        "not-installed>=1",
+    )
+    _fake_dist(site, "Dep_One", "2.0")
+    _fake_dist(site, "old-only", "1.0")
+    _fake_dist(site, "other-os-only", "1.0")
+    _fake_dist(site, "this-os-only", "1.0")
+    _fake_dist(site, "root-extra-only", "1.0")
+    _fake_dist(site, "either", "3.1")
+    _fake_dist(
+        site,
+        "Dep.Two",
+        "0.5",
+        'dep-three; extra == "fancy"',
+        'dep-four; extra == "other"',
+        'dep-five; extra == "fancy" and python_version < "3.0"',
+    )
+    _fake_dist(site, "dep-three", "7")
+    _fake_dist(site, "dep-four", "8")
+    _fake_dist(site, "dep-five", "9")
+    monkeypatch.syspath_prepend(str(site))
+
+    pins = dist.constraints("fake_root").splitlines()
+
+    # Installed but not needed here (another Python, another OS, an extra nobody asked for)
+    # is not pinned; names are canonical; an extra asked for by a dependant is followed.
+    assert pins == [
+        "dep-one==2.0",
+        "dep-three==7",
+        "dep-two==0.5",
+        "either==3.1",
+        "this-os-only==1.0",
+    ]
+
+
+def test_packed_wheel_ignores_the_clock_and_quotes_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files = [("vectis/__init__.py", b"x = 1\n"), ('vectis/a,"b".txt', b"data")]
+    packed = []
+    for now in (1_700_000_000, 1_800_000_000):
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", str(now))
+        monkeypatch.setattr(time, "time", lambda now=now: float(now))
+        packed.append(dist.pack_wheel(files, __version__))
+    assert packed[0] == packed[1]
+    with zipfile.ZipFile(io.BytesIO(packed[0])) as zf:
+        assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        record = zf.read(f"vectis-{__version__}.dist-info/RECORD").decode()
+    rows = list(csv.reader(io.StringIO(record)))
+    assert [row[0] for row in rows] == [
+        "vectis/__init__.py",
+        'vectis/a,"b".txt',
+        f"vectis-{__version__}.dist-info/RECORD",
+    ]
+    assert rows[1][2] == "4"
 
 
 def test_served_script_fills_in_the_build(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import csv
 import hashlib
 import io
 import logging
@@ -29,11 +30,14 @@ import zipfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import vectis
 from vectis import __version__
 from vectis.errors import ConfigError, ServiceUnavailable
+
+if TYPE_CHECKING:
+    from packaging.markers import Marker
 
 log = logging.getLogger("vectis.dashboard")
 
@@ -78,18 +82,35 @@ def check_wheel_file(raw: str, version: str = __version__) -> Path:
 
 # -- the constraints ---------------------------------------------------------------------------
 
-_REQ_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?")
-_EXTRA = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
 
+def _needed(marker: Marker | None, extras: frozenset[str]) -> bool:
+    """Whether a requirement applies on this interpreter for one of the requested extras."""
+    from packaging.markers import UndefinedComparison, UndefinedEnvironmentName
 
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+    if marker is None:
+        return True
+    try:
+        # PEP 508: `extra` holds one name at a time; "" when no extra was asked for.
+        return any(marker.evaluate({"extra": extra}) for extra in sorted(extras) or [""])
+    except (UndefinedComparison, UndefinedEnvironmentName) as exc:
+        # A pin too many is harmless (constraints install nothing); one too few lets a
+        # worker take another version than the dashboard runs.
+        log.warning("pinning despite a marker that cannot be evaluated: %s (%s)", marker, exc)
+        return True
 
 
 def constraints(root: str = DIST_NAME) -> str:
-    """`name==version` lines for the installed dependency closure of `root` (not `root`)."""
+    """`name==version` lines for the installed dependency closure of `root` (not `root`).
+
+    Requirements come from the installed metadata, parsed and their markers evaluated for the
+    running interpreter by `packaging` (imported here: about 7 ms on top of the dashboard's
+    imports, 21 ms cold, paid once per build and never by `vectis status`).
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
     pins: dict[str, str] = {}
-    todo: list[tuple[str, frozenset[str]]] = [(root, frozenset())]
+    todo: list[tuple[str, frozenset[str]]] = [(canonicalize_name(root), frozenset())]
     seen: set[tuple[str, frozenset[str]]] = set()
     while todo:
         name, extras = todo.pop()
@@ -99,19 +120,18 @@ def constraints(root: str = DIST_NAME) -> str:
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
-            continue  # e.g. a dependency for another Python or platform
-        if _canonical(name) != _canonical(root):
-            pins[_canonical(dist.metadata["Name"])] = dist.version
-        for req in dist.requires or []:
-            spec, _, marker = req.partition(";")
-            wanted = _EXTRA.findall(marker)
-            if wanted and not extras.intersection(wanted):
-                continue  # an extra nobody asked for
-            found = _REQ_NAME.match(spec)
-            if found is None:
+            continue  # wanted here but not installed: nothing to pin it to
+        if name != canonicalize_name(root):
+            pins[canonicalize_name(dist.metadata["Name"])] = dist.version
+        for line in dist.requires or []:
+            try:
+                req = Requirement(line)
+            except InvalidRequirement as exc:
+                log.warning("%s: ignoring the requirement %r: %s", name, line, exc)
                 continue
-            more = frozenset(e.strip() for e in (found[2] or "").split(",") if e.strip())
-            todo.append((found[1], more))
+            if _needed(req.marker, extras):
+                wanted = frozenset(canonicalize_name(e) for e in req.extras)
+                todo.append((canonicalize_name(req.name), wanted))
     lines = [f"{name}=={version}" for name, version in sorted(pins.items())]
     return "".join(line + "\n" for line in lines)
 
@@ -166,13 +186,23 @@ def _record_hash(data: bytes) -> str:
 
 
 def pack_wheel(files: list[tuple[str, bytes]], version: str) -> bytes:
-    """A wheel of `files` with its RECORD; the same files always give the same bytes."""
+    """A wheel of `files` with its RECORD; the same files always give the same bytes.
+
+    Not `wheel.wheelfile.WheelFile`: its `close()` writes RECORD with a time taken from
+    SOURCE_DATE_EPOCH or the clock, with no argument to fix it, so a deterministic RECORD
+    would need the environment changed in a running server or an override of an internal
+    call; it also wants a file name, not a buffer, and `wheel` calls itself a command-line
+    tool with no stable library API. What it would save is the RECORD: three lines here.
+    """
     record_path = f"{DIST_NAME}-{version}.dist-info/RECORD"
-    record = "".join(f"{path},{_record_hash(data)},{len(data)}\n" for path, data in files)
-    record += f"{record_path},,\n"
+    record = io.StringIO()
+    # RECORD is CSV (a path with a comma or a quote is quoted), one line per file, then itself.
+    writer = csv.writer(record, lineterminator="\n")
+    writer.writerows((path, _record_hash(data), len(data)) for path, data in files)
+    writer.writerow((record_path, "", ""))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for path, data in [*files, (record_path, record.encode("utf-8"))]:
+        for path, data in [*files, (record_path, record.getvalue().encode("utf-8"))]:
             entry = zipfile.ZipInfo(path, date_time=_EPOCH)
             entry.external_attr = 0o644 << 16
             entry.compress_type = zipfile.ZIP_DEFLATED
