@@ -266,8 +266,16 @@ def test_rotate_secret_route(tmp_path: Path) -> None:
         assert post_signed(dash.url, other.secret, other_id, route, {"new_secret": new}) == 401
         assert post_signed(dash.url, old, wid, route + "?x=1", {"new_secret": new}) == 401
 
-        # A bad new secret is a 400; another worker's is a 409; either way nothing changes.
-        for bad in ({"new_secret": "abc"}, {"new_secret": 5}, {"new_secret": "g" * 64}, {}):
+        # A bad new secret is a 400 (a degenerate one too: all zeros, a short repeated
+        # pattern); another worker's is a 409; either way nothing changes.
+        for bad in (
+            {"new_secret": "abc"},
+            {"new_secret": 5},
+            {"new_secret": "g" * 64},
+            {"new_secret": "00" * 32},
+            {"new_secret": "0123456789abcdef" * 4},
+            {},
+        ):
             assert post_signed(dash.url, old, wid, route, bad) == 400, bad
         assert post_signed(dash.url, old, wid, route, {"new_secret": other.secret}) == 409
         assert post_signed(dash.url, old, wid, heartbeat, HEARTBEAT) == 200
