@@ -189,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
             "VECTIS_ADMIN_TOKEN": admin,
             "VECTIS_TOKEN": enroll,
             "VECTIS_SYNC_INTERVAL": str(args.sweep_interval),
+            "VECTIS_WORKER_NETWORKS": "127.0.0.0/8",  # the simulated fleet
             "PYTHONUNBUFFERED": "1",
         }
         if args.sync_concurrency:

@@ -187,6 +187,7 @@ def burst_dashboard(count: int, endpoint: str, workdir: Path) -> tuple[float, in
         "VECTIS_ADMIN_TOKEN": secrets.token_hex(16),
         "VECTIS_TOKEN": token,
         "VECTIS_SYNC_INTERVAL": "0",
+        "VECTIS_WORKER_NETWORKS": "127.0.0.0/8",  # the simulated fleet
     }
     log = (workdir / "dashboard.log").open("wb")
     args = ["dashboard", "serve", "--port", str(port), "--zone", ZONE]

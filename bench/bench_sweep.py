@@ -191,6 +191,7 @@ def main() -> int:
             "VECTIS_ADMIN_TOKEN": admin_token,
             "VECTIS_TOKEN": enroll_token,
             "VECTIS_SYNC_INTERVAL": "0",
+            "VECTIS_WORKER_NETWORKS": "127.0.0.0/8",  # the simulated fleet
             "PYTHONUNBUFFERED": "1",
         }
         if args.sync_concurrency:

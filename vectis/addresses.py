@@ -1,8 +1,12 @@
-"""The one rule for a worker's address (SPEC section 3), shared by the worker and the dashboard.
+"""The rules for a worker's address, shared by the worker and the dashboard.
 
-Any unicast IPv4 or IPv6 address is accepted, private and loopback included (a demo runs on
-one host); unspecified, multicast and broadcast addresses, and IPv6 zone indexes (they name a
+`unicast`: what an address must be to name a worker at all. Any unicast IPv4 or IPv6 address
+is one; unspecified, multicast and broadcast addresses, and IPv6 zone indexes (they name a
 link on one host, which no DNS record can hold), are refused.
+
+`worker_address_problem`: what the dashboard may reach. Public unicast addresses, and others
+only inside the networks the operator allows (VECTIS_WORKER_NETWORKS), so that an enrollment
+token cannot point the dashboard at its own network or at a cloud metadata service.
 """
 
 from __future__ import annotations

@@ -76,7 +76,8 @@ def test_log_in_sync_and_see_each_failure_cause(fleet: Fleet, page_factory: Page
     expect(row(page, bravo.id).locator(".w-outcome")).to_have_text(f"Failed: {error}")
     expect(sync_bravo).to_be_focused()
 
-    # A host that takes the connection and never answers: progress shows, then a timeout.
+    # A host that takes the connection and never answers: progress shows, then the failure,
+    # worded as a refused connection is (a sync's cause tells no port's state apart).
     charlie.proc.stop()
     with socket.socket() as silent:
         # The port may still hold connections in TIME_WAIT from the stopped worker.
@@ -88,7 +89,9 @@ def test_log_in_sync_and_see_each_failure_cause(fleet: Fleet, page_factory: Page
         expect(row(page, charlie.id).locator(".w-outcome")).to_have_text("Syncing…")
         expect(status_of(page, charlie.id)).to_have_attribute("data-status", "failed")
     expect(row(page, charlie.id)).to_have_attribute("aria-busy", "false")
-    expect(row(page, charlie.id).locator(".w-outcome")).to_contain_text("Failed: timeout")
+    expect(row(page, charlie.id).locator(".w-outcome")).to_contain_text(
+        "Failed: unreachable: no answer from 127.0.0.1:"
+    )
 
     # Another host now answers on bravo's address: its answer is not bravo's, so identity fails.
     fleet.start_worker("impostor", port=bravo.port, register=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -98,19 +99,35 @@ def test_worker_json_never_shows_the_secret() -> None:
 
 def test_read_reply() -> None:
     good = b'{"status": "online", "applied_revision": 3, "stats": {"cpu": 1}, "version": "1"}'
-    reply = read_reply("w-a-0001", good)
+    reply = read_reply("w-a-0001", good, 1024)
     assert isinstance(reply, SyncReply) and reply.applied_revision == 3
     assert json.loads(reply.stats_json or "") == {"cpu": 1}
     for raw, start in (
-        (b"nope", "http 200"),
-        (b"[]", "http 200"),
-        (b"{}", "http 200"),
-        (b'{"applied_revision": -1}', "http 200"),
-        (b'{"applied_revision": true}', "http 200"),
+        (b"nope", "bad answer: the answer is not valid JSON"),
+        (b"[]", "bad answer: the answer must be a JSON object"),
+        (b"{}", "bad answer: no valid applied_revision"),
+        (b'{"applied_revision": -1}', "bad answer: no valid applied_revision"),
+        (b'{"applied_revision": true}', "bad answer: no valid applied_revision"),
         (b'{"applied_revision": 1, "worker_id": "x"}', "identity mismatch"),
+        (b'{"applied_revision": 1, "version": "\\ud800"}', "bad answer: the answer holds a lone"),
+        (b'{"applied_revision": 1, "version": "\\u001b[2J"}', "bad answer: 'version' holds a"),
+        (b'{"applied_revision": 1, "version": "' + b"9" * 65 + b'"}', "bad answer: 'version' must"),
+        (b'{"applied_revision": 1, "stats": {"\\u0007": 1}}', "bad answer: a key in 'stats'"),
+        (b'{"applied_revision": 1, "metadata": {"os": "\\u009b"}}', "bad answer: 'metadata.os'"),
+        (
+            b'{"applied_revision": 1, "stats": {"x": "' + b"y" * 1100 + b'"}}',
+            "bad answer: 'stats' is larger than 1024 bytes",
+        ),
+        (
+            b'{"applied_revision": 1, "stats": ' + b'{"a":' * 40 + b"1" + b"}" * 41,
+            "bad answer: 'stats.a",
+        ),
     ):
-        out = read_reply("w-a-0001", raw)
+        out = read_reply("w-a-0001", raw, 1024)
         assert isinstance(out, str) and out.startswith(start), (raw, out)
+
+
+NETS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8"))
 
 
 @pytest.mark.parametrize(
@@ -119,20 +136,48 @@ def test_read_reply() -> None:
 )
 def test_refused_ips(ip: str) -> None:
     with pytest.raises(BadRequest):
-        validate.unicast_ip(ip)
+        validate.unicast_ip(ip, NETS)
 
 
 @pytest.mark.parametrize(
-    "ip", ["127.0.0.1", "10.0.0.1", "192.168.1.1", "::1", "fd00::1", "203.0.113.5", "2001:db8::1"]
+    "ip",
+    [
+        "169.254.169.254",
+        "::ffff:169.254.169.254",
+        "192.168.1.1",
+        "172.16.0.1",
+        "100.64.0.1",
+        "fd00::1",
+        "fe80::1",
+        "::1",
+        "2001:db8::1",
+        "64:ff9b::a9fe:a9fe",
+        "2002:a9fe:a9fe::1",
+    ],
 )
-def test_accepted_ips(ip: str) -> None:
-    assert validate.unicast_ip(ip) == ip
+def test_private_ips_outside_the_allowed_networks_are_refused(ip: str) -> None:
+    with pytest.raises(BadRequest, match="not a public address and not in VECTIS_WORKER_NETWORKS"):
+        validate.unicast_ip(ip, NETS)
+
+
+@pytest.mark.parametrize(
+    ("ip", "canonical"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("10.0.0.1", "10.0.0.1"),
+        ("::ffff:10.1.2.3", "10.1.2.3"),
+        ("8.8.8.8", "8.8.8.8"),
+        ("2606:4700::1111", "2606:4700::1111"),
+    ],
+)
+def test_public_ips_and_allowed_networks_are_accepted(ip: str, canonical: str) -> None:
+    assert validate.unicast_ip(ip, NETS) == canonical
 
 
 @given(st.binary(max_size=300))
 def test_any_bytes_parse_or_400(raw: bytes) -> None:
     with contextlib.suppress(BadRequest):
-        validate.registration(validate.json_object(raw))
+        validate.registration(validate.json_object(raw), NETS)
 
 
 JSON = st.recursive(
@@ -153,7 +198,7 @@ JSON = st.recursive(
 def test_any_json_object_is_accepted_or_400(doc: dict[str, object]) -> None:
     for check in (validate.registration, validate.heartbeat):
         with contextlib.suppress(BadRequest):
-            check(doc)
+            check(doc, NETS)
     with contextlib.suppress(BadRequest):
         validate.token_request(doc, NOW)
 

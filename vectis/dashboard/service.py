@@ -17,15 +17,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vectis import __version__
-from vectis.crypto.secrets import is_acceptable_secret, key_from_secret
+from vectis.crypto.secrets import key_from_secret, secret_problem
 from vectis.crypto.signing import (
     AuthFailure,
+    NonceShareFull,
     NonceStoreFull,
     RequestVerifier,
     SignedRequest,
     sign_response,
 )
 from vectis.dashboard import auth, validate
+from vectis.dashboard.budgets import CallBudget
 from vectis.dashboard.dns import create_backend
 from vectis.dashboard.dns.base import DNSBackend
 from vectis.dashboard.metrics import Metrics
@@ -50,6 +52,7 @@ from vectis.errors import (
     Unauthorized,
 )
 from vectis.status import SyncStatus, iso
+from vectis.untrusted import shown
 
 log = logging.getLogger("vectis.dashboard")
 
@@ -108,6 +111,8 @@ class Dashboard:
             self.metrics,
             timeout=settings.sync_timeout,
             concurrency=settings.sync_concurrency,
+            networks=settings.worker_networks,
+            stats_limit=settings.worker_stats_limit,
             clock=clock,
         )
         self.sessions = auth.Sessions()
@@ -116,8 +121,12 @@ class Dashboard:
         self._admin_hash = ""
         self._enroll_hash = auth.token_hash(settings.enroll_token) if settings.enroll_token else ""
         self._keys: dict[str, bytes] = {}
+        self.calls = CallBudget(settings.worker_calls_per_minute)
         self.verifier = RequestVerifier(
-            self._keys.get, start_time=clock(), nonce_capacity=settings.nonce_capacity
+            self._keys.get,
+            start_time=clock(),
+            nonce_capacity=settings.nonce_capacity,
+            nonce_share=self.calls.nonce_share(settings.nonce_capacity),
         )
         self._dns_wake = asyncio.Event()
 
@@ -254,7 +263,9 @@ class Dashboard:
             ] += 1
             raise
         try:
-            ip, port, secret, hostname, version = validate.registration(validate.json_object(body))
+            ip, port, secret, hostname, version = validate.registration(
+                validate.json_object(body), self.settings.worker_networks
+            )
             reg = Registration(ip, port, secret, hostname, version, token_id)
             w, created = await self.store.register(
                 reg, self.settings.zone, new_worker_id, self.now()
@@ -292,7 +303,9 @@ class Dashboard:
             raise
         # Answer with the key that signed the request, even if a rotation lands meanwhile.
         key = self._keys[worker_id]
-        ip, port, version, applied = validate.heartbeat(validate.json_object(body))
+        ip, port, version, applied = validate.heartbeat(
+            validate.json_object(body), self.settings.worker_networks
+        )
         at = self.now()
 
         def mutate(w: Worker) -> Any:
@@ -331,8 +344,9 @@ class Dashboard:
         """
         req = self._verify_signed(worker_id, path, authorization, body, "rotation")
         new = validate.json_object(body).get("new_secret")
-        if not is_acceptable_secret(new):
-            raise BadRequest("'new_secret' must be 32 to 128 hexadecimal characters, an even count")
+        problem = secret_problem(new)
+        if problem is not None:
+            raise BadRequest(f"'new_secret' {problem}")
         assert isinstance(new, str)
         new = new.lower()
         old = self._keys[worker_id].hex()
@@ -360,13 +374,31 @@ class Dashboard:
         self, worker_id: str, path: str, authorization: str | None, body: bytes, what: str
     ) -> SignedRequest:
         """A worker's signed request for `worker_id`, or Unauthorized (the reason logged)."""
+        now = self.clock()
+
+        def within_budget(req: SignedRequest) -> None:
+            wait = self.calls.take(req.worker_id, now)
+            if wait:
+                self.metrics.heartbeats["over_budget"] += 1
+                raise TooManyRequests(
+                    f"more than {self.calls.per_minute} signed calls a minute from this worker; "
+                    f"retry in {wait} s",
+                    wait,
+                )
+
         try:
-            req = self.verifier.verify(authorization, "POST", path, body, now=self.clock())
+            req = self.verifier.verify(
+                authorization, "POST", path, body, now=now, admit=within_budget
+            )
         except AuthFailure as exc:
             log.info("%s for %s refused: %s", what, worker_id[:64], exc.reason)
             raise Unauthorized(exc.reason) from None
         except NonceStoreFull:
             raise ServiceUnavailable("too many recent requests; retry shortly") from None
+        except NonceShareFull:
+            raise TooManyRequests(
+                "this worker holds its whole share of recent requests; retry in a minute", 60
+            ) from None
         if req.worker_id != worker_id:
             log.info("%s path names %s but is signed by %s", what, worker_id[:64], req.worker_id)
             raise Unauthorized("signed for another worker")
@@ -436,6 +468,7 @@ class Dashboard:
         if w is None:
             raise NotFound(f"no worker {worker_id[:64]!r}")
         self._keys.pop(w.id, None)
+        self.calls.forget(w.id)
         log.info("deleted worker %s", w.id)
         if self.dns.provisions:
             try:
@@ -497,7 +530,7 @@ class Dashboard:
         try:
             await asyncio.wait_for(self.dns.ensure(w.subdomain, w.ip), DNS_TIMEOUT)
         except Exception as exc:
-            error = str(exc)[:200] or type(exc).__name__
+            error = shown(str(exc)) or type(exc).__name__
             log.warning("DNS record %s -> %s failed: %s", w.subdomain, w.ip, error)
         at = self.now()
         tried_ip = w.ip

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vectis.addresses import Network, parse_networks
 from vectis.crypto.signing import DEFAULT_NONCE_CAPACITY
 from vectis.dashboard import auth
 from vectis.dashboard.dist import check_wheel_file
@@ -19,6 +20,11 @@ DEFAULT_SYNC_INTERVAL = 60.0
 DEFAULT_SYNC_CONCURRENCY = 100
 DEFAULT_SYNC_TIMEOUT = 5.0
 BODY_LIMIT = 1024 * 1024
+#: Signed calls (heartbeats, rotations) one worker may make per minute; `vectis sync` may run
+#: beside the daemon's own beats, so never fewer than 10.
+DEFAULT_WORKER_CALLS = 30
+#: Bytes of stats, and of metadata, that one worker's answer may make the dashboard keep.
+DEFAULT_WORKER_STATS_LIMIT = 16 * 1024
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -51,6 +57,10 @@ class DashboardSettings:
     dns_retry_max: float = 300.0
     #: seconds over which failed credentials are counted (auth.FailureLimiter)
     auth_window: float = auth.WINDOW
+    #: private networks whose addresses workers may have, besides public unicast ones
+    worker_networks: tuple[Network, ...] = ()
+    worker_calls_per_minute: int = DEFAULT_WORKER_CALLS
+    worker_stats_limit: int = DEFAULT_WORKER_STATS_LIMIT
 
     @property
     def db_path(self) -> Path:
@@ -149,4 +159,14 @@ def load_settings(
     s.sync_concurrency = _integer(env, "VECTIS_SYNC_CONCURRENCY", 100, 1, 10_000)
     s.sync_timeout = _number(env, "VECTIS_SYNC_TIMEOUT", DEFAULT_SYNC_TIMEOUT, 0.05)
     s.nonce_capacity = _integer(env, "VECTIS_NONCE_CAPACITY", 65_536, 1, 100_000_000)
+    try:
+        s.worker_networks = parse_networks(env.get("VECTIS_WORKER_NETWORKS", ""))
+    except ValueError as exc:
+        raise ConfigError(f"VECTIS_WORKER_NETWORKS: {exc}") from None
+    s.worker_calls_per_minute = _integer(
+        env, "VECTIS_WORKER_CALLS_PER_MINUTE", DEFAULT_WORKER_CALLS, 10, 100_000
+    )
+    s.worker_stats_limit = _integer(
+        env, "VECTIS_WORKER_STATS_LIMIT", DEFAULT_WORKER_STATS_LIMIT, 1024, 512 * 1024
+    )
     return s

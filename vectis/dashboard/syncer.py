@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import ipaddress
 import logging
 import os
 import threading
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from vectis.addresses import Network, worker_address_problem
 from vectis.crypto.secrets import key_from_secret
 from vectis.crypto.signing import (
     SIGNATURE_HEADER,
@@ -35,10 +36,12 @@ from vectis.dashboard import wire
 from vectis.dashboard.metrics import Metrics
 from vectis.dashboard.model import SyncReply, Worker, after_failure, after_sync
 from vectis.dashboard.store import Store
+from vectis.untrusted import parse_object, readable, readable_tree
 
 log = logging.getLogger("vectis.dashboard.sync")
 
-RESPONSE_LIMIT = 1024 * 1024
+# Room in an answer besides its stats and metadata (status, version, ids, JSON punctuation).
+ANSWER_OVERHEAD = 16 * 1024
 FLUSH_EVERY = 500
 # Outcomes finished within this many seconds go back to the API's loop together: one wake-up
 # of that loop per batch, not per worker.
@@ -69,27 +72,35 @@ def _url(w: Worker) -> str:
     return f"http://{host}:{w.port}/sync"
 
 
-def read_reply(worker_id: str, raw: bytes) -> Outcome:
-    """Decode a verified 200 answer; a malformed one is a failure, never an exception."""
+def read_reply(worker_id: str, raw: bytes, stats_limit: int) -> Outcome:
+    """Decode a verified 200 answer; a malformed or oversized one is this worker's failure.
+
+    Everything in it is checked here, at the edge, so that nothing one worker answers can
+    break the write of a batch that holds other workers' outcomes.
+    """
     try:
-        doc = json.loads(raw)
-    except ValueError:
-        return "http 200: the answer is not JSON"
-    if not isinstance(doc, dict):
-        return "http 200: the answer is not a JSON object"
-    if doc.get("worker_id", worker_id) != worker_id:
-        return f"identity mismatch: the worker answered as {str(doc.get('worker_id'))[:64]!r}"
-    applied = doc.get("applied_revision")
-    if isinstance(applied, bool) or not isinstance(applied, int) or applied < 0:
-        return "http 200: the answer has no valid applied_revision"
-    version = doc.get("version")
-    stats, metadata = doc.get("stats"), doc.get("metadata")
-    return SyncReply(
-        applied_revision=min(applied, 2**62),
-        version=str(version)[:64] if version is not None else None,
-        stats_json=json.dumps(stats) if isinstance(stats, dict) else None,
-        metadata_json=json.dumps(metadata) if isinstance(metadata, dict) else None,
-    )
+        doc = parse_object(raw, "the answer")
+        if doc.get("worker_id", worker_id) != worker_id:
+            return "identity mismatch: the worker answered under another worker's id"
+        applied = doc.get("applied_revision")
+        if isinstance(applied, bool) or not isinstance(applied, int) or applied < 0:
+            return "bad answer: no valid applied_revision"
+        version = doc.get("version")
+        if version is not None:
+            version = readable(version, "version", 64)
+        stats, metadata = doc.get("stats"), doc.get("metadata")
+        return SyncReply(
+            applied_revision=min(applied, 2**62),
+            version=version,
+            stats_json=readable_tree(stats, "stats", stats_limit)
+            if isinstance(stats, dict)
+            else None,
+            metadata_json=readable_tree(metadata, "metadata", stats_limit)
+            if isinstance(metadata, dict)
+            else None,
+        )
+    except ValueError as exc:
+        return f"bad answer: {exc}"
 
 
 class SyncLoop:
@@ -239,12 +250,16 @@ class Syncer:
         *,
         timeout: float,
         concurrency: int,
+        networks: tuple[Network, ...] = (),
+        stats_limit: int = 16 * 1024,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.timeout = timeout
         self.concurrency = concurrency
+        self.networks = networks
+        self.stats_limit = stats_limit
         self.clock = clock
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self.sync_loop = SyncLoop()
@@ -258,35 +273,47 @@ class Syncer:
         await self.sync_loop.stop()
 
     async def _exchange(self, w: Worker) -> Outcome:
+        """One signed sync. The causes it gives are coarse on purpose: the worker's record
+        tells an operator what failed, not what answers on another host's port, so that an
+        enrollment token is no port scanner. The details go to the log.
+        """
+        problem = worker_address_problem(ipaddress.ip_address(w.ip), self.networks)
+        if problem is not None:
+            return f"refused: {problem}"
         key = key_from_secret(w.secret)
         body = w.sync_body()
         nonce = new_nonce(os.urandom)
         auth = sign_request(key, w.id, "POST", "/sync", body, ts=int(self.clock()), nonce=nonce)
         headers = {"Authorization": auth, "Content-Type": "application/json"}
+        where = f"{w.ip}:{w.port}" if ":" not in w.ip else f"[{w.ip}]:{w.port}"
+        unreachable = f"unreachable: no answer from {where} within {self.timeout:g} s"
+        mismatch = f"identity mismatch: {where} gave no answer signed by this worker"
+        limit = 2 * self.stats_limit + ANSWER_OVERHEAD
         try:
             answer = await wire.post(
-                w.ip, w.port, "/sync", headers, body, timeout=self.timeout, limit=RESPONSE_LIMIT
+                w.ip, w.port, "/sync", headers, body, timeout=self.timeout, limit=limit
             )
         except TimeoutError:
-            return f"timeout: no answer within {self.timeout:g} s"
+            log.info("sync %s: no answer within %g s", w.id, self.timeout)
+            return unreachable
+        except wire.AnswerTooLarge:
+            return f"bad answer: larger than {limit} bytes"
         except wire.WireError as exc:
-            return f"unreachable: {w.ip}:{w.port}: {exc}"
+            log.info("sync %s: %s", w.id, exc)
+            return mismatch
         except OSError as exc:
-            reason = (exc.strerror or type(exc).__name__).lower()
-            return f"unreachable: {w.ip}:{w.port}: {reason}"
+            log.info("sync %s: %s", w.id, (exc.strerror or type(exc).__name__).lower())
+            return unreachable
         if answer.status != 200:
-            if answer.status in (401, 403):
-                return (
-                    f"identity mismatch: the worker at {w.ip}:{w.port} refused "
-                    f"this worker's signature (http {answer.status})"
-                )
-            return f"http {answer.status}"
+            log.info("sync %s: http %d", w.id, answer.status)
+            return mismatch
         signature = answer.headers.get(SIGNATURE_HEADER.lower())
         try:
             verify_response(key, w.id, nonce, 200, answer.body, signature)
         except AuthFailure as exc:
-            return f"identity mismatch: {exc.reason}"
-        return read_reply(w.id, answer.body)
+            log.info("sync %s: %s", w.id, exc.reason)
+            return mismatch
+        return read_reply(w.id, answer.body, self.stats_limit)
 
     async def _safe_exchange(self, w: Worker) -> tuple[Outcome, float]:
         started = time.perf_counter()
@@ -316,7 +343,7 @@ class Syncer:
             if done is not None and not done.done():
                 done.set_result(None)
 
-    async def _record(self, outcomes: dict[str, tuple[Outcome, float]]) -> list[Worker]:
+    async def _write(self, outcomes: dict[str, tuple[Outcome, float]]) -> list[Worker]:
         now = datetime.fromtimestamp(self.clock(), UTC)
 
         def mutate(w: Worker) -> Any:
@@ -325,8 +352,26 @@ class Syncer:
                 return after_sync(w, now, outcome)
             return after_failure(w, now, outcome)
 
+        return await self.store.update_workers(list(outcomes), mutate, now)
+
+    async def _record(self, outcomes: dict[str, tuple[Outcome, float]]) -> list[Worker]:
+        """Store a batch of outcomes. Should one of them fail to store, the others are stored
+        one by one and that worker alone is recorded as failed: no worker's answer can keep
+        the rest of its batch from being recorded."""
         try:
-            changed = await self.store.update_workers(list(outcomes), mutate, now)
+            try:
+                changed = await self._write(outcomes)
+            except Exception:
+                if len(outcomes) == 1 and isinstance(next(iter(outcomes.values()))[0], str):
+                    raise  # a failure that cannot be stored: the store itself is at fault
+                changed = []
+                for worker_id, (outcome, seconds) in outcomes.items():
+                    try:
+                        changed += await self._write({worker_id: (outcome, seconds)})
+                    except Exception:
+                        log.exception("sync %s: its answer could not be stored", worker_id)
+                        cause = "bad answer: the dashboard could not store it"
+                        changed += await self._write({worker_id: (cause, seconds)})
         finally:
             self._release(outcomes)
         for w in changed:

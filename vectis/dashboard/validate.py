@@ -6,48 +6,38 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from vectis.addresses import unicast
+from vectis.addresses import Network, unicast, worker_address_problem
 from vectis.config import toml_problem
 from vectis.crypto.secrets import secret_problem
 from vectis.errors import BadRequest, PayloadTooLarge
 from vectis.status import iso, parse_iso
+from vectis.untrusted import parse_object, readable
 
 DEFAULT_WORKER_PORT = 3000
 CONFIG_LIMIT = 512 * 1024
 MAX_TEXT = 255
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def json_object(body: bytes, what: str = "the body") -> dict[str, Any]:
-    """Parse a JSON object; anything else is a 400 that says what was wrong."""
-    if not body.strip():
-        raise BadRequest(f"{what} is empty; send a JSON object")
+    """Parse a JSON object from outside; anything else is a 400 that says what was wrong."""
     try:
-        doc = json.loads(body, parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        raise BadRequest(f"{what} is not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"{what} is not valid JSON ({exc.msg} at position {exc.pos})") from None
+        return parse_object(body, what)
     except ValueError as exc:
-        raise BadRequest(f"{what} is not valid JSON ({exc})") from None
-    except RecursionError:
-        raise BadRequest(f"{what} is nested too deeply") from None
-    if not isinstance(doc, dict):
-        raise BadRequest(f"{what} must be a JSON object")
-    return doc
+        raise BadRequest(str(exc)) from None
 
 
-def unicast_ip(value: Any, field: str = "ip") -> str:
-    """A unicast IPv4/IPv6 address in canonical form; private and loopback are accepted."""
+def unicast_ip(value: Any, networks: tuple[Network, ...], field: str = "ip") -> str:
+    """A worker's address in canonical form: public unicast, or inside one of `networks`."""
     if not isinstance(value, str) or not value or len(value) > 64:
         raise BadRequest(f"'{field}' must be an IP address string")
     try:
-        return str(unicast(value))
+        addr = unicast(value)
     except ValueError as exc:
         raise BadRequest(f"'{field}': {exc}") from None
+    problem = worker_address_problem(addr, networks)
+    if problem is not None:
+        raise BadRequest(f"'{field}': {problem}")
+    return str(addr)
 
 
 def port(value: Any, field: str = "port", default: int | None = None) -> int:
@@ -62,16 +52,19 @@ def text(doc: dict[str, Any], field: str, limit: int = MAX_TEXT) -> str | None:
     value = doc.get(field)
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > limit:
-        raise BadRequest(f"'{field}' must be a string of at most {limit} characters")
-    return value or None
+    try:
+        return readable(value, field, limit) or None
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
-def registration(doc: dict[str, Any]) -> tuple[str, int, str, str | None, str | None]:
+def registration(
+    doc: dict[str, Any], networks: tuple[Network, ...]
+) -> tuple[str, int, str, str | None, str | None]:
     """(ip, port, secret, hostname, version) of an auto-register body."""
     if "ip" not in doc:
         raise BadRequest("'ip' is missing")
-    ip = unicast_ip(doc["ip"])
+    ip = unicast_ip(doc["ip"], networks)
     secret = doc.get("secret")
     if secret is None:
         raise BadRequest("'secret' is missing")
@@ -87,9 +80,11 @@ def registration(doc: dict[str, Any]) -> tuple[str, int, str, str | None, str | 
     )
 
 
-def heartbeat(doc: dict[str, Any]) -> tuple[str | None, int | None, str | None, int | None]:
+def heartbeat(
+    doc: dict[str, Any], networks: tuple[Network, ...]
+) -> tuple[str | None, int | None, str | None, int | None]:
     """(ip, port, version, applied_revision) of a heartbeat body; each may be absent."""
-    ip = unicast_ip(doc["ip"]) if doc.get("ip") is not None else None
+    ip = unicast_ip(doc["ip"], networks) if doc.get("ip") is not None else None
     p = port(doc["port"]) if doc.get("port") is not None else None
     revision = doc.get("applied_revision")
     if revision is not None and (

@@ -16,6 +16,10 @@ class WireError(Exception):
     """The peer answered something that is not a usable HTTP/1.1 response."""
 
 
+class AnswerTooLarge(WireError):
+    """The answer is larger than the caller's limit: it was not read whole."""
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     status: int
@@ -50,7 +54,7 @@ class _Exchange(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buf += data
         if len(self.buf) > self.limit + 16384:
-            self._finish(WireError("the answer is too large"))
+            self._finish(AnswerTooLarge("the answer is too large"))
             return
         try:
             if self.head is None and not self._parse_head():
@@ -105,7 +109,7 @@ class _Exchange(asyncio.Protocol):
                 raise WireError("a malformed Content-Length")
             self.length = int(text)
             if self.length > self.limit:
-                raise WireError("the answer is too large")
+                raise AnswerTooLarge("the answer is too large")
         return True
 
     def _complete(self, eof: bool) -> Answer | None:
