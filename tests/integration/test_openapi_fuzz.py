@@ -51,6 +51,7 @@ CHECKS = [
     unsupported_method,
     missing_required_header,
 ]
+HOSTILE_CHECKS = [c for c in CHECKS if c is not negative_data_rejection]
 # Not allow_header_conformance: /infra/workers/sync and /auto-register also match the
 # /infra/workers/{worker_id} route, so their 405 rightly lists its GET and DELETE too (which
 # answer 404, as neither name can be a worker id).
@@ -126,6 +127,30 @@ def _keep_on_loopback(value: Any) -> Any:
     return str(loop) if addr.version == 4 else f"::ffff:{loop}"
 
 
+# Texts that broke or fooled the dashboard once: a lone surrogate (the JSON escape \\ud800,
+# which no UTF-8 store can encode), terminal escapes, C1 controls, a bidi override.
+HOSTILE = ["\ud800", "ok\udfff", "\x1b]0;owned\x07", "\x1b[2J", "a\x00b", "\x9b1m", "\u202eexe"]
+
+
+def _hostile(value: Any, fleet: Fleet, *, queries: bool = False) -> Any:
+    """`value` with each string (keys too) replaced by, or suffixed with, a hostile text.
+
+    A query string cannot carry a lone surrogate (no URL encodes one): controls only there.
+    """
+    if isinstance(value, str):
+        choices = [h for h in HOSTILE if not queries or h.isascii()]
+        bad = choices[next(fleet.turn) % len(choices)]
+        return bad if fleet.every_other() else value + bad
+    if isinstance(value, dict):
+        return {
+            _hostile(k, fleet) if fleet.every_other() else k: _hostile(v, fleet)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_hostile(v, fleet, queries=queries) for v in value]
+    return value
+
+
 class FromAddress(HTTPAdapter):
     """Connects from one loopback address: the failure limiter counts per address."""
 
@@ -178,7 +203,9 @@ def fleet(
 ) -> Iterator[Fleet]:
     tmp = tmp_path_factory.mktemp("openapi-fuzz")
     failed_before = request.session.testsfailed
-    with dashboard(tmp) as dash:
+    # A budget of signed calls that the fuzzing of one worker's heartbeats never exhausts, so
+    # that every case reaches the handler's work (test_abuse_workers tests the budget).
+    with dashboard(tmp, VECTIS_WORKER_CALLS_PER_MINUTE="100000") as dash:
         status, served = dash.call("GET", "/openapi.json", token=None)
         assert (status, served) == (200, document())
         fleet = Fleet(dash)
@@ -196,8 +223,9 @@ def fleet(
         assert fleet.secured <= fleet.probed, fleet.secured - fleet.probed
 
 
-def _prepare(case: Any, fleet: Fleet) -> dict[str, str]:
-    """Real objects behind some valid ids, loopback addresses only; the credentials to send."""
+def _prepare(case: Any, fleet: Fleet) -> tuple[dict[str, str], bool]:
+    """Real objects behind some valid ids, loopback addresses only; the credentials to send,
+    and whether the case now carries hostile text."""
     op = case.operation
     headers: dict[str, str] = {}
     path = op.path
@@ -223,9 +251,22 @@ def _prepare(case: Any, fleet: Fleet) -> dict[str, str]:
             params["token_id"] = fleet.token()
     if isinstance(case.body, dict) and "ip" in case.body:
         case.body["ip"] = _keep_on_loopback(case.body["ip"])
+    hostile = False
+    positive = case.meta is None or case.meta.generation.mode == GenerationMode.POSITIVE
+    if positive and fleet.every_other():
+        # Every other valid case carries hostile text in each of its string fields. The body
+        # goes as the bytes a hostile client sends (a surrogate as its JSON escape).
+        if isinstance(case.body, dict | list | str):
+            raw = json.dumps(_hostile(case.body, fleet)).encode()
+            if raw != json.dumps(case.body).encode():
+                hostile, case.body = True, raw
+        if case.query:
+            mutated = {k: _hostile(v, fleet, queries=True) for k, v in case.query.items()}
+            hostile = hostile or mutated != case.query
+            case.query = mutated
     if params:
         case.path_parameters = params
-    return headers
+    return headers, hostile
 
 
 # Built from the same data the server serves (the fleet fixture checks they are equal), so
@@ -237,16 +278,24 @@ schema = schemathesis.openapi.from_dict(document(), config=CONFIG)
 def test_api_answers_as_documented(case: Any, fleet: Fleet) -> None:
     if not fleet.keys:
         fleet.register()
-    headers = _prepare(case, fleet)
+    headers, hostile = _prepare(case, fleet)
     if headers:
         fleet.secured.add(case.operation.label)
     resp = case.call_and_validate(
         base_url=fleet.dash.url,
         session=fleet.session(case.operation.label),
         headers=headers,
-        checks=CHECKS,
+        # A body of raw bytes is one the schema validator cannot read, so it would call every
+        # hostile case invalid; what the answer to one must be is checked below instead.
+        checks=HOSTILE_CHECKS if hostile else CHECKS,
         timeout=10,
     )
+    if hostile:
+        assert resp.status_code < 500, resp.text
+        if resp.status_code == 400:
+            # Named, never echoed: the message says which field, without the bad text raw.
+            message = resp.json()["message"]
+            assert not any(h in message for h in HOSTILE if len(h) > 1), message
     if headers and resp.status_code < 300:
         _refuses_strangers(case, fleet)
 
