@@ -132,12 +132,17 @@ def _big_bodies(port: int, pid: int, targets: list[tuple[str, bytes]]) -> None:
             for mode in modes:
                 send_big(port, head, mode)
     outcomes, peaks = {}, {}
-    with peak_rss(pid) as whole:
-        for name, head in targets:
-            for mode in modes:
-                with peak_rss(pid, every=0.002) as rss:
-                    outcomes[name, mode] = send_big(port, head, mode)
-                peaks[name, mode] = rss[1] - rss[0]
+    # A leak shows in every pass; the allocator keeping a few freed buffers shows in some. So
+    # the growth over all uploads is the least of three passes.
+    growths = []
+    for _ in range(3):
+        with peak_rss(pid) as whole:
+            for name, head in targets:
+                for mode in modes:
+                    with peak_rss(pid, every=0.002) as rss:
+                        outcomes[name, mode] = send_big(port, head, mode)
+                    peaks[name, mode] = max(peaks.get((name, mode), 0), rss[1] - rss[0])
+        growths.append(whole[1] - whole[0])
     for (name, mode), status in outcomes.items():
         if mode == "none":
             # Unframed bytes are no body: the request is answered, the rest is garbage.
@@ -149,7 +154,7 @@ def _big_bodies(port: int, pid: int, targets: list[tuple[str, bytes]]) -> None:
     # Reading a whole body would cost 5 MiB at once; the cap lets at most ~1 MiB in.
     worst = max(peaks, key=lambda k: peaks[k])
     assert peaks[worst] < BIG // 2, f"{worst}: RSS rose {peaks[worst] / MiB:.1f} MiB"
-    growth = whole[1] - whole[0]
+    growth = min(growths)
     assert growth < BIG, f"RSS grew by {growth / MiB:.1f} MiB over {len(outcomes)} uploads"
 
 
