@@ -4,8 +4,9 @@
 a kill often lands mid-write), printing `ready <pid>` after the first write.
 `fork`: for each line on stdin, reap the previous child and fork a new `alternate` writer,
 so that many writers can be started and killed without paying for imports each time.
-`count config|state N`: after a line on stdin, N read-modify-writes each adding 1 to its
-counter.
+`count config|state N`: print `ready`, wait for a line on stdin (so that two writers start
+together), then N read-modify-writes each adding 1 to its own counter and to the shared
+`[config] total`.
 """
 
 from __future__ import annotations
@@ -56,13 +57,15 @@ def fork_writers() -> None:
 
 
 def count(table: str, times: int) -> None:
-    sys.stdin.readline()  # start together with the other writer
+    print("ready", flush=True)
+    sys.stdin.readline()  # the start signal, given to both writers at once
     for _ in range(times):
         with locked_conf() as conf:
             if table == "config":
                 conf.config["count"] = int(conf.config.get("count", 0)) + 1
             else:
                 conf.state.applied_revision += 1
+            conf.config["total"] = int(conf.config.get("total", 0)) + 1
     print("done", flush=True)
 
 

@@ -119,7 +119,7 @@ def test_two_concurrent_writers_never_lose_each_others_changes() -> None:
     path = conf_path()
     path.parent.mkdir(parents=True)
     path.write_text('operator_note = "kept"\n')
-    times = 150
+    times = 300
     procs = [
         subprocess.Popen(
             [*WRITER, "count", table, str(times)],
@@ -129,12 +129,34 @@ def test_two_concurrent_writers_never_lose_each_others_changes() -> None:
         )
         for table in ("config", "state")
     ]
-    outs = [proc.communicate(b"go\n", timeout=60)[0] for proc in procs]
+    try:
+        # Both writers are up (imports done) before either starts: their loops overlap, and
+        # without the lock a read-modify-write of one lands between the other's read and write.
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()
+        for proc in procs:
+            assert proc.stdout is not None
+            proc.wait(60)
+        outs = [proc.stdout.read() for proc in procs if proc.stdout is not None]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
     assert [proc.returncode for proc in procs] == [0, 0]
     assert outs == [b"done\n", b"done\n"]
     conf = read_conf(path)
+    # Each writer's own counter, and the counter both of them add to: no update lost.
     assert conf.config["count"] == times
     assert conf.state.applied_revision == times
+    assert conf.config["total"] == 2 * times
     assert tomllib.loads(path.read_text())["operator_note"] == "kept"
     assert _temp_files(path.parent) == []
     assert os.stat(path).st_mode & 0o777 == 0o600
