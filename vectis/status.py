@@ -1,4 +1,4 @@
-"""The sync status state machine (SPEC section 5), shared by worker and dashboard.
+"""The sync status state machine (docs/protocol.md#statuses), shared by worker and dashboard.
 
 Pure: each function takes the current record and the time, and returns the new record plus
 the status change to append to the history (None when the status did not change).

@@ -85,7 +85,7 @@ class Fleet:
     def register(
         self, secret: str, port: int, token: str = ENROLL_TOKEN, **extra: Any
     ) -> tuple[int, Any]:
-        """The real auto-register call a worker makes (SPEC section 3)."""
+        """The real auto-register call a worker makes (docs/protocol.md#registration)."""
         body = {"ip": "127.0.0.1", "secret": secret, "port": port, **extra}
         status, _, raw = http(
             "POST",

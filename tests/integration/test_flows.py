@@ -1,8 +1,9 @@
 """`vectis register` and `vectis sync` as real processes against a dashboard stand-in.
 
-The stand-in speaks SPEC sections 3 and 7 on a loopback port (auto-register with a token, a
-signed heartbeat with a signed answer) and can be told to misbehave in ways the real
-dashboard never does on purpose: unsigned or wrongly signed answers, 409, being down.
+The stand-in speaks docs/protocol.md#registration and docs/protocol.md#heartbeat on a loopback
+port (auto-register with a token, a signed heartbeat with a signed answer) and can be told to
+misbehave in ways the real dashboard never does on purpose: unsigned or wrongly signed
+answers, 409, being down.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ HEARTBEAT = {"ip": "127.0.0.1", "applied_revision": 0}
 
 
 def signed(secret: str, worker_id: str, path: str, body: bytes) -> dict[str, str]:
-    """Headers of a request signed with `secret` (SPEC section 6)."""
+    """Headers of a request signed with `secret` (docs/protocol.md#signed-requests)."""
     auth = sign_request(
         bytes.fromhex(secret),
         worker_id,

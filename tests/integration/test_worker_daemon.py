@@ -79,7 +79,7 @@ def auth(
     method: str = "POST",
     path: str = "/sync",
 ) -> tuple[str, str]:
-    """(Authorization header, nonce) for a request signed by the SPEC's rules."""
+    """(Authorization header, nonce) of a request signed as in docs/protocol.md#signed-requests."""
     nonce = nonce or new_nonce(os.urandom)
     ts = int(time.time()) if ts is None else ts
     return sign_request(key, wid, method, path, body, ts=ts, nonce=nonce), nonce

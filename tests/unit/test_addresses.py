@@ -1,4 +1,4 @@
-"""The one address rule every side applies (SPEC section 3)."""
+"""The one address rule every side applies (docs/protocol.md#worker-addresses)."""
 
 from __future__ import annotations
 

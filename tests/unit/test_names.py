@@ -1,4 +1,4 @@
-"""Worker IDs: readable, DNS-label safe, matching the SPEC's pattern."""
+"""Worker IDs: readable, DNS-label safe, matching the pattern of docs/protocol.md#registration."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from vectis.dashboard.names import ADJECTIVES, NOUNS, is_worker_id, new_worker_id
 
-SPEC = re.compile(r"^[a-z]+(-[a-z]+)*-[0-9a-f]{4}$")
+ID_PATTERN = re.compile(r"^[a-z]+(-[a-z]+)*-[0-9a-f]{4}$")
 
 
 def test_word_lists_are_dns_safe_and_distinct() -> None:
@@ -21,7 +21,7 @@ def test_word_lists_are_dns_safe_and_distinct() -> None:
 @given(st.data())
 def test_every_id_matches_the_spec(data: st.DataObject) -> None:
     worker_id = new_worker_id(lambda n: data.draw(st.integers(0, n - 1)))
-    assert SPEC.fullmatch(worker_id) and is_worker_id(worker_id) and len(worker_id) <= 63
+    assert ID_PATTERN.fullmatch(worker_id) and is_worker_id(worker_id) and len(worker_id) <= 63
 
 
 def test_ids_vary() -> None:

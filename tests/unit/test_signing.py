@@ -1,4 +1,7 @@
-"""The signing core against the shared vectors and every adversarial case of SPEC section 6."""
+"""The signing core against the shared vectors and every adversarial case.
+
+The rules under test: docs/protocol.md#signed-requests.
+"""
 
 from __future__ import annotations
 

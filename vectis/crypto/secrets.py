@@ -12,8 +12,8 @@ from vectis.errors import ConfigError
 
 SECRET_BYTES = 32
 _WORKER_SECRET = re.compile(r"[0-9a-f]{64}")
-# What the dashboard accepts at registration (SPEC section 3): 32 to 128 hex characters, and an
-# even count, since the signing key is bytes.fromhex(secret).
+# What the dashboard accepts at registration (docs/protocol.md#registration): 32 to 128 hex
+# characters, and an even count, since the signing key is bytes.fromhex(secret).
 _ACCEPTED_SECRET = re.compile(r"[0-9a-fA-F]{32,128}")
 
 
@@ -38,7 +38,10 @@ def degenerate(key: bytes) -> str | None:
 
 
 def secret_problem(text: object) -> str | None:
-    """What is wrong with a worker secret sent to the dashboard, or None (SPEC section 3)."""
+    """What is wrong with a worker secret sent to the dashboard, or None.
+
+    The rule: docs/protocol.md#registration.
+    """
     if not (isinstance(text, str) and _ACCEPTED_SECRET.fullmatch(text) and len(text) % 2 == 0):
         return "must be 32 to 128 hexadecimal characters, an even count"
     return degenerate(bytes.fromhex(text))

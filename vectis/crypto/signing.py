@@ -1,4 +1,6 @@
-"""Signed requests and responses (SPEC section 6): pure functions, clock and randomness passed in.
+"""Signed requests and responses: pure functions, clock and randomness passed in.
+
+The wire format, the order of checks and the test vectors: docs/protocol.md#signed-requests.
 
 A request carries `Authorization: Bearer v1.<worker_id>.<ts>.<nonce>.<sig>`; its 200 answer
 carries `X-Vectis-Signature: v1.<ts>.<sig>`. Both signatures are HMAC-SHA256 keyed with
@@ -210,7 +212,10 @@ class NonceStore:
 
 
 class RequestVerifier:
-    """Checks signed requests in the SPEC's order and remembers accepted nonces."""
+    """Checks signed requests in the documented order and remembers accepted nonces.
+
+    The order and its reasons: docs/protocol.md#signed-requests.
+    """
 
     def __init__(
         self,

@@ -231,7 +231,7 @@ def _decode(text: str | None) -> Any:
 def worker_json(
     w: Worker, *, dns_provisions: bool = True, dashboard_version: str = __version__
 ) -> dict[str, Any]:
-    """The API's worker object (SPEC section 9); never the secret.
+    """The API's worker object (docs/protocol.md#admin-api); never the secret.
 
     `version_current`: whether the worker runs the dashboard's version (the one its
     install.sh installs); null until the worker reported a version.

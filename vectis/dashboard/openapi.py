@@ -366,7 +366,7 @@ def _paths() -> dict[str, Schema]:
         "/infra/workers/auto-register": {
             "post": _op(
                 "autoRegister",
-                "Register a worker (SPEC section 3)",
+                "Register a worker (docs/protocol.md#registration)",
                 {
                     "200": _json(_ref("Registered"), "the same secret registered again"),
                     "201": _json(_ref("Registered"), "a new worker"),
@@ -383,7 +383,7 @@ def _paths() -> dict[str, Schema]:
         "/infra/workers/{worker_id}/heartbeat": {
             "post": _signed_op(
                 "heartbeat",
-                "A worker's signed heartbeat (SPEC section 7)",
+                "A worker's signed heartbeat (docs/protocol.md#heartbeat)",
                 HEARTBEAT,
                 _ref("HeartbeatAnswer"),
                 "signed with the worker's secret",
@@ -644,7 +644,7 @@ def _paths() -> dict[str, Schema]:
         "/install.sh": {
             "get": _op(
                 "installScript",
-                "The install script (SPEC section 11)",
+                "The install script (docs/protocol.md#worker-builds-dist-and-installsh)",
                 {
                     "200": _text_file(
                         "text/x-shellscript",

@@ -1,4 +1,4 @@
-"""The daemon's heartbeat: re-check the public IP and report it on an interval (SPEC section 7).
+"""The daemon's heartbeat: re-check the public IP and report it (docs/protocol.md#heartbeat).
 
 Each beat is the `vectis sync` use-case run in a daemon thread (stdlib HTTP, blocking file
 lock), so a slow dashboard never blocks the event loop nor delays a shutdown. Failures back

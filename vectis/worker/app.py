@@ -1,4 +1,6 @@
-"""The worker daemon: `create_app()` with signed `POST /sync` and `GET /healthz` (SPEC 4, 6).
+"""The worker daemon: `create_app()` with signed `POST /sync` and `GET /healthz`.
+
+The wire contract: docs/protocol.md#sync and docs/protocol.md#signed-requests.
 
 Anything but those two routes answers the same 401 as a bad signature, so the port reveals
 nothing. One middleware turns errors into the JSON error shape and logs one line per request.
@@ -117,7 +119,7 @@ def parse_sync_body(body: bytes) -> tuple[int, dict[str, Any]]:
 
 
 async def handle_sync(request: web.Request) -> web.Response:
-    """Verify, apply a newer revision, answer the signed status (SPEC section 4)."""
+    """Verify, apply a newer revision, answer the signed status (docs/protocol.md#sync)."""
     rt = request.app[RUNTIME]
     if request.raw_path != SYNC_PATH:
         raise Unauthorized(f"signed route answers only the exact path {SYNC_PATH}")
@@ -169,7 +171,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
 
 def _heartbeat(settings: ServeSettings) -> Coroutine[Any, Any, None]:
-    """The heartbeat loop (SPEC section 7).
+    """The heartbeat loop (docs/protocol.md#heartbeat).
 
     Started even before a dashboard URL is known: the loop reads worker.conf on every beat and
     waits quietly until a registration writes the URL and id there.

@@ -28,7 +28,8 @@ from vectis.errors import ExitCode, Unauthorized, Unreachable, VectisError
 
 DEFAULT_TIMEOUT = 10.0
 MAX_BODY = 1024 * 1024
-# What the worker accepts as an id: it goes into URL paths and signatures (SPEC section 6).
+# What the worker accepts as an id: it goes into URL paths and signatures
+# (docs/protocol.md#signed-requests).
 _ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
@@ -136,7 +137,7 @@ def json_object(body: bytes, what: str) -> dict[str, Any]:
 def register(
     dashboard_url: str, token: str, payload: dict[str, Any], timeout: float = DEFAULT_TIMEOUT
 ) -> Registration:
-    """POST /infra/workers/auto-register with the enrollment token (SPEC section 3)."""
+    """POST /infra/workers/auto-register with a token (docs/protocol.md#registration)."""
     body = json.dumps(payload).encode("utf-8")
     status, _, raw = post(
         dashboard_url + "/infra/workers/auto-register",
@@ -166,7 +167,7 @@ def heartbeat(
     payload: dict[str, Any],
     timeout: float = DEFAULT_TIMEOUT,
 ) -> HeartbeatAnswer:
-    """POST the signed heartbeat (SPEC section 7) and verify the signed answer."""
+    """POST the signed heartbeat (docs/protocol.md#heartbeat) and verify the signed answer."""
     path = urlsplit(dashboard_url).path.rstrip("/") + f"/infra/workers/{worker_id}/heartbeat"
     body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
     nonce = new_nonce(os.urandom)
