@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from vectis.envsettings import env_text
 from vectis.errors import (
     BadRequest,
     ConfigError,
@@ -55,7 +56,7 @@ def admin_token(token_file: Path | None) -> str:
         if not token:
             raise ConfigError(f"the admin token file {token_file} is empty")
     else:
-        token = os.environ.get("VECTIS_ADMIN_TOKEN", "").strip()
+        token = env_text(os.environ, "VECTIS_ADMIN_TOKEN") or ""
         if not token:
             raise ConfigError(
                 "no admin token: set VECTIS_ADMIN_TOKEN or pass --admin-token-file FILE"

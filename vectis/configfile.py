@@ -18,6 +18,7 @@ from typing import Any
 import tomli_w
 
 from vectis.config import WorkerConf, parse_worker_conf, render_worker_conf
+from vectis.envsettings import env_text
 from vectis.errors import ConfigError
 
 DEFAULT_CONFIG_DIR = "/etc/vectis"
@@ -27,7 +28,7 @@ SECRET_NAME = "worker.secret"  # noqa: S105 (a file name)
 
 def config_dir() -> Path:
     """`VECTIS_CONFIG_DIR`, else `/etc/vectis`."""
-    return Path(os.environ.get("VECTIS_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
+    return Path(env_text(os.environ, "VECTIS_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
 
 
 def conf_path() -> Path:

@@ -150,7 +150,7 @@ def test_key_files_are_checked(tmp_path: Path) -> None:
 def test_settings_are_checked_and_named() -> None:
     with pytest.raises(DNSError, match="VECTIS_RFC2136_SERVER"):
         create_backend("rfc2136", "fleet.test", {})
-    with pytest.raises(DNSError, match="VECTIS_RFC2136_PORT must be"):
+    with pytest.raises(DNSError, match="VECTIS_RFC2136_PORT: must be an integer from 1 to 65535"):
         create_backend(
             "rfc2136", "fleet.test", {"VECTIS_RFC2136_SERVER": "ns1", "VECTIS_RFC2136_PORT": "1.5"}
         )

@@ -90,11 +90,11 @@ async def test_the_last_wish_for_a_name_wins_in_one_request(
 def test_settings_are_checked_and_named() -> None:
     with pytest.raises(DNSError, match="VECTIS_ROUTE53_ZONE_ID"):
         create_backend("route53", "fleet.test", {})
-    with pytest.raises(DNSError, match="VECTIS_DNS_TTL must be"):
+    with pytest.raises(DNSError, match="VECTIS_DNS_TTL: must be an integer from 1 to"):
         create_backend(
             "route53", "fleet.test", {"VECTIS_ROUTE53_ZONE_ID": "Z", "VECTIS_DNS_TTL": "x"}
         )
-    with pytest.raises(DNSError, match="VECTIS_ROUTE53_MAX_RPS must be at least"):
+    with pytest.raises(DNSError, match="VECTIS_ROUTE53_MAX_RPS: must be a number from 0.1 to"):
         create_backend(
             "route53", "fleet.test", {"VECTIS_ROUTE53_ZONE_ID": "Z", "VECTIS_ROUTE53_MAX_RPS": "0"}
         )

@@ -11,7 +11,7 @@ import pytest
 
 from tests.knot import knot_server
 from tests.support import free_port
-from vectis.errors import BadRequest, ExitCode
+from vectis.errors import BadRequest, ConfigError, ExitCode
 from vectis.worker.publicip import (
     DEFAULT_SOURCES,
     IPDetectionError,
@@ -169,10 +169,13 @@ def test_settings_from_env_and_conf() -> None:
     )
     off = IPSettings.from_env({"VECTIS_IP_SOURCES": "off", "VECTIS_IP_DNS_SERVER": "none"})
     assert (off.sources, off.dns_servers) == ([], [])
-    with pytest.raises(BadRequest, match="VECTIS_IP_DNS_PORT"):
+    with pytest.raises(ConfigError, match="VECTIS_IP_DNS_PORT"):
         IPSettings.from_env({"VECTIS_IP_DNS_PORT": "70000"})
-    with pytest.raises(BadRequest, match="VECTIS_IP_TIMEOUT"):
+    with pytest.raises(ConfigError, match="VECTIS_IP_TIMEOUT"):
         IPSettings.from_env({"VECTIS_IP_TIMEOUT": "soon"})
+    with pytest.raises(ConfigError, match="VECTIS_ALLOW_PRIVATE_IP"):
+        IPSettings.from_env({"VECTIS_ALLOW_PRIVATE_IP": "maybe"})
+    assert IPSettings.from_env({"VECTIS_ALLOW_PRIVATE_IP": "off"}).allow_private is False
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,7 @@ def check(
     from vectis.cli.render import emit_json, say, table
     from vectis.dashboard.reconcile import check_dashboard
     from vectis.dashboard.settings import load_settings
+    from vectis.envsettings import env_text
 
     settings = load_settings(
         os.environ,
@@ -61,7 +62,7 @@ def check(
         dns_backend=dns_backend,
         route53_zone_id=route53_zone_id,
     )
-    server = server or os.environ.get("VECTIS_DNS_CHECK_SERVER", "").strip() or None
+    server = server or env_text(os.environ, "VECTIS_DNS_CHECK_SERVER")
     report = asyncio.run(check_dashboard(settings, fix=fix, server=server, resolve=resolve))
     if json_out:
         emit_json(report.to_json())

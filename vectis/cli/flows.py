@@ -42,9 +42,8 @@ PortOpt = Annotated[
     int | None,
     typer.Option(
         "--port",
-        min=1,
-        max=65535,
-        help="The worker daemon's port to report (env VECTIS_WORKER_PORT; else worker.conf).",
+        help="The worker daemon's port to report, 1-65535 (env VECTIS_WORKER_PORT; else "
+        "worker.conf).",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]

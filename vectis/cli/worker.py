@@ -19,9 +19,7 @@ def serve(
     ] = None,
     port: Annotated[
         int | None,
-        typer.Option(
-            min=1, max=65535, help="Listen port (env VECTIS_WORKER_PORT; worker.conf; 3000)."
-        ),
+        typer.Option(help="Listen port, 1-65535 (env VECTIS_WORKER_PORT; worker.conf; 3000)."),
     ] = None,
     ip: Annotated[
         str | None,
@@ -37,23 +35,24 @@ def serve(
 @app.command()
 def init(
     dashboard_url: Annotated[
-        str | None,
-        typer.Option(envvar="VECTIS_DASHBOARD_URL", help="The dashboard's URL."),
+        str | None, typer.Option(help="The dashboard's URL (env VECTIS_DASHBOARD_URL).")
     ] = None,
     port: Annotated[
-        int | None,
-        typer.Option(min=1, max=65535, envvar="VECTIS_WORKER_PORT", help="The daemon's port."),
+        int | None, typer.Option(help="The daemon's port, 1-65535 (env VECTIS_WORKER_PORT).")
     ] = None,
     host: Annotated[
-        str | None,
-        typer.Option(envvar="VECTIS_WORKER_HOST", help="The daemon's listen address."),
+        str | None, typer.Option(help="The daemon's listen address (env VECTIS_WORKER_HOST).")
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Create the worker secret if missing and write settings to worker.conf (idempotent)."""
+    import os
+
     from vectis.worker.local import init_worker
 
-    done = init_worker(dashboard_url=dashboard_url or None, port=port, host=host or None)
+    done = init_worker(
+        dashboard_url=dashboard_url or None, port=port, host=host or None, env=os.environ
+    )
     if json_output:
         emit_json(done)
         return

@@ -19,6 +19,7 @@ from typing import Any
 from vectis.dashboard.dns.base import DNSBackend, DNSError
 from vectis.dashboard.settings import DashboardSettings
 from vectis.dashboard.store import Store
+from vectis.envsettings import PORT_RANGE
 from vectis.errors import ConfigError
 
 STATES = ("ok", "missing", "wrong", "extra", "error")
@@ -95,7 +96,8 @@ def split_server(text: str) -> tuple[str, int]:
         host, _, port = text.partition(":")
     else:
         host, port = text, ""
-    if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+    low, high = PORT_RANGE
+    if not host or (port and not (port.isdigit() and low <= int(port) <= high)):
         raise ConfigError(f"--server {text!r}: expected HOST, HOST:PORT or [IPv6]:PORT")
     return host, int(port) if port else 53
 

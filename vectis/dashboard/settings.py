@@ -11,6 +11,14 @@ from vectis.addresses import Network, parse_networks
 from vectis.crypto.signing import DEFAULT_NONCE_CAPACITY
 from vectis.dashboard import auth
 from vectis.dashboard.dist import check_wheel_file
+from vectis.envsettings import (
+    LISTEN_PORT_RANGE,
+    NONCE_CAPACITY_RANGE,
+    check_int,
+    env_float,
+    env_int,
+    env_text,
+)
 from vectis.errors import ConfigError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -86,28 +94,6 @@ def _check_strength(token: str | None, where: str, what: str) -> None:
         )
 
 
-def _number(env: Mapping[str, str], name: str, default: float, low: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: must be a number") from None
-    if not low <= value < 1e9:
-        raise ConfigError(f"{name}={raw!r}: must be at least {low:g}")
-    return value
-
-
-def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise ConfigError(f"{name}={raw!r}: must be an integer from {low} to {high}")
-    return int(raw)
-
-
 def load_settings(
     env: Mapping[str, str],
     *,
@@ -123,18 +109,19 @@ def load_settings(
 ) -> DashboardSettings:
     """Resolve every setting; raise ConfigError naming the flag or variable at fault."""
     s = DashboardSettings()
-    s.host = host or env.get("VECTIS_DASHBOARD_HOST") or DEFAULT_HOST
-    s.port = port if port is not None else _integer(env, "VECTIS_DASHBOARD_PORT", 8080, 0, 65535)
-    if not 0 <= s.port <= 65535:
-        raise ConfigError(f"--port {s.port}: must be from 0 to 65535")
-    s.data_dir = Path(data_dir or env.get("VECTIS_DATA_DIR") or default_data_dir(env))
-    s.zone = (zone or env.get("VECTIS_ZONE") or DEFAULT_ZONE).strip().rstrip(".").lower()
+    s.host = host or env_text(env, "VECTIS_DASHBOARD_HOST") or DEFAULT_HOST
+    if port is not None:
+        s.port = check_int(port, "--port", *LISTEN_PORT_RANGE)
+    else:
+        s.port = env_int(env, "VECTIS_DASHBOARD_PORT", DEFAULT_PORT, *LISTEN_PORT_RANGE)
+    s.data_dir = Path(data_dir or env_text(env, "VECTIS_DATA_DIR") or default_data_dir(env))
+    s.zone = (zone or env_text(env, "VECTIS_ZONE") or DEFAULT_ZONE).strip().rstrip(".").lower()
     labels = s.zone.split(".")
     if not all(labels) or not all(
         len(x) <= 63 and x.replace("-", "").isalnum() and x.isascii() for x in labels
     ):
         raise ConfigError(f"zone {s.zone!r}: must be a DNS name such as fleet.example.com")
-    s.dns_backend = (dns_backend or env.get("VECTIS_DNS_BACKEND") or "none").strip().lower()
+    s.dns_backend = (dns_backend or env_text(env, "VECTIS_DNS_BACKEND") or "none").strip().lower()
     options = dict(env)
     options["VECTIS_ZONE"] = s.zone
     options["VECTIS_DNS_BACKEND"] = s.dns_backend
@@ -144,29 +131,33 @@ def load_settings(
     if admin_token_file:
         s.admin_token = _read_token_file(admin_token_file, "admin token")
     else:
-        s.admin_token = env.get("VECTIS_ADMIN_TOKEN", "").strip() or None
+        s.admin_token = env_text(env, "VECTIS_ADMIN_TOKEN")
     _check_strength(s.admin_token, admin_token_file or "VECTIS_ADMIN_TOKEN", "admin token")
     s.new_admin_token = new_admin_token
     if enroll_token_file:
         s.enroll_token = _read_token_file(enroll_token_file, "enrollment token")
     else:
-        s.enroll_token = env.get("VECTIS_TOKEN", "").strip() or None
+        s.enroll_token = env_text(env, "VECTIS_TOKEN")
     _check_strength(s.enroll_token, enroll_token_file or "VECTIS_TOKEN", "enrollment token")
-    s.auth_window = _number(env, "VECTIS_AUTH_WINDOW", auth.WINDOW, 1)
-    wheel = env.get("VECTIS_WORKER_WHEEL", "").strip()
+    s.auth_window = env_float(env, "VECTIS_AUTH_WINDOW", auth.WINDOW, 1)
+    wheel = env_text(env, "VECTIS_WORKER_WHEEL")
     s.worker_wheel = check_wheel_file(wheel) if wheel else None
-    s.sync_interval = _number(env, "VECTIS_SYNC_INTERVAL", DEFAULT_SYNC_INTERVAL, 0)
-    s.sync_concurrency = _integer(env, "VECTIS_SYNC_CONCURRENCY", 100, 1, 10_000)
-    s.sync_timeout = _number(env, "VECTIS_SYNC_TIMEOUT", DEFAULT_SYNC_TIMEOUT, 0.05)
-    s.nonce_capacity = _integer(env, "VECTIS_NONCE_CAPACITY", 65_536, 1, 100_000_000)
+    s.sync_interval = env_float(env, "VECTIS_SYNC_INTERVAL", DEFAULT_SYNC_INTERVAL, 0)
+    s.sync_concurrency = env_int(
+        env, "VECTIS_SYNC_CONCURRENCY", DEFAULT_SYNC_CONCURRENCY, 1, 10_000
+    )
+    s.sync_timeout = env_float(env, "VECTIS_SYNC_TIMEOUT", DEFAULT_SYNC_TIMEOUT, 0.05)
+    s.nonce_capacity = env_int(
+        env, "VECTIS_NONCE_CAPACITY", DEFAULT_NONCE_CAPACITY, *NONCE_CAPACITY_RANGE
+    )
     try:
         s.worker_networks = parse_networks(env.get("VECTIS_WORKER_NETWORKS", ""))
     except ValueError as exc:
         raise ConfigError(f"VECTIS_WORKER_NETWORKS: {exc}") from None
-    s.worker_calls_per_minute = _integer(
+    s.worker_calls_per_minute = env_int(
         env, "VECTIS_WORKER_CALLS_PER_MINUTE", DEFAULT_WORKER_CALLS, 10, 100_000
     )
-    s.worker_stats_limit = _integer(
+    s.worker_stats_limit = env_int(
         env, "VECTIS_WORKER_STATS_LIMIT", DEFAULT_WORKER_STATS_LIMIT, 1024, 512 * 1024
     )
     return s

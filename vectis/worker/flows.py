@@ -20,9 +20,11 @@ from vectis import __version__
 from vectis.config import WorkerConf, check_url
 from vectis.configfile import locked_conf, read_conf, secret_path
 from vectis.crypto.secrets import key_from_secret, read_secret_file
+from vectis.envsettings import env_text
 from vectis.errors import BadRequest, ConfigError, ExitCode, Unauthorized, VectisError
 from vectis.status import StatusChange, SyncStatus, failed, iso, succeeded
 from vectis.worker import client, rotation
+from vectis.worker.local import worker_port
 from vectis.worker.publicip import IPSettings, detect_public_ip
 
 Clock = Callable[[], datetime]
@@ -105,12 +107,12 @@ def read_token(token: str | None, token_file: str | None, env: Mapping[str, str]
         return lines[0].strip() if lines and lines[0].strip() else None
     if token is not None and token.strip():
         return token.strip()
-    return env.get("VECTIS_TOKEN", "").strip() or None
+    return env_text(env, "VECTIS_TOKEN")
 
 
 def _dashboard_url(options: FlowOptions, conf: WorkerConf) -> str | None:
     """--dashboard-url, else VECTIS_DASHBOARD_URL, else worker.conf's (validated)."""
-    given = options.dashboard_url or options.env.get("VECTIS_DASHBOARD_URL", "").strip()
+    given = options.dashboard_url or env_text(options.env, "VECTIS_DASHBOARD_URL")
     if not given:
         return conf.settings.dashboard_url
     try:
@@ -130,18 +132,11 @@ def _require_url(url: str | None) -> str:
 
 def _port(options: FlowOptions, conf: WorkerConf) -> int:
     """--port, else VECTIS_WORKER_PORT, else worker.conf's port."""
-    if options.port is not None:
-        return options.port
-    raw = options.env.get("VECTIS_WORKER_PORT", "").strip()
-    if not raw:
-        return conf.settings.port
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
-        raise BadRequest(f"VECTIS_WORKER_PORT must be a port from 1 to 65535, not {raw!r}")
-    return int(raw)
+    return worker_port(options.env, options.port) or conf.settings.port
 
 
 def _public_ip(options: FlowOptions, conf: WorkerConf) -> str:
-    override = options.ip or options.env.get("VECTIS_PUBLIC_IP", "").strip() or None
+    override = options.ip or env_text(options.env, "VECTIS_PUBLIC_IP")
     settings = IPSettings.from_env(options.env, conf.settings.ip_sources)
     return detect_public_ip(override, settings)
 

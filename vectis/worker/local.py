@@ -15,6 +15,15 @@ from vectis import __version__
 from vectis.addresses import unicast
 from vectis.config import DEFAULT_PORT, WorkerConf, check_url
 from vectis.configfile import conf_path, locked_conf, secret_path
+from vectis.envsettings import (
+    FOREVER,
+    NONCE_CAPACITY_RANGE,
+    PORT_RANGE,
+    check_int,
+    env_float,
+    env_int,
+    env_text,
+)
 from vectis.errors import BadRequest, ConfigError, ExitCode
 from vectis.status import SyncStatus, outdated
 
@@ -45,39 +54,19 @@ class ServeSettings:
     max_body: int = MAX_BODY
 
 
-def _env(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name, "").strip()
-    return value or None  # an empty variable means unset
-
-
-def _env_int(env: Mapping[str, str], name: str, low: int, high: int) -> int | None:
-    text = _env(env, name)
-    if text is None:
-        return None
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise ConfigError(f"{name}: must be an integer from {low} to {high}, not {text!r}")
-    return int(text)
-
-
-def _env_float(env: Mapping[str, str], name: str, low: float) -> float | None:
-    text = _env(env, name)
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value >= low or value == float("inf"):
-        raise ConfigError(f"{name}: must be a number of at least {low:g}, not {text!r}")
-    return value
-
-
 def check_ip(value: str, what: str = "--ip") -> str:
     """A valid IPv4 or IPv6 address in its normal form; raise BadRequest otherwise."""
     try:
         return str(unicast(value.strip()))
     except ValueError as exc:
         raise BadRequest(f"{what}: {exc}") from None
+
+
+def worker_port(env: Mapping[str, str], flag: int | None) -> int | None:
+    """--port, else VECTIS_WORKER_PORT, else None (worker.conf's port then applies)."""
+    if flag is not None:
+        return check_int(flag, "--port", *PORT_RANGE)
+    return env_int(env, "VECTIS_WORKER_PORT", None, *PORT_RANGE)
 
 
 def resolve_settings(
@@ -90,21 +79,22 @@ def resolve_settings(
 ) -> ServeSettings:
     """Apply the precedence flag > environment > worker.conf > default."""
     s = conf.settings
-    ip_value = ip if ip is not None else _env(env, "VECTIS_PUBLIC_IP")
+    ip_value = ip if ip is not None else env_text(env, "VECTIS_PUBLIC_IP")
     if ip_value is not None:
         ip_value = check_ip(ip_value, "--ip" if ip is not None else "VECTIS_PUBLIC_IP")
-    url = _env(env, "VECTIS_DASHBOARD_URL")
+    url = env_text(env, "VECTIS_DASHBOARD_URL")
     if url is not None:
         try:
             url = check_url(url, "VECTIS_DASHBOARD_URL")
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     return ServeSettings(
-        host=host or _env(env, "VECTIS_WORKER_HOST") or s.host,
-        port=port or _env_int(env, "VECTIS_WORKER_PORT", 1, 65535) or s.port or DEFAULT_PORT,
+        host=host or env_text(env, "VECTIS_WORKER_HOST") or s.host,
+        port=worker_port(env, port) or s.port or DEFAULT_PORT,
         ip=ip_value,
-        nonce_capacity=_env_int(env, "VECTIS_NONCE_CAPACITY", 1, 2**31),
-        heartbeat_interval=_env_float(env, "VECTIS_HEARTBEAT_INTERVAL", 1) or s.heartbeat_interval,
+        nonce_capacity=env_int(env, "VECTIS_NONCE_CAPACITY", None, *NONCE_CAPACITY_RANGE),
+        heartbeat_interval=env_float(env, "VECTIS_HEARTBEAT_INTERVAL", None, 1, FOREVER)
+        or s.heartbeat_interval,
         dashboard_url=url or s.dashboard_url,
         stats_mounts=tuple(s.stats_mounts),
     )
@@ -197,10 +187,24 @@ def status_exit_code(report: dict[str, Any]) -> ExitCode:
     return STATUS_EXIT[SyncStatus(report["sync_status"])]
 
 
-def init_worker(*, dashboard_url: str | None, port: int | None, host: str | None) -> dict[str, Any]:
-    """Create the secret if missing and write the given settings; keep state and unknown keys."""
+def init_worker(
+    *,
+    dashboard_url: str | None,
+    port: int | None,
+    host: str | None,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Create the secret if missing and write the given settings; keep state and unknown keys.
+
+    A flag left out is taken from its variable in `env` (VECTIS_DASHBOARD_URL,
+    VECTIS_WORKER_PORT, VECTIS_WORKER_HOST).
+    """
     from vectis.crypto.secrets import create_secret_file, read_secret_file
 
+    env = {} if env is None else env
+    dashboard_url = dashboard_url or env_text(env, "VECTIS_DASHBOARD_URL")
+    port = worker_port(env, port)
+    host = host or env_text(env, "VECTIS_WORKER_HOST")
     if dashboard_url is not None:
         try:
             dashboard_url = check_url(dashboard_url, "--dashboard-url")

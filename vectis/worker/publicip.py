@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from vectis.addresses import unicast
+from vectis.envsettings import PORT_RANGE, env_bool, env_csv, env_float, env_int, env_text
 from vectis.errors import BadRequest, ExitCode, VectisError
 
 DEFAULT_SOURCES = ("https://api.ipify.org", "https://icanhazip.com", "https://ifconfig.me/ip")
@@ -67,47 +68,19 @@ class IPSettings:
         """`VECTIS_IP_*` variables win over worker.conf, which wins over the defaults."""
         env = os.environ if env is None else env
         settings = cls()
-        listed = _split(env.get("VECTIS_IP_SOURCES", ""))
+        listed = env_csv(env, "VECTIS_IP_SOURCES")
         if listed:
             settings.sources = [] if listed[0].lower() in OFF else listed
         elif conf_sources:
             settings.sources = list(conf_sources)
-        servers = _split(env.get("VECTIS_IP_DNS_SERVER", ""))
+        servers = env_csv(env, "VECTIS_IP_DNS_SERVER")
         if servers:
             settings.dns_servers = [] if servers[0].lower() in OFF else servers
-        settings.dns_port = int(_number(env, "VECTIS_IP_DNS_PORT", 53, int, 1, 65535))
-        settings.dns_name = env.get("VECTIS_IP_DNS_NAME", "").strip() or DEFAULT_DNS_NAME
-        settings.timeout = _number(env, "VECTIS_IP_TIMEOUT", DEFAULT_TIMEOUT, float, 0.05, 60)
-        settings.allow_private = env.get("VECTIS_ALLOW_PRIVATE_IP", "").strip().lower() in (
-            "1",
-            "true",
-            "yes",
-        )
+        settings.dns_port = env_int(env, "VECTIS_IP_DNS_PORT", 53, *PORT_RANGE)
+        settings.dns_name = env_text(env, "VECTIS_IP_DNS_NAME") or DEFAULT_DNS_NAME
+        settings.timeout = env_float(env, "VECTIS_IP_TIMEOUT", DEFAULT_TIMEOUT, 0.05, 60)
+        settings.allow_private = env_bool(env, "VECTIS_ALLOW_PRIVATE_IP")
         return settings
-
-
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _number(
-    env: Mapping[str, str],
-    name: str,
-    default: float,
-    kind: type[int] | type[float],
-    low: float,
-    high: float,
-) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value: float = kind(raw)
-    except ValueError:
-        value = float("nan")
-    if not low <= value <= high:
-        raise BadRequest(f"{name} must be a number from {low:g} to {high:g}, not {raw!r}")
-    return value
 
 
 def _http_lookup(url: str, settings: IPSettings) -> str:

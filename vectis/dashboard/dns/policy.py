@@ -12,7 +12,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 
-from vectis.dashboard.dns.base import DNSError
+from vectis.dashboard.dns.base import DNSError, DNSSettingsError
+from vectis.envsettings import FOREVER, env_float, env_int
+from vectis.errors import ConfigError
 
 #: The marker's text (one TXT string); on the wire of Route53 it is written quoted.
 MARKER = "heritage=vectis"
@@ -45,23 +47,24 @@ def canonical_ip(ip: str) -> str:
         raise DNSError(f"{ip!r} is not an IP address") from None
 
 
-def number(options: Mapping[str, str], key: str, default: float, *, low: float = 0) -> float:
+def number(
+    options: Mapping[str, str], key: str, default: float, *, low: float = 0, high: float = FOREVER
+) -> float:
     """A numeric setting from `options`, or `default`; a bad value names the setting."""
-    raw = (options.get(key) or "").strip()
-    if not raw:
-        return default
     try:
-        value = float(raw)
-    except ValueError:
-        raise DNSError(f"{key} must be a number, not {raw!r}") from None
-    if value != value or value < low:  # NaN or below the floor
-        raise DNSError(f"{key} must be at least {low:g}, not {raw!r}")
-    return value
+        return env_float(options, key, default, low, high)
+    except ConfigError as exc:
+        raise DNSSettingsError(exc.message) from None
+
+
+def integer(options: Mapping[str, str], key: str, default: int, low: int, high: int) -> int:
+    """An integer setting from `options`, or `default`; a bad value names the setting."""
+    try:
+        return env_int(options, key, default, low, high)
+    except ConfigError as exc:
+        raise DNSSettingsError(exc.message) from None
 
 
 def ttl(options: Mapping[str, str]) -> int:
     """VECTIS_DNS_TTL: seconds, default 60, between 1 and 2,147,483,647."""
-    value = number(options, "VECTIS_DNS_TTL", DEFAULT_TTL, low=1)
-    if value != int(value) or value > 2**31 - 1:
-        raise DNSError(f"VECTIS_DNS_TTL must be a whole number of seconds, not {value:g}")
-    return int(value)
+    return integer(options, "VECTIS_DNS_TTL", DEFAULT_TTL, 1, 2**31 - 1)

@@ -30,11 +30,13 @@ from vectis.dashboard.dns.base import DNSBackend, DNSError, record_type
 from vectis.dashboard.dns.policy import (
     MARKER,
     canonical_ip,
+    integer,
     name_in_zone,
     normalize_zone,
     number,
     ttl,
 )
+from vectis.envsettings import PORT_RANGE
 
 ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
 
@@ -271,13 +273,11 @@ class RFC2136Backend(DNSBackend):
         server = (options.get("VECTIS_RFC2136_SERVER") or "").strip()
         if not server:
             raise DNSError("the rfc2136 DNS backend needs VECTIS_RFC2136_SERVER (the primary)")
-        port = number(options, "VECTIS_RFC2136_PORT", 53, low=1)
-        if port != int(port) or port > 65535:
-            raise DNSError(f"VECTIS_RFC2136_PORT must be a port number, not {port:g}")
+        port = integer(options, "VECTIS_RFC2136_PORT", 53, *PORT_RANGE)
         key_file = (options.get("VECTIS_RFC2136_TSIG_FILE") or "").strip()
         key = read_tsig_file(key_file) if key_file else None
         timeout = number(options, "VECTIS_RFC2136_TIMEOUT", 5, low=0.01)
-        return cls(zone, server, int(port), key, ttl(options), timeout)
+        return cls(zone, server, port, key, ttl(options), timeout)
 
     def _refusal(self, rcode: int, what: str) -> DNSError:
         import dns.rcode
