@@ -1,4 +1,4 @@
-"""A small client for the dashboard's admin API (SPEC section 9): stdlib HTTP, JSON in and out.
+"""A small client for the dashboard's admin API (docs/protocol.md#admin-api): stdlib HTTP, JSON.
 
 Every failure becomes a `VectisError` child with a message an operator can act on; the admin
 token never appears in one.

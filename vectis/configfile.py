@@ -1,4 +1,4 @@
-"""`worker.conf` on disk: locate, lock, read, and write atomically (SPEC section 2).
+"""`worker.conf` on disk: locate, lock, read, write atomically (docs/protocol.md#files-on-a-worker).
 
 Every write is a read-modify-write under `flock` on `worker.conf.lock`, then temp file,
 fsync, rename: readers never see a half-written file and two writers never lose each

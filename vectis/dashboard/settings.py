@@ -1,4 +1,9 @@
-"""Settings of `vectis dashboard serve`: flags over variables over defaults (SPEC section 9)."""
+"""Settings of `vectis dashboard serve`: flags over variables over defaults.
+
+Those that shape the wire (caps, budgets, VECTIS_WORKER_NETWORKS) are described in
+docs/protocol.md#nonce-store-and-budgets and docs/protocol.md#worker-addresses; the full list
+is in README, The dashboard.
+"""
 
 from __future__ import annotations
 

@@ -1,8 +1,11 @@
 """The worker's use-cases: register with the dashboard, and sync (a signed heartbeat).
 
 Both read worker.conf, talk to the dashboard without holding the lock, then record the
-outcome in one read-modify-write under `locked_conf` (SPEC sections 2, 3, 5, 7). Used by
+outcome in one read-modify-write under `locked_conf`. Used by
 `vectis register`, `vectis sync` and the daemon's heartbeat loop.
+
+The contract: docs/protocol.md#files-on-a-worker, docs/protocol.md#registration,
+docs/protocol.md#heartbeat and docs/protocol.md#statuses.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def resolve_settings(
 
 
 def facts_changed(conf: WorkerConf, port: int, ip: str | None) -> str | None:
-    """Why the dashboard's picture of this worker is stale (SPEC section 5), or None."""
+    """Why the dashboard's picture of this worker is stale (docs/protocol.md#statuses), or None."""
     st = conf.state
     if st.id is None:
         return None
@@ -183,7 +183,7 @@ def status_report(conf: WorkerConf, settings: ServeSettings, running: bool) -> d
 
 
 def status_exit_code(report: dict[str, Any]) -> ExitCode:
-    """0 only when synced (SPEC section 8)."""
+    """0 only when synced (docs/protocol.md#statuses)."""
     return STATUS_EXIT[SyncStatus(report["sync_status"])]
 
 

@@ -1,4 +1,4 @@
-"""Find this host's public IP (SPEC section 3, step 1).
+"""Find this host's public IP, the `ip` of a registration (docs/protocol.md#registration).
 
 Order: an explicit address (`--ip` / `VECTIS_PUBLIC_IP`, trusted but validated); HTTP lookups
 against `VECTIS_IP_SOURCES` (else worker.conf `ip_sources`, else ipify and two fallbacks);
