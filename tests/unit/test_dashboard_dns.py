@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 
 from tests.conftest import TEST_NETWORKS
+from vectis.dashboard.core import Dashboard
 from vectis.dashboard.dns.memory import MemoryBackend
-from vectis.dashboard.service import Dashboard
 from vectis.dashboard.settings import load_settings
 
 TOKEN = "enroll-0123456789abcdef0123456789"
@@ -37,31 +37,31 @@ async def test_outage_then_recovery(tmp_path: Path) -> None:
     dns = MemoryBackend("fleet.test")
     dash = Dashboard(settings, dns=dns)
     await dash.start()
-    task = asyncio.create_task(dash.dns_forever())
+    task = asyncio.create_task(dash.dns.forever())
     try:
         dns.down = True
         body = b'{"ip": "10.9.0.1", "secret": "%s"}' % os.urandom(32).hex().encode()
-        answer, created = await dash.register("127.0.0.1", f"Bearer {TOKEN}", body)
+        answer, created = await dash.enrollment.register("127.0.0.1", f"Bearer {TOKEN}", body)
         assert created and answer["subdomain"].endswith(".fleet.test")
         wid, name = answer["id"], answer["subdomain"]
 
         async def failing() -> bool:
-            doc = await dash.show_worker(wid)
+            doc = await dash.admin.show_worker(wid)
             return doc["dns_status"] == "failed" and dns.calls >= 3
 
         await wait_for(failing)
-        assert "down" in (await dash.show_worker(wid))["dns_error"]
+        assert "down" in (await dash.admin.show_worker(wid))["dns_error"]
         dns.down = False
 
         async def synced() -> bool:
-            return (await dash.show_worker(wid))["dns_status"] == "synced"
+            return (await dash.admin.show_worker(wid))["dns_status"] == "synced"
 
         await wait_for(synced)
         assert await dns.lookup(name) == ["10.9.0.1"]
 
         # Re-registering from a new address moves the record.
         moved = body.replace(b"10.9.0.1", b"10.9.0.2")
-        assert (await dash.register("127.0.0.1", f"Bearer {TOKEN}", moved))[1] is False
+        assert (await dash.enrollment.register("127.0.0.1", f"Bearer {TOKEN}", moved))[1] is False
 
         async def moved_record() -> bool:
             return await dns.lookup(name) == ["10.9.0.2"]
@@ -70,7 +70,7 @@ async def test_outage_then_recovery(tmp_path: Path) -> None:
 
         # Deleting during an outage: the worker goes at once, its record as soon as DNS is back.
         dns.down = True
-        assert (await dash.delete_worker(wid))["deleted"]
+        assert (await dash.admin.delete_worker(wid))["deleted"]
         dns.down = False
         dns.records[(name, "A")] = "10.9.0.2"  # the outage left it behind
 

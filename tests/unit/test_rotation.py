@@ -14,8 +14,8 @@ import pytest
 from vectis.configfile import conf_path, locked_conf, read_conf, secret_path
 from vectis.crypto.secrets import create_secret_file, generate_secret, key_from_secret
 from vectis.crypto.signing import AuthFailure, new_nonce, sign_request
+from vectis.dashboard.keyring import KeyRing, WithCurrentSecrets
 from vectis.dashboard.model import new_worker
-from vectis.dashboard.service import _WithCurrentSecrets
 from vectis.dashboard.store import Registration, SQLiteStore
 from vectis.errors import ConfigError, Conflict, Unauthorized
 from vectis.worker import rotation
@@ -187,10 +187,11 @@ def test_a_sweep_signs_with_the_secret_current_at_each_turn() -> None:
     old, new = generate_secret(), generate_secret()
     a = new_worker("brave-otter-0001", "z.test", "10.0.0.1", 3000, old, None, None, NOW)
     b = new_worker("calm-heron-0002", "z.test", "10.0.0.2", 3000, old[::-1], None, None, NOW)
-    keys = {a.id: key_from_secret(old), b.id: key_from_secret(old[::-1])}
-    workers = _WithCurrentSecrets([a, b], keys)
+    keys = KeyRing()
+    keys.load({a.id: old, b.id: old[::-1]})
+    workers = WithCurrentSecrets([a, b], keys)
     it = iter(workers)
     assert next(it).secret == old
-    keys[b.id] = key_from_secret(new)  # rotated while the sweep is under way
+    keys.set(b.id, new)  # rotated while the sweep is under way
     assert next(it).secret == new
     assert len(workers) == 2

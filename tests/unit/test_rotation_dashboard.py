@@ -19,7 +19,7 @@ from vectis.crypto.signing import (
     sign_response,
     verify_response,
 )
-from vectis.dashboard.service import Dashboard
+from vectis.dashboard.core import Dashboard
 from vectis.dashboard.settings import load_settings
 
 TOKEN = "enroll-" + "e5f6a7b8c9" * 3
@@ -70,10 +70,10 @@ async def test_rotation_waits_for_a_sync_signed_with_the_old_secret(tmp_path: Pa
     await dash.start()
     try:
         body = json.dumps({"ip": "127.0.0.1", "port": port, "secret": old}).encode()
-        answer, _ = await dash.register("127.0.0.1", f"Bearer {TOKEN}", body)
+        answer, _ = await dash.enrollment.register("127.0.0.1", f"Bearer {TOKEN}", body)
         wid = answer["id"]
 
-        sync = asyncio.create_task(dash.sync_worker(wid))
+        sync = asyncio.create_task(dash.sweeps.sync_worker(wid))
         await asyncio.wait_for(worker.received.wait(), 10)
 
         path = f"/infra/workers/{wid}/rotate-secret"
@@ -82,7 +82,7 @@ async def test_rotation_waits_for_a_sync_signed_with_the_old_secret(tmp_path: Pa
         auth = sign_request(
             key_from_secret(old), wid, "POST", path, rotate_body, ts=int(time.time()), nonce=nonce
         )
-        rotate = asyncio.create_task(dash.rotate_secret(wid, path, auth, rotate_body))
+        rotate = asyncio.create_task(dash.worker_calls.rotate_secret(wid, path, auth, rotate_body))
         done, _ = await asyncio.wait({rotate}, timeout=0.5)
         assert not done, "the rotation answered while a sync under the old secret was out"
 

@@ -1,4 +1,4 @@
-"""HTTP handlers: parse the request, call one `Dashboard` method, render JSON."""
+"""HTTP handlers: parse the request, call one method of one part of `Dashboard`, render JSON."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from aiohttp import web
 from vectis import httpserver
 from vectis.crypto.signing import SIGNATURE_HEADER
 from vectis.dashboard import auth, dist, pages
+from vectis.dashboard.core import Dashboard
 from vectis.dashboard.keys import DASHBOARD, DIST
 from vectis.dashboard.names import is_worker_id
-from vectis.dashboard.service import Dashboard
 from vectis.errors import BadRequest, Forbidden, NotFound, Unauthorized
 
 
@@ -39,11 +39,11 @@ def require_admin(request: web.Request) -> None:
     dash = _dash(request)
     header = request.headers.get("Authorization")
     if header is not None:
-        dash.refuse_blocked(_address(request))
-        if dash.is_admin_token(auth.bearer(header)):
+        dash.access.refuse_blocked(_address(request))
+        if dash.access.is_admin_token(auth.bearer(header)):
             return
-        raise dash.failed_attempt(_address(request), "bad admin token")
-    session = dash.sessions.get(request.cookies.get(auth.SESSION_COOKIE), time.time())
+        raise dash.access.failed_attempt(_address(request), "bad admin token")
+    session = dash.access.sessions.get(request.cookies.get(auth.SESSION_COOKIE), time.time())
     if session is None:
         raise Unauthorized("no admin token or session")
     if request.method not in ("GET", "HEAD", "OPTIONS"):
@@ -69,14 +69,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def auto_register(request: web.Request) -> web.Response:
     body = await read_body(request)
-    answer, created = await _dash(request).register(
+    answer, created = await _dash(request).enrollment.register(
         _address(request), request.headers.get("Authorization"), body
     )
     return _json(answer, 201 if created else 200)
 
 
 def _signed_path(request: web.Request, action: str) -> str:
-    """The worker id of a worker-signed route, which answers only its exact raw path (SPEC 6)."""
+    """The worker id of a worker-signed route, which answers only its exact raw path
+    (docs/protocol.md, Signed requests)."""
     worker_id = _worker_id(request)
     if not is_worker_id(worker_id) or request.raw_path != f"/infra/workers/{worker_id}/{action}":
         raise Unauthorized(f"{action} path is not canonical")
@@ -94,7 +95,7 @@ def _signed_answer(answer: bytes, signature: str) -> web.Response:
 async def heartbeat(request: web.Request) -> web.Response:
     body = await read_body(request)
     worker_id = _signed_path(request, "heartbeat")
-    answer, signature = await _dash(request).heartbeat(
+    answer, signature = await _dash(request).worker_calls.heartbeat(
         worker_id, request.raw_path, request.headers.get("Authorization"), body
     )
     return _signed_answer(answer, signature)
@@ -103,7 +104,7 @@ async def heartbeat(request: web.Request) -> web.Response:
 async def rotate_secret(request: web.Request) -> web.Response:
     body = await read_body(request)
     worker_id = _signed_path(request, "rotate-secret")
-    answer, signature = await _dash(request).rotate_secret(
+    answer, signature = await _dash(request).worker_calls.rotate_secret(
         worker_id, request.raw_path, request.headers.get("Authorization"), body
     )
     return _signed_answer(answer, signature)
@@ -114,7 +115,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     body = await read_body(request)
-    sid, csrf = _dash(request).login(_address(request), body)
+    sid, csrf = _dash(request).access.login(_address(request), body)
     resp = _json({"csrf": csrf})
     resp.set_cookie(
         auth.SESSION_COOKIE,
@@ -132,17 +133,19 @@ async def logout(request: web.Request) -> web.Response:
     """End the session; a live session's cookie needs its CSRF header, like any other change."""
     dash = _dash(request)
     sid = request.cookies.get(auth.SESSION_COOKIE)
-    found = dash.sessions.get(sid, time.time())
+    found = dash.access.sessions.get(sid, time.time())
     if found is not None:
         _check_csrf(request, found)
-    dash.sessions.drop(sid)
+    dash.access.sessions.drop(sid)
     resp = _json({"authenticated": False})
     resp.del_cookie(auth.SESSION_COOKIE, path="/")
     return resp
 
 
 async def session(request: web.Request) -> web.Response:
-    found = _dash(request).sessions.get(request.cookies.get(auth.SESSION_COOKIE), time.time())
+    found = _dash(request).access.sessions.get(
+        request.cookies.get(auth.SESSION_COOKIE), time.time()
+    )
     if found is None:
         return _json({"authenticated": False})
     return _json({"authenticated": True, "csrf": found.csrf})
@@ -154,55 +157,55 @@ async def session(request: web.Request) -> web.Response:
 async def list_workers(request: web.Request) -> web.Response:
     require_admin(request)
     status = request.query.get("status") or None
-    body = await _dash(request).list_workers_json(status)
+    body = await _dash(request).admin.list_workers_json(status)
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 async def show_worker(request: web.Request) -> web.Response:
     require_admin(request)
-    return _json(await _dash(request).show_worker(_worker_id(request)))
+    return _json(await _dash(request).admin.show_worker(_worker_id(request)))
 
 
 async def sync_worker(request: web.Request) -> web.Response:
     require_admin(request)
-    return _json(await _dash(request).sync_worker(_worker_id(request)))
+    return _json(await _dash(request).sweeps.sync_worker(_worker_id(request)))
 
 
 async def sync_all(request: web.Request) -> web.Response:
     require_admin(request)
-    return _json((await _dash(request).sync_all()).as_dict())
+    return _json((await _dash(request).sweeps.sync_all()).as_dict())
 
 
 async def set_config(request: web.Request) -> web.Response:
     require_admin(request)
     body = await read_body(request)
-    return _json(await _dash(request).set_config(_worker_id(request), body))
+    return _json(await _dash(request).admin.set_config(_worker_id(request), body))
 
 
 async def delete_worker(request: web.Request) -> web.Response:
     require_admin(request)
-    return _json(await _dash(request).delete_worker(_worker_id(request)))
+    return _json(await _dash(request).admin.delete_worker(_worker_id(request)))
 
 
 async def create_token(request: web.Request) -> web.Response:
     require_admin(request)
     body = await read_body(request)
-    return _json(await _dash(request).create_token(body), 201)
+    return _json(await _dash(request).admin.create_token(body), 201)
 
 
 async def list_tokens(request: web.Request) -> web.Response:
     require_admin(request)
-    return _json({"tokens": await _dash(request).list_tokens()})
+    return _json({"tokens": await _dash(request).admin.list_tokens()})
 
 
 async def revoke_token(request: web.Request) -> web.Response:
     require_admin(request)
-    return _json(await _dash(request).revoke_token(request.match_info["token_id"]))
+    return _json(await _dash(request).admin.revoke_token(request.match_info["token_id"]))
 
 
 async def metrics(request: web.Request) -> web.Response:
     require_admin(request)
-    text = await _dash(request).metrics_text()
+    text = await _dash(request).admin.metrics_text()
     return web.Response(
         body=text.encode("utf-8"),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},

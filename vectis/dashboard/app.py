@@ -12,9 +12,9 @@ from aiohttp import web
 from vectis import httpserver
 from vectis.dashboard import auth, openapi
 from vectis.dashboard.api import ROUTES
+from vectis.dashboard.core import Dashboard
 from vectis.dashboard.dist import WorkerDist
 from vectis.dashboard.keys import DASHBOARD, DIST
-from vectis.dashboard.service import Dashboard
 from vectis.dashboard.settings import DashboardSettings
 from vectis.errors import VectisError
 
@@ -76,10 +76,10 @@ def create_app(settings: DashboardSettings, dashboard: Dashboard | None = None) 
 
 async def _failure_counts(dash: Dashboard) -> None:
     """Log the counts of failed credentials soon after each counting window closes."""
-    every = max(0.5, min(5.0, dash.limiter.window / 4))
+    every = max(0.5, min(5.0, dash.access.limiter.window / 4))
     while True:
         await asyncio.sleep(every)
-        dash.log_failure_counts()
+        dash.access.log_failure_counts()
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -90,11 +90,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await dash.stop()
         raise
     tasks = [
-        asyncio.create_task(dash.dns_forever(), name="vectis-dns"),
+        asyncio.create_task(dash.dns.forever(), name="vectis-dns"),
         asyncio.create_task(_failure_counts(dash), name="vectis-auth-log"),
     ]
     if dash.settings.sync_interval > 0:
-        tasks.append(asyncio.create_task(dash.sweep_forever(), name="vectis-sweep"))
+        tasks.append(asyncio.create_task(dash.sweeps.forever(), name="vectis-sweep"))
     yield
     for task in tasks:
         task.cancel()

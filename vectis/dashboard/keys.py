@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from vectis.dashboard.core import Dashboard
 from vectis.dashboard.dist import WorkerDist
-from vectis.dashboard.service import Dashboard
 
 DASHBOARD = web.AppKey("dashboard", Dashboard)
 DIST = web.AppKey("dist", WorkerDist)

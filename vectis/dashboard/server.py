@@ -63,10 +63,10 @@ async def _serve(settings: DashboardSettings) -> None:
         await runner.setup()
         await web.SockSite(runner, sock).start()
         dash = app[DASHBOARD]
-        if dash.generated_admin_token:
+        if dash.access.generated_admin_token:
             sys.stderr.write(
                 "vectis dashboard: admin token (shown only now; stored hashed): "
-                f"{dash.generated_admin_token}\n"
+                f"{dash.access.generated_admin_token}\n"
             )
             sys.stderr.flush()
         log.info(

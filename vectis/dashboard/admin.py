@@ -1,0 +1,124 @@
+"""The operator's use-cases: the worker list and objects, config, deletion, enrollment tokens."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from vectis.dashboard import auth, validate
+from vectis.dashboard.dns.provisioning import Provisioning
+from vectis.dashboard.keyring import KeyRing
+from vectis.dashboard.metrics import Metrics
+from vectis.dashboard.model import Token, Worker, after_config, token_json, worker_json
+from vectis.dashboard.store import Store
+from vectis.errors import BadRequest, NotFound
+from vectis.status import SyncStatus, iso
+
+log = logging.getLogger("vectis.dashboard")
+
+
+def check_status(status: str | None) -> None:
+    """The admin list's ?status= filter: absent, or one of the four statuses."""
+    if status is not None and status not in {s.value for s in SyncStatus}:
+        raise BadRequest("'status' must be one of pending, synced, failed, outdated")
+
+
+class Admin:
+    """Workers and tokens as the API, the CLI and the page see them."""
+
+    def __init__(
+        self,
+        store: Store,
+        dns: Provisioning,
+        keys: KeyRing,
+        metrics: Metrics,
+        *,
+        now: Callable[[], datetime],
+        forget_calls: Callable[[str], None],
+    ) -> None:
+        self.store = store
+        self.dns = dns
+        self.keys = keys
+        self.metrics = metrics
+        self.now = now
+        self.forget_calls = forget_calls
+
+    def render(self, w: Worker) -> dict[str, Any]:
+        """The API's worker object."""
+        return worker_json(w, dns_provisions=self.dns.backend.provisions)
+
+    async def worker(self, worker_id: str) -> Worker:
+        w = await self.store.get_worker(worker_id)
+        if w is None:
+            raise NotFound(f"no worker {worker_id[:64]!r}")
+        return w
+
+    async def list_workers_json(self, status: str | None) -> bytes:
+        """GET /infra/workers as UTF-8 JSON bytes, rendered by the store off the event loop."""
+        check_status(status)
+        return await self.store.list_workers_json(status, self.dns.backend.provisions)
+
+    async def show_worker(self, worker_id: str) -> dict[str, Any]:
+        w = await self.worker(worker_id)
+        doc = self.render(w)
+        doc["config"] = json.loads(w.config_json)
+        doc["history"] = await self.store.history(w.id)
+        return doc
+
+    async def set_config(self, worker_id: str, body: bytes) -> dict[str, Any]:
+        config_json = validate.config(body)
+        at = self.now()
+        changed = await self.store.update_workers(
+            [worker_id], lambda w: after_config(w, at, config_json), at
+        )
+        if not changed:
+            raise NotFound(f"no worker {worker_id[:64]!r}")
+        log.info("worker %s: config revision %d set", worker_id, changed[0].desired_revision)
+        return self.render(changed[0])
+
+    async def delete_worker(self, worker_id: str) -> dict[str, Any]:
+        w = await self.store.delete_worker(worker_id)
+        if w is None:
+            raise NotFound(f"no worker {worker_id[:64]!r}")
+        self.keys.drop(w.id)
+        self.forget_calls(w.id)
+        log.info("deleted worker %s", w.id)
+        await self.dns.remove(w.subdomain)
+        return {"id": w.id, "deleted": True}
+
+    async def create_token(self, body: bytes) -> dict[str, Any]:
+        doc = validate.json_object(body) if body else {}
+        now = self.now()
+        description, expires_at, max_uses = validate.token_request(doc, now)
+        plain = auth.new_token()
+        token = Token(
+            id=secrets.token_hex(4),
+            token_hash=auth.token_hash(plain),
+            description=description,
+            created_at=iso(now),
+            expires_at=expires_at,
+            max_uses=max_uses,
+            uses=0,
+            revoked_at=None,
+        )
+        await self.store.create_token(token)
+        log.info("enrollment token %s created", token.id)
+        return {**token_json(token, now), "token": plain}
+
+    async def list_tokens(self) -> list[dict[str, Any]]:
+        now = self.now()
+        return [token_json(t, now) for t in await self.store.list_tokens()]
+
+    async def revoke_token(self, token_id: str) -> dict[str, Any]:
+        token = await self.store.revoke_token(token_id, self.now())
+        if token is None:
+            raise NotFound(f"no token {token_id[:64]!r}")
+        log.info("enrollment token %s revoked", token.id)
+        return token_json(token, self.now())
+
+    async def metrics_text(self) -> str:
+        return self.metrics.render(await self.store.status_counts())

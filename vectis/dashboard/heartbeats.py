@@ -1,0 +1,185 @@
+"""What a registered worker calls, signed with its secret: heartbeats and secret rotation.
+
+Each signed call is verified (docs/protocol.md, Signed requests), drawn from the worker's own
+budget of calls a minute before its nonce is kept, and answered signed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from vectis import __version__
+from vectis.crypto.secrets import key_from_secret, secret_problem
+from vectis.crypto.signing import (
+    AuthFailure,
+    NonceShareFull,
+    NonceStoreFull,
+    RequestVerifier,
+    SignedRequest,
+    sign_response,
+)
+from vectis.dashboard import validate
+from vectis.dashboard.budgets import CallBudget
+from vectis.dashboard.keyring import KeyRing
+from vectis.dashboard.metrics import Metrics
+from vectis.dashboard.model import Worker, after_heartbeat
+from vectis.dashboard.settings import DashboardSettings
+from vectis.dashboard.store import Store
+from vectis.dashboard.syncer import Syncer
+from vectis.errors import BadRequest, ServiceUnavailable, TooManyRequests, Unauthorized
+
+log = logging.getLogger("vectis.dashboard")
+
+
+class WorkerCalls:
+    """`POST /infra/workers/<id>/heartbeat` and `.../rotate-secret`."""
+
+    def __init__(
+        self,
+        settings: DashboardSettings,
+        store: Store,
+        keys: KeyRing,
+        syncer: Syncer,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float],
+        dns_due: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.keys = keys
+        self.syncer = syncer
+        self.metrics = metrics
+        self.clock = clock
+        self.dns_due = dns_due
+        self.calls = CallBudget(settings.worker_calls_per_minute)
+        self.verifier = RequestVerifier(
+            keys.get,
+            start_time=clock(),
+            nonce_capacity=settings.nonce_capacity,
+            nonce_share=self.calls.nonce_share(settings.nonce_capacity),
+        )
+
+    def forget(self, worker_id: str) -> None:
+        """A deleted worker's budget."""
+        self.calls.forget(worker_id)
+
+    async def heartbeat(
+        self, worker_id: str, path: str, authorization: str | None, body: bytes
+    ) -> tuple[bytes, str]:
+        """Verify, record, and answer (body, X-Vectis-Signature)."""
+        try:
+            req = self._verify(worker_id, path, authorization, body, "heartbeat")
+        except Unauthorized:
+            self.metrics.heartbeats["unauthorized"] += 1
+            raise
+        # Answer with the key that signed the request, even if a rotation lands meanwhile.
+        key = self.keys.get(worker_id)
+        assert key is not None  # the request verified with it
+        ip, port, version, applied = validate.heartbeat(
+            validate.json_object(body), self.settings.worker_networks
+        )
+        at = datetime.fromtimestamp(self.clock(), UTC)
+
+        def mutate(w: Worker) -> Any:
+            return after_heartbeat(
+                w,
+                at,
+                ip=ip or w.ip,
+                port=port or w.port,
+                version=version,
+                applied_revision=applied,
+            )
+
+        changed = await self.store.update_workers([worker_id], mutate, at)
+        if not changed:
+            raise Unauthorized("worker was deleted")
+        w = changed[0]
+        self.metrics.heartbeats["ok"] += 1
+        if w.dns_status == "pending":
+            self.dns_due()
+        answer = b'{"status": "%s", "revision": %d, "config": %s, "dashboard_version": "%s"}' % (
+            w.status.encode(),
+            w.desired_revision,
+            w.config_json.encode("utf-8"),
+            __version__.encode(),
+        )
+        return answer, sign_response(key, worker_id, req.nonce, 200, answer, ts=int(self.clock()))
+
+    async def rotate_secret(
+        self, worker_id: str, path: str, authorization: str | None, body: bytes
+    ) -> tuple[bytes, str]:
+        """Switch a worker to the new secret it sent, signed with its current one.
+
+        Answers (body, X-Vectis-Signature) signed with the new secret, which tells the worker
+        the switch is done. A repeat signed with the new secret, naming it again, is a success
+        with nothing to change: the worker was cut off before it could record the first answer.
+        """
+        req = self._verify(worker_id, path, authorization, body, "rotation")
+        new = validate.json_object(body).get("new_secret")
+        problem = secret_problem(new)
+        if problem is not None:
+            raise BadRequest(f"'new_secret' {problem}")
+        assert isinstance(new, str)
+        new = new.lower()
+        current = self.keys.get(worker_id)
+        assert current is not None  # the request verified with it
+        old = current.hex()
+        changed = new != old
+        if changed:
+            at = datetime.fromtimestamp(self.clock(), UTC)
+            w = await self.store.rotate_secret(worker_id, old, new, at)
+            if w is None:
+                raise Unauthorized("worker was deleted or its secret changed meanwhile")
+            # From here on heartbeats and syncs use the new secret only.
+            self.keys.set(worker_id, new)
+            log.info("worker %s: secret rotated", worker_id)
+            # A sync signed with the old secret may still be on its way: answer only after it,
+            # so the worker, which drops the old secret on this answer, has seen its last use.
+            running = self.syncer.running(worker_id)
+            if running is not None:
+                await asyncio.shield(running)
+        answer = b'{"id": "%s", "changed": %s}' % (
+            worker_id.encode(),
+            b"true" if changed else b"false",
+        )
+        key = key_from_secret(new)
+        return answer, sign_response(key, worker_id, req.nonce, 200, answer, ts=int(self.clock()))
+
+    def _verify(
+        self, worker_id: str, path: str, authorization: str | None, body: bytes, what: str
+    ) -> SignedRequest:
+        """A worker's signed request for `worker_id`, or Unauthorized (the reason logged)."""
+        now = self.clock()
+
+        def within_budget(req: SignedRequest) -> None:
+            wait = self.calls.take(req.worker_id, now)
+            if wait:
+                self.metrics.heartbeats["over_budget"] += 1
+                raise TooManyRequests(
+                    f"more than {self.calls.per_minute} signed calls a minute from this worker; "
+                    f"retry in {wait} s",
+                    wait,
+                )
+
+        try:
+            req = self.verifier.verify(
+                authorization, "POST", path, body, now=now, admit=within_budget
+            )
+        except AuthFailure as exc:
+            log.info("%s for %s refused: %s", what, worker_id[:64], exc.reason)
+            raise Unauthorized(exc.reason) from None
+        except NonceStoreFull:
+            raise ServiceUnavailable("too many recent requests; retry shortly") from None
+        except NonceShareFull:
+            raise TooManyRequests(
+                "this worker holds its whole share of recent requests; retry in a minute", 60
+            ) from None
+        if req.worker_id != worker_id:
+            log.info("%s path names %s but is signed by %s", what, worker_id[:64], req.worker_id)
+            raise Unauthorized("signed for another worker")
+        return req
