@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL = ROOT / "docs" / "protocol.md"
 SOURCE_SUFFIXES = {".py", ".js", ".sh", ".html", ".css", ".md", ".toml"}
 # Built in two parts so that this file does not match itself.
-OUTSIDE_CONTRACT = re.compile(r"\b" + "SP" + r"EC(?:\s+sections?\b|'s\b)")
+OUTSIDE_CONTRACT = re.compile(r"\b" + "SP" + r"EC(?:\s+sections?\b|'s\b|\s+\d)")
 ANCHOR_REF = re.compile(r"docs/protocol\.md#([A-Za-z0-9_-]+)")
 LOCAL_LINK = re.compile(r"\]\(#([A-Za-z0-9_-]+)\)")
 # The other accepted form: "(docs/protocol.md, Signed requests)", naming headings.
