@@ -17,6 +17,7 @@ from typing import Any
 
 import tomli_w
 
+from vectis.atomicfile import write_atomic
 from vectis.config import WorkerConf, parse_worker_conf, render_worker_conf
 from vectis.envsettings import env_text
 from vectis.errors import ConfigError
@@ -59,40 +60,6 @@ def read_conf(path: Path | None = None) -> WorkerConf:
     """Read and validate `worker.conf` (defaults when it does not exist)."""
     path = path or conf_path()
     return parse_worker_conf(load_toml(path), str(path))
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace `path` with `data`: temp file in the same folder, fsync, rename, fsync dir."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        owner: tuple[int, int] | None = (path.stat().st_uid, path.stat().st_gid)
-    except FileNotFoundError:
-        owner = None
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        if owner is not None and os.geteuid() == 0:
-            # root running 'vectis sync' must not take the file from the service user.
-            os.fchown(fd, *owner)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _remove_stale_temps(path: Path) -> None:

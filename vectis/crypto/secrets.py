@@ -8,6 +8,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from vectis.atomicfile import create_exclusive
 from vectis.errors import ConfigError
 
 SECRET_BYTES = 32
@@ -96,19 +97,4 @@ def create_secret_file(path: Path, random_bytes: Callable[[int], bytes] = os.ura
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if path.exists():
         return False
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, (generate_secret(random_bytes) + "\n").encode("ascii"))
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        tmp.unlink(missing_ok=True)
+    return create_exclusive(path, (generate_secret(random_bytes) + "\n").encode("ascii"))

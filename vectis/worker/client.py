@@ -13,6 +13,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -160,6 +161,54 @@ def register(
     )
 
 
+def signed_post(
+    dashboard_url: str,
+    worker_id: str,
+    route: str,
+    body: bytes,
+    key: bytes,
+    *,
+    refusal: Callable[[int, bytes], VectisError],
+    answer_key: bytes | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> bytes:
+    """POST `body` to `route` signed with `key`; return the answer's body once verified.
+
+    A status other than 200 raises `refusal(status, body)`; a 200 must be signed with
+    `answer_key` (default `key`) over this request's nonce, else IdentityMismatch.
+    """
+    path = urlsplit(dashboard_url).path.rstrip("/") + route
+    nonce = new_nonce(os.urandom)
+    authorization = sign_request(
+        key, worker_id, "POST", path, body, ts=int(time.time()), nonce=nonce
+    )
+    status, headers, raw = post(
+        dashboard_url + route, body, {"Authorization": authorization}, timeout
+    )
+    if status != 200:
+        raise refusal(status, raw)
+    signature = next((v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER.lower()), None)
+    try:
+        verify_response(answer_key or key, worker_id, nonce, status, raw, signature)
+    except AuthFailure as exc:
+        raise IdentityMismatch(f"identity mismatch: {exc.reason}") from None
+    return raw
+
+
+def _heartbeat_refusal(status: int, raw: bytes) -> VectisError:
+    if status == 401:
+        return Unauthorized(
+            "the dashboard refused this worker's signed heartbeat (401); if the worker was "
+            "deleted there, register it again with an enrollment token"
+        )
+    if status == 404:
+        return UnknownWorker(
+            "the dashboard does not know this worker (404); register it again with an "
+            "enrollment token"
+        )
+    return _refusal(status, raw, "the heartbeat")
+
+
 def heartbeat(
     dashboard_url: str,
     worker_id: str,
@@ -168,35 +217,11 @@ def heartbeat(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> HeartbeatAnswer:
     """POST the signed heartbeat (docs/protocol.md#heartbeat) and verify the signed answer."""
-    path = urlsplit(dashboard_url).path.rstrip("/") + f"/infra/workers/{worker_id}/heartbeat"
     body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
-    nonce = new_nonce(os.urandom)
-    authorization = sign_request(
-        key, worker_id, "POST", path, body, ts=int(time.time()), nonce=nonce
+    route = f"/infra/workers/{worker_id}/heartbeat"
+    raw = signed_post(
+        dashboard_url, worker_id, route, body, key, refusal=_heartbeat_refusal, timeout=timeout
     )
-    status, headers, raw = post(
-        dashboard_url + f"/infra/workers/{worker_id}/heartbeat",
-        body,
-        {"Authorization": authorization},
-        timeout,
-    )
-    if status != 200:
-        if status == 401:
-            raise Unauthorized(
-                "the dashboard refused this worker's signed heartbeat (401); if the worker was "
-                "deleted there, register it again with an enrollment token"
-            )
-        if status == 404:
-            raise UnknownWorker(
-                "the dashboard does not know this worker (404); register it again with an "
-                "enrollment token"
-            )
-        raise _refusal(status, raw, "the heartbeat")
-    signature = next((v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER.lower()), None)
-    try:
-        verify_response(key, worker_id, nonce, status, raw, signature)
-    except AuthFailure as exc:
-        raise IdentityMismatch(f"identity mismatch: {exc.reason}") from None
     data = json_object(raw, "the heartbeat")
     revision = data.get("revision")
     config = data.get("config")

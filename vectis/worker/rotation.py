@@ -14,22 +14,14 @@ import fcntl
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from vectis.atomicfile import FileWatch, fsync_dir, write_atomic
 from vectis.crypto.secrets import generate_secret, key_from_secret, read_secret_file
-from vectis.crypto.signing import (
-    SIGNATURE_HEADER,
-    AuthFailure,
-    new_nonce,
-    sign_request,
-    verify_response,
-)
 from vectis.errors import ConfigError, ExitCode, Unauthorized, VectisError
 from vectis.worker import client
 
@@ -55,14 +47,6 @@ def _like_secret(fd: int, secret_file: Path) -> None:
     st = secret_file.stat()
     if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
         os.fchown(fd, st.st_uid, st.st_gid)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextmanager
@@ -92,30 +76,17 @@ def read_pending(secret_file: Path) -> str | None:
 def write_pending(secret_file: Path, secret: str) -> None:
     """Write `worker.secret.next` atomically: temp file, 0600, fsync, rename, fsync the dir."""
     path = pending_path(secret_file)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.fchmod(fd, 0o600)
-        _like_secret(fd, secret_file)
-        os.write(fd, (secret + "\n").encode("ascii"))
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
+        write_atomic(path, (secret + "\n").encode("ascii"), 0o600, owner_of=secret_file)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot write the new secret ({exc.strerror})") from None
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
 
 
 def finish(secret_file: Path) -> None:
     """Make the pending secret the secret: one rename, so there is never a moment without one."""
     try:
         os.replace(pending_path(secret_file), secret_file)
-        _fsync_dir(secret_file.parent)
+        fsync_dir(secret_file.parent)
     except OSError as exc:
         raise ConfigError(f"{secret_file}: cannot replace the secret ({exc.strerror})") from None
 
@@ -123,7 +94,19 @@ def finish(secret_file: Path) -> None:
 def discard(secret_file: Path) -> None:
     """Drop a pending secret the dashboard never accepted."""
     pending_path(secret_file).unlink(missing_ok=True)
-    _fsync_dir(secret_file.parent)
+    fsync_dir(secret_file.parent)
+
+
+def _rotation_refusal(status: int, raw: bytes) -> VectisError:
+    if status == 401:
+        return Unauthorized("the dashboard refused the signed rotation request (401)")
+    if 400 <= status < 500:
+        return RotationRefused(
+            f"the dashboard refused the new secret ({status}){client.message(raw)}"
+        )
+    return client.DashboardRefused(
+        f"the dashboard answered the rotation with {status}{client.message(raw)}"
+    )
 
 
 def request_rotation(
@@ -138,30 +121,17 @@ def request_rotation(
     Success needs a 200 answer signed with the new secret: only then is the switch known.
     """
     route = f"/infra/workers/{worker_id}/rotate-secret"
-    path = urlsplit(dashboard_url).path.rstrip("/") + route
     body = json.dumps({"new_secret": new_secret}).encode("ascii")
-    nonce = new_nonce(os.urandom)
-    authorization = sign_request(
-        key, worker_id, "POST", path, body, ts=int(time.time()), nonce=nonce
+    raw = client.signed_post(
+        dashboard_url,
+        worker_id,
+        route,
+        body,
+        key,
+        refusal=_rotation_refusal,
+        answer_key=key_from_secret(new_secret),
+        timeout=timeout,
     )
-    status, headers, raw = client.post(
-        dashboard_url + route, body, {"Authorization": authorization}, timeout
-    )
-    if status == 401:
-        raise Unauthorized("the dashboard refused the signed rotation request (401)")
-    if 400 <= status < 500:
-        raise RotationRefused(
-            f"the dashboard refused the new secret ({status}){client.message(raw)}"
-        )
-    if status != 200:
-        raise client.DashboardRefused(
-            f"the dashboard answered the rotation with {status}{client.message(raw)}"
-        )
-    signature = next((v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER.lower()), None)
-    try:
-        verify_response(key_from_secret(new_secret), worker_id, nonce, status, raw, signature)
-    except AuthFailure as exc:
-        raise client.IdentityMismatch(f"identity mismatch: {exc.reason}") from None
     return bool(client.json_object(raw, "the rotation").get("changed", True))
 
 
@@ -279,20 +249,6 @@ def heartbeat_after_refusal(
     return answer
 
 
-FileSig = tuple[int, int, int] | None
-
-
-def _sig(path: str) -> FileSig:
-    # access() answers "absent", the usual case for the pending file, without an exception.
-    if not os.access(path, os.F_OK):
-        return None
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 class SecretFiles:
     """The daemon's keys: `worker.secret`'s, and `worker.secret.next`'s while one is pending.
 
@@ -303,20 +259,19 @@ class SecretFiles:
     def __init__(self, secret_file: Path, key: bytes) -> None:
         self.path = secret_file
         self.pending_path = pending_path(secret_file)
-        # Plain strings: stat() of a str skips the Path conversion on every /sync.
-        self._names = (str(self.path), str(self.pending_path))
         self.current = key
         self.pending: bytes | None = None
-        self._sig = _sig(self._names[0])
-        self._pending_sig: FileSig = None
+        self._secret = FileWatch(self.path)
+        self._next = FileWatch(self.pending_path)
+        self._next.seen = None  # read a pending file present at start in refresh() below
         self.refresh()
 
     def refresh(self) -> bool:
         """Re-read what changed on disk; whether the current key changed."""
         changed = False
-        sig = _sig(self._names[0])
-        if sig != self._sig:
-            self._sig = sig
+        sig = self._secret.stamp()
+        if sig != self._secret.seen:
+            self._secret.seen = sig
             if sig is not None:
                 try:
                     key = key_from_secret(read_secret_file(self.path))
@@ -327,9 +282,9 @@ class SecretFiles:
                     self.current = key
                     if changed:
                         log.info("the worker secret changed; using the new one")
-        sig = _sig(self._names[1])
-        if sig != self._pending_sig:
-            self._pending_sig = sig
+        sig = self._next.stamp()
+        if sig != self._next.seen:
+            self._next.seen = sig
             self.pending = None
             if sig is not None:
                 try:

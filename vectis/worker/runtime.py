@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from vectis.atomicfile import FileWatch
 from vectis.config import WorkerConf
 from vectis.configfile import SECRET_NAME, locked_conf, read_conf
 from vectis.crypto.signing import (
@@ -33,17 +33,6 @@ from vectis.worker.rotation import SecretFiles
 log = logging.getLogger("vectis.worker")
 
 FLUSH_INTERVAL = 60.0
-
-FileSig = tuple[int, int, int] | None
-
-
-def file_sig(path: Path) -> FileSig:
-    """(inode, size, mtime_ns) of `path`, or None when it does not exist."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _later(a: str | None, b: str | None) -> str | None:
@@ -80,7 +69,7 @@ class WorkerRuntime:
         self.key = key
         self.settings = settings
         self.clock = clock
-        self._sig = file_sig(path)
+        self._conf_file = FileWatch(path)
         self._use(conf if conf is not None else read_conf(path))
         self.verifier = RequestVerifier(
             self._key_for,
@@ -141,22 +130,22 @@ class WorkerRuntime:
         """Read `worker.conf` and the secret files again if they changed on disk."""
         if self.secrets.refresh():
             self.key = self.secrets.current
-        if file_sig(self.path) == self._sig:
+        if not self._conf_file.changed():
             return
         async with self._reload_lock:
-            sig = file_sig(self.path)  # before reading: a later change is seen next time
-            if sig == self._sig:
+            sig = self._conf_file.stamp()  # before reading: a later change is seen next time
+            if sig == self._conf_file.seen:
                 return
             try:
                 conf = await asyncio.to_thread(read_conf, self.path)
             except VectisError as exc:
                 log.error("keeping the last good worker.conf: %s", exc.message)
-                self._sig = sig
+                self._conf_file.seen = sig
                 return
             if conf.state.id != self.conf.state.id:
                 log.info("worker id is now %s", conf.state.id or "(none: not registered)")
             self._use(conf)
-            self._sig = sig
+            self._conf_file.seen = sig
             pending = self.pending_last_sync
             if pending is not None and pending <= (conf.state.sync.last_sync or ""):
                 self._pending_at = None
