@@ -109,8 +109,9 @@ _addresses = itertools.count(2)
 
 
 def _loopback_ip() -> str:
+    # Each in a /24 of its own: the failure limiter also counts per /24.
     n = next(_addresses)
-    return str(ipaddress.IPv4Address((127 << 24) | (200 << 16) | n))
+    return str(ipaddress.IPv4Address((127 << 24) | (200 << 16) | (n << 8) | 1))
 
 
 def _keep_on_loopback(value: Any) -> Any:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vectis import __version__
-from vectis.crypto.secrets import key_from_secret, secret_problem
+from vectis.crypto.secrets import key_from_secret
 from vectis.crypto.signing import (
     AuthFailure,
     NonceShareFull,
@@ -30,7 +30,7 @@ from vectis.dashboard.model import Worker, after_heartbeat
 from vectis.dashboard.settings import DashboardSettings
 from vectis.dashboard.store import Store
 from vectis.dashboard.syncer import Syncer
-from vectis.errors import BadRequest, ServiceUnavailable, TooManyRequests, Unauthorized
+from vectis.errors import ServiceUnavailable, TooManyRequests, Unauthorized
 
 log = logging.getLogger("vectis.dashboard")
 
@@ -120,12 +120,7 @@ class WorkerCalls:
         with nothing to change: the worker was cut off before it could record the first answer.
         """
         req = self._verify(worker_id, path, authorization, body, "rotation")
-        new = validate.json_object(body).get("new_secret")
-        problem = secret_problem(new)
-        if problem is not None:
-            raise BadRequest(f"'new_secret' {problem}")
-        assert isinstance(new, str)
-        new = new.lower()
+        new = validate.new_secret(validate.json_object(body))
         current = self.keys.get(worker_id)
         assert current is not None  # the request verified with it
         old = current.hex()

@@ -1,7 +1,9 @@
 """The dashboard's OpenAPI 3.1 document, served at `GET /openapi.json`.
 
-Plain data built once: request schemas say what the handlers in `api.py` and the checks in
-`validate.py` accept, and every status a route can answer is listed with its body.
+The schemas of every body and answer are generated from the models in `schemas.py`, the one
+definition the handlers validate and encode with; this module writes only what cannot be
+generated: the paths, the statuses each route answers, auth schemes, and a few shapes no
+model states (the uniform 401 body, a config's recursive values).
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from typing import Any
 
 from aiohttp import web
 
-from vectis import __version__
+from vectis import __version__, contract
+from vectis.dashboard import schemas as models
 
 Schema = dict[str, Any]
 
-WORKER_ID = r"^[a-z]+(-[a-z]+)*-[0-9a-f]{4}$"
+WORKER_ID = contract.WORKER_ID_PATTERN
 TOKEN_ID = r"^[0-9a-f]{8}$"  # noqa: S105 - a pattern, not a credential
-STATUSES = ["pending", "synced", "failed", "outdated"]
+STATUSES = list(contract.STATUSES)
 JSON = "application/json"
 
 
@@ -55,89 +58,11 @@ def _object(properties: dict[str, Schema], *, closed: bool = True, **extra: Any)
     return {**doc, **extra}
 
 
-DASHBOARD_VERSION: Schema = {
-    "type": "string",
-    "description": "the dashboard's version: the one its install.sh installs on a worker",
-}
-WORKER_FIELDS: dict[str, Schema] = {
-    "id": {"type": "string", "pattern": WORKER_ID},
-    "subdomain": {"type": "string", "description": "<id>.<zone>"},
-    "ip": {"type": "string"},
-    "port": PORT,
-    "status": {"enum": STATUSES},
-    "dns_status": {"enum": ["none", "pending", "synced", "failed"]},
-    "dns_error": _nullable({"type": "string"}),
-    "last_sync": _nullable(TIME),
-    "last_error": _nullable({"type": "string"}),
-    "consecutive_failures": COUNT,
-    "version": _nullable({"type": "string"}),
-    "version_current": _nullable(
-        {
-            "type": "boolean",
-            "description": "whether the worker runs the dashboard's version (the one its "
-            "install.sh installs); null until the worker reported a version",
-        }
-    ),
-    "desired_revision": COUNT,
-    "applied_revision": COUNT,
-    "stats": _nullable({"type": "object", "description": "the worker's latest figures"}),
-    "hostname": _nullable({"type": "string"}),
-    "metadata": _nullable({"type": "object"}),
-    "created_at": TIME,
-    "updated_at": TIME,
-}
-TOKEN_FIELDS: dict[str, Schema] = {
-    "id": {"type": "string", "pattern": TOKEN_ID},
-    "description": _nullable({"type": "string"}),
-    "created_at": TIME,
-    "expires_at": _nullable(TIME),
-    "max_uses": _nullable({"type": "integer", "minimum": 1}),
-    "uses": COUNT,
-    "revoked_at": _nullable(TIME),
-    "state": {"enum": ["active", "revoked", "expired", "used_up"]},
-}
-
-
+# The shapes no model states; every other schema is generated (see `document`).
 SCHEMAS: dict[str, Schema] = {
-    "Error": {
-        "type": "object",
-        "properties": {
-            "error": {"type": "string", "description": "a stable machine-readable code"},
-            "message": {"type": "string", "description": "what was wrong, for a person"},
-        },
-        "required": ["error", "message"],
-    },
     "Unauthorized": _object(
         {"error": {"const": "unauthorized"}},
         description="Every auth failure answers this same body; the reason is logged only.",
-    ),
-    "Worker": _object(
-        WORKER_FIELDS,
-        description="A registered worker; never its secret.",
-    ),
-    "HistoryEntry": _object(
-        {
-            "at": TIME,
-            "status": {"enum": STATUSES},
-            "previous": {"enum": STATUSES},
-            "cause": {"type": "string"},
-        }
-    ),
-    "WorkerDetail": _object(
-        {
-            **WORKER_FIELDS,
-            "config": {"type": "object", "description": "the desired config"},
-            "history": {"type": "array", "items": _ref("HistoryEntry")},
-        },
-        description="A worker with its desired config and its last status changes.",
-    ),
-    "Token": _object(
-        TOKEN_FIELDS,
-        description="An enrollment token as listed: never the token itself, nor its hash.",
-    ),
-    "NewToken": _object(
-        {**TOKEN_FIELDS, "token": {"type": "string", "minLength": 32}},
-        description="A created token: `token` is shown this once and stored hashed.",
     ),
     "ConfigValue": {
         "description": "Any JSON value but null, at any depth: workers keep TOML.",
@@ -254,54 +179,6 @@ def _text_file(media: str, description: str) -> Schema:
     return {"description": description, "content": {media: {"schema": {"type": "string"}}}}
 
 
-SECRET: Schema = {
-    "type": "string",
-    "pattern": "^(?:[0-9a-fA-F]{2}){16,64}$",
-    "description": "a worker secret: 32 to 128 hex characters, an even count",
-}
-REGISTRATION = {
-    "type": "object",
-    "properties": {
-        "ip": IP,
-        "secret": SECRET,
-        "port": _nullable(PORT),
-        "hostname": _text(255),
-        "version": _text(64),
-    },
-    "required": ["ip", "secret"],
-    "description": "Unknown fields are ignored; a missing or null port means 3000.",
-}
-ROTATION = {
-    "type": "object",
-    "properties": {"new_secret": SECRET},
-    "required": ["new_secret"],
-}
-HEARTBEAT = {
-    "type": "object",
-    "properties": {
-        "ip": _nullable(IP),
-        "port": _nullable(PORT),
-        "version": _text(64),
-        "applied_revision": _nullable({"type": "integer", "minimum": 0, "maximum": 2**62 - 1}),
-    },
-    "description": "Every field may be left out or null: the stored value is kept.",
-}
-TOKEN_REQUEST = {
-    "type": "object",
-    "properties": {
-        "description": _text(200),
-        "expires_in": _nullable({"type": "number", "minimum": 1, "maximum": 10 * 365 * 86400}),
-        "expires_at": _nullable(
-            {
-                "type": "string",
-                "maxLength": 40,
-                "description": "ISO 8601, e.g. 2030-01-31T12:00:00Z; a time in the past is 400",
-            }
-        ),
-        "max_uses": _nullable({"type": "integer", "minimum": 1, "maximum": 2**31}),
-    },
-    "description": "Give expires_in or expires_at, not both (400). An empty body is {}.",
-}
 SIGNED_FORMAT = (
     "`Authorization: Bearer v1.<worker_id>.<ts>.<nonce>.<sig>`: ts is Unix seconds (1 to 10 "
     "digits), nonce 16 random bytes and sig the HMAC-SHA256 (key: bytes.fromhex(secret)), both "
@@ -374,7 +251,7 @@ def _paths() -> dict[str, Schema]:
                 },
                 tag=worker_ops,
                 security=[{"enrollmentToken": []}],
-                body=_body(REGISTRATION),
+                body=_body(_ref("RegistrationBody")),
                 description="Identity is the secret: the same secret gets the same id back, "
                 "with a changed IP stored and its DNS record moved. A DNS failure never "
                 "fails a registration.",
@@ -384,7 +261,7 @@ def _paths() -> dict[str, Schema]:
             "post": _signed_op(
                 "heartbeat",
                 "A worker's signed heartbeat (docs/protocol.md#heartbeat)",
-                HEARTBEAT,
+                _ref("HeartbeatBody"),
                 _ref("HeartbeatAnswer"),
                 "signed with the worker's secret",
             )
@@ -393,7 +270,7 @@ def _paths() -> dict[str, Schema]:
             "post": _signed_op(
                 "rotateSecret",
                 "Switch a worker to a new secret, signed with its current one",
-                ROTATION,
+                _ref("RotationBody"),
                 _object({"id": {"type": "string", "pattern": WORKER_ID}, "changed": BOOL}),
                 "signed with the new secret, which tells the worker the switch is done; "
                 "a repeat signed with the new secret naming it again answers changed: false",
@@ -520,7 +397,7 @@ def _paths() -> dict[str, Schema]:
                 },
                 tag="tokens",
                 security=WRITE_AUTH,
-                body=_body(TOKEN_REQUEST, required=False),
+                body=_body(_ref("TokenRequest"), required=False),
             ),
             "get": _op(
                 "listTokens",
@@ -693,21 +570,7 @@ def _paths() -> dict[str, Schema]:
                 "workerBuild",
                 "The build workers install: version, wheel path and SHA-256, constraints",
                 {
-                    "200": _json(
-                        _object(
-                            {
-                                "version": DASHBOARD_VERSION,
-                                "wheel": {"type": "string"},
-                                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                                "constraints": {"type": "string"},
-                                "constraints_sha256": {
-                                    "type": "string",
-                                    "pattern": "^[0-9a-f]{64}$",
-                                },
-                            }
-                        ),
-                        "the served build",
-                    ),
+                    "200": _json(_ref("DistManifest"), "the served build"),
                     **_use("WheelUnavailable"),
                 },
                 tag="files",
@@ -727,23 +590,7 @@ def _cookie() -> Schema:
 
 def document() -> dict[str, Any]:
     """The whole OpenAPI document as plain data."""
-    schemas = dict(SCHEMAS)
-    schemas["Registered"] = _object(
-        {
-            "id": {"type": "string", "pattern": WORKER_ID},
-            "subdomain": {"type": "string"},
-            "ip": {"type": "string"},
-            "dashboard_version": DASHBOARD_VERSION,
-        }
-    )
-    schemas["HeartbeatAnswer"] = _object(
-        {
-            "status": {"enum": STATUSES},
-            "revision": COUNT,
-            "config": {"type": "object", "description": "the desired config"},
-            "dashboard_version": DASHBOARD_VERSION,
-        }
-    )
+    schemas = {**models.components(), **SCHEMAS}
     return {
         "openapi": "3.1.0",
         "info": {
