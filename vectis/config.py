@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from vectis.contract import MAX_REVISION, PORT_MAX, PORT_MIN
 from vectis.errors import ConfigError
 from vectis.status import StatusChange, SyncRecord, SyncStatus
 
@@ -174,7 +175,7 @@ def parse_worker_conf(doc: dict[str, Any], source: str) -> WorkerConf:
         except ValueError as exc:
             raise top.fail("dashboard_url", str(exc)) from None
     settings.host = top.str_("host") or DEFAULT_HOST
-    settings.port = top.int_("port", DEFAULT_PORT, 1, 65535) or DEFAULT_PORT
+    settings.port = top.int_("port", DEFAULT_PORT, PORT_MIN, PORT_MAX) or DEFAULT_PORT
     settings.heartbeat_interval = top.num("heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL, 1)
     settings.ip_sources = top.str_list("ip_sources")
     settings.stats_mounts = top.str_list("stats_mounts") or ["/"]
@@ -198,8 +199,8 @@ def parse_worker_conf(doc: dict[str, Any], source: str) -> WorkerConf:
         last_error=st.str_("last_error"),
         consecutive_failures=st.int_("consecutive_failures", 0, 0, 2**31) or 0,
     )
-    state.applied_revision = st.int_("applied_revision", 0, 0, 2**62) or 0
-    state.reported_port = st.int_("reported_port", None, 1, 65535)
+    state.applied_revision = st.int_("applied_revision", 0, 0, MAX_REVISION) or 0
+    state.reported_port = st.int_("reported_port", None, PORT_MIN, PORT_MAX)
     state.reported_version = st.str_("reported_version")
     state.dashboard_version = st.str_("dashboard_version")
 

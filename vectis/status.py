@@ -10,12 +10,19 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from vectis.contract import STATUSES
+
 
 class SyncStatus(StrEnum):
     PENDING = "pending"
     SYNCED = "synced"
     FAILED = "failed"
     OUTDATED = "outdated"
+
+
+# Spelled out above so that type checkers see the members; the list itself is contract.py's.
+if tuple(s.value for s in SyncStatus) != STATUSES:
+    raise RuntimeError(f"SyncStatus {[s.value for s in SyncStatus]} != contract {STATUSES}")
 
 
 def iso(moment: datetime) -> str:

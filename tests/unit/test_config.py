@@ -13,6 +13,7 @@ import pytest
 from vectis import status as st
 from vectis.config import HISTORY_LIMIT, parse_worker_conf
 from vectis.configfile import conf_path, locked_conf, read_conf, secret_path
+from vectis.contract import MAX_REVISION
 from vectis.crypto.secrets import create_secret_file, read_secret_file
 from vectis.errors import ConfigError
 
@@ -69,6 +70,7 @@ def test_failed_block_writes_nothing() -> None:
         ("[state]\nip = '999.1.1.1'", "state.ip"),
         ("state = 3", "state"),
         ("heartbeat_interval = 0", "heartbeat_interval"),
+        (f"[state]\napplied_revision = {MAX_REVISION + 1}", "state.applied_revision"),
     ],
 )
 def test_bad_values_name_file_and_key(text: str, key: str) -> None:

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from vectis.config import WorkerConf
 from vectis.configfile import conf_path, locked_conf, read_conf
+from vectis.contract import MAX_REVISION
 from vectis.crypto.secrets import generate_secret, key_from_secret
 from vectis.crypto.signing import SIGNATURE_HEADER, new_nonce, sign_request, verify_response
 from vectis.worker.app import create_app, parse_sync_body
@@ -178,3 +179,26 @@ def test_sync_body_accepts_the_spec_shape() -> None:
         3,
         {"a": {"b": [1, "x"]}},
     )
+
+
+async def test_sync_takes_revisions_up_to_the_cap_only(
+    aiohttp_client: Client, clock: Clock
+) -> None:
+    """The one revision cap: MAX_REVISION is kept, one more is refused like any bad body."""
+    register(conf_path())
+    client, path = await make_client(aiohttp_client, clock)
+    clock.now = T0
+    over = b'{"revision": %d, "config": {"a": 1}}' % (MAX_REVISION + 1)
+    resp = await post(client, over, T0)
+    assert resp.status == 400
+    assert await resp.json() == {
+        "error": "bad_request",
+        "message": f"revision must be from 0 to {MAX_REVISION}",
+    }
+    assert read_conf(path).state.applied_revision == 0
+    top = b'{"revision": %d, "config": {"a": 1}}' % MAX_REVISION
+    resp = await post(client, top, T0)
+    assert resp.status == 200 and json.loads(await resp.read())["applied_revision"] == MAX_REVISION
+    await client.close()
+    conf = read_conf(path)  # and worker.conf reads it back: its bound is the same cap
+    assert conf.state.applied_revision == MAX_REVISION and conf.config == {"a": 1}

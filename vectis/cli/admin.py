@@ -17,6 +17,7 @@ import typer
 
 from vectis.cli import humanize as hz
 from vectis.cli.render import clean, emit_json, say
+from vectis.contract import STATUSES
 from vectis.errors import BadRequest, ExitCode
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ workers_app = typer.Typer(
 )
 tokens_app = typer.Typer(help="Create, list and revoke enrollment tokens.", no_args_is_help=True)
 
-STATUSES = ("pending", "synced", "failed", "outdated")
 EXIT_FOR_STATUS = {
     "synced": ExitCode.OK,
     "pending": ExitCode.PENDING,

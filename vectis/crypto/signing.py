@@ -27,6 +27,10 @@ NONCE_BYTES = 16
 DEFAULT_NONCE_CAPACITY = 65_536
 
 _TS = re.compile(r"[0-9]{1,10}")
+# The header's grammar (docs/protocol.md#signed-requests): any DNS-label-shaped id, wider than
+# contract.WORKER_ID_PATTERN on purpose. Parsing only has to split the header safely; whether
+# the id names a worker is the key lookup's decision (an unknown id is refused there), so the
+# wire does not change when the dashboard's way of naming workers does.
 _WORKER_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 

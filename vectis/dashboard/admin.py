@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from vectis.contract import STATUSES
 from vectis.dashboard import auth, validate
 from vectis.dashboard.dns.provisioning import Provisioning
 from vectis.dashboard.keyring import KeyRing
@@ -16,15 +17,15 @@ from vectis.dashboard.metrics import Metrics
 from vectis.dashboard.model import Token, Worker, after_config, token_json, worker_json
 from vectis.dashboard.store import Store
 from vectis.errors import BadRequest, NotFound
-from vectis.status import SyncStatus, iso
+from vectis.status import iso
 
 log = logging.getLogger("vectis.dashboard")
 
 
 def check_status(status: str | None) -> None:
     """The admin list's ?status= filter: absent, or one of the four statuses."""
-    if status is not None and status not in {s.value for s in SyncStatus}:
-        raise BadRequest("'status' must be one of pending, synced, failed, outdated")
+    if status is not None and status not in STATUSES:
+        raise BadRequest(f"'status' must be one of {', '.join(STATUSES)}")
 
 
 class Admin:

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from vectis import httpserver
+from vectis.contract import WORKER_ID_ROUTE
 from vectis.crypto.signing import SIGNATURE_HEADER
 from vectis.dashboard import auth, dist, pages
 from vectis.dashboard.core import Dashboard
@@ -273,7 +274,7 @@ async def dist_manifest(request: web.Request) -> web.Response:
 
 # A worker ID's shape in the route, so that the fixed paths beside it (/infra/workers/sync,
 # /auto-register) answer other methods with 405 rather than "no worker 'sync'".
-_ONE_WORKER = "/infra/workers/{worker_id:[a-z]+(?:-[a-z]+)*-[0-9a-f]{4}}"
+_ONE_WORKER = f"/infra/workers/{{worker_id:{WORKER_ID_ROUTE}}}"
 
 _ROUTES = [
     web.get("/healthz", healthz, allow_head=True),

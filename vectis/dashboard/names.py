@@ -6,7 +6,9 @@ import re
 import secrets
 from collections.abc import Callable
 
-ID_PATTERN = re.compile(r"^[a-z]+(-[a-z]+)*-[0-9a-f]{4}$")
+from vectis.contract import WORKER_ID_PATTERN
+
+ID_PATTERN = re.compile(WORKER_ID_PATTERN)
 
 ADJECTIVES = [
     "amber",

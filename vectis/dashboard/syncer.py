@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from vectis.addresses import Network, worker_address_problem
+from vectis.contract import MAX_REVISION, VERSION_MAX
 from vectis.crypto.secrets import key_from_secret
 from vectis.crypto.signing import (
     SIGNATURE_HEADER,
@@ -85,12 +86,16 @@ def read_reply(worker_id: str, raw: bytes, stats_limit: int) -> Outcome:
         applied = doc.get("applied_revision")
         if isinstance(applied, bool) or not isinstance(applied, int) or applied < 0:
             return "bad answer: no valid applied_revision"
+        if applied > MAX_REVISION:
+            # No dashboard sends such a revision and no worker accepts one: a worker that
+            # claims it is broken or lying, and its number would not fit the store.
+            return f"bad answer: applied_revision is above {MAX_REVISION}"
         version = doc.get("version")
         if version is not None:
-            version = readable(version, "version", 64)
+            version = readable(version, "version", VERSION_MAX)
         stats, metadata = doc.get("stats"), doc.get("metadata")
         return SyncReply(
-            applied_revision=min(applied, 2**62),
+            applied_revision=applied,
             version=version,
             stats_json=readable_tree(stats, "stats", stats_limit)
             if isinstance(stats, dict)

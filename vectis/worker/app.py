@@ -24,6 +24,7 @@ from aiohttp import web
 from vectis import __version__, httpserver
 from vectis.config import toml_problem
 from vectis.configfile import conf_path, read_conf, secret_path
+from vectis.contract import MAX_REVISION
 from vectis.crypto.secrets import key_from_secret, read_secret_file
 from vectis.crypto.signing import SIGNATURE_HEADER, AuthFailure, NonceStoreFull, sign_response
 from vectis.errors import (
@@ -40,7 +41,6 @@ from vectis.worker.stats import StatsSampler
 log = logging.getLogger("vectis.worker")
 
 SYNC_PATH = "/sync"
-MAX_REVISION = 2**62
 SHUTDOWN_TIMEOUT = 5.0
 
 RUNTIME = web.AppKey("runtime", WorkerRuntime)
