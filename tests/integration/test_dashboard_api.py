@@ -15,7 +15,7 @@ import pytest
 from tests.integration.test_abuse_guessing import register_from
 from tests.integration.test_dashboard_support import ADMIN, ENROLL, Dash, dashboard
 from tests.support import free_port, http, running
-from vectis import __version__
+from vectis import __version__, contract
 
 SECRET = secrets.token_hex(32)
 
@@ -321,6 +321,11 @@ def test_pages_static_files_and_install_script(dash: Dash) -> None:
             assert headers["Content-Type"].startswith("text/javascript")
         if f.suffix == ".css":
             assert headers["Content-Type"].startswith("text/css")
+    # The page's shared facts, generated from vectis/contract.py rather than stored in web/.
+    status, headers, raw = http("GET", f"{dash.url}/static/contract.js")
+    assert status == 200 and raw == contract.page_module().encode()
+    assert headers["Content-Type"].startswith("text/javascript")
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
     for name in ("..%2Fapi.py", "../api.py", "%2e%2e", "nope.js", ".hidden", "a%00b"):
         status, _, raw = http("GET", f"{dash.url}/static/{name}")
         assert status == 404, name

@@ -6,6 +6,7 @@ import re
 from importlib import resources
 from importlib.resources.abc import Traversable
 
+from vectis import contract
 from vectis.errors import NotFound
 
 CSP = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -22,6 +23,8 @@ CONTENT_TYPES = {
     ".txt": "text/plain; charset=utf-8",
 }
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# Files the dashboard writes itself rather than reads from web/.
+GENERATED = {"contract.js": contract.page_module}
 
 PLACEHOLDER = b"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Vectis dashboard</title></head>
@@ -41,7 +44,9 @@ def content_type(name: str) -> str:
 
 
 def static_file(name: str) -> tuple[bytes, str]:
-    """(bytes, content type) of a file directly inside web/; NotFound for anything else."""
+    """(bytes, content type) of a generated file or one directly inside web/; else NotFound."""
+    if name in GENERATED:
+        return GENERATED[name]().encode(), content_type(name)
     if not _NAME.fullmatch(name) or ".." in name:
         raise NotFound(f"no file {name[:64]!r}")
     web = _web()

@@ -1,6 +1,6 @@
 // Element building and formatting. Data only ever reaches the page as text, never as markup.
 
-export const STATUSES = ["pending", "synced", "failed", "outdated"];
+import { STATUSES } from "./contract.js";
 
 export function $(id) {
   return document.getElementById(id);

@@ -2,9 +2,9 @@
 // Rows are kept by worker id and updated in place, so a refresh never moves focus.
 
 import { api } from "./api.js";
+import { DNS_STATUSES, STATUSES } from "./contract.js";
 import {
   $,
-  STATUSES,
   absolute,
   ago,
   announce,
@@ -158,7 +158,7 @@ function updateRow(row) {
   setText(parts.ip, worker.ip ? (worker.port ? `${worker.ip}:${worker.port}` : worker.ip) : "–");
   const dns = typeof worker.dns_status === "string" ? worker.dns_status : "none";
   setText(parts.dns, dns);
-  parts.dns.className = `v dns dns-${["none", "pending", "synced", "failed"].includes(dns) ? dns : "none"}`;
+  parts.dns.className = `v dns dns-${DNS_STATUSES.includes(dns) ? dns : "none"}`;
   setText(parts.last, ago(worker.last_sync));
   if (worker.last_sync) parts.last.setAttribute("datetime", worker.last_sync);
   parts.last.title = absolute(worker.last_sync);
