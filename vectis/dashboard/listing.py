@@ -1,6 +1,6 @@
 """The admin list of the SQLite store: each worker rendered once by SQLite, again only on change.
 
-SQLite renders a worker's API object (`model.worker_json`) with json_object, splicing the
+SQLite renders a worker's API object (`schemas.Worker`) with json_object, splicing the
 stored stats and metadata JSON, so Python never decodes them. `ListCache` keeps every
 worker's rendered bytes and, on each list, re-renders only the workers written since the
 previous list, in one read snapshot:
@@ -21,25 +21,39 @@ import threading
 from collections.abc import Iterable
 
 from vectis import __version__
+from vectis.dashboard import schemas
 
 REV_KEY = "workers_rev"
 _CHUNK = 500
 
-# The API's worker object, field for field as model.worker_json builds it. A stored JSON
-# column that is not valid JSON renders as null, as json.loads failing there would.
-WORKER_OBJECT = """json_object(
-    'id', id, 'subdomain', subdomain, 'ip', ip, 'port', port, 'status', status,
-    'dns_status', CASE WHEN :dns THEN dns_status ELSE 'none' END,
-    'dns_error', CASE WHEN :dns THEN dns_error END,
-    'last_sync', last_sync, 'last_error', last_error,
-    'consecutive_failures', consecutive_failures, 'version', version,
-    'version_current', json(CASE WHEN version IS NULL THEN 'null'
-        WHEN version = :version THEN 'true' ELSE 'false' END),
-    'desired_revision', desired_revision, 'applied_revision', applied_revision,
-    'stats', json(CASE WHEN json_valid(stats_json) THEN stats_json END),
-    'hostname', hostname,
-    'metadata', json(CASE WHEN json_valid(metadata_json) THEN metadata_json END),
-    'created_at', created_at, 'updated_at', updated_at)"""
+# How SQLite renders each field of the API's worker object (`schemas.Worker`, which
+# `model.worker_object` fills in Python). A stored JSON column that is not valid JSON renders
+# as null, as it does there.
+_FIELD_SQL = {
+    "id": "id",
+    "subdomain": "subdomain",
+    "ip": "ip",
+    "port": "port",
+    "status": "status",
+    "dns_status": "CASE WHEN :dns THEN dns_status ELSE 'none' END",
+    "dns_error": "CASE WHEN :dns THEN dns_error END",
+    "last_sync": "last_sync",
+    "last_error": "last_error",
+    "consecutive_failures": "consecutive_failures",
+    "version": "version",
+    "version_current": "json(CASE WHEN version IS NULL THEN 'null' "
+    "WHEN version = :version THEN 'true' ELSE 'false' END)",
+    "desired_revision": "desired_revision",
+    "applied_revision": "applied_revision",
+    "stats": "json(CASE WHEN json_valid(stats_json) THEN stats_json END)",
+    "hostname": "hostname",
+    "metadata": "json(CASE WHEN json_valid(metadata_json) THEN metadata_json END)",
+    "created_at": "created_at",
+    "updated_at": "updated_at",
+}
+if tuple(_FIELD_SQL) != schemas.Worker.__struct_fields__:
+    raise RuntimeError("listing._FIELD_SQL must render exactly the fields of schemas.Worker")
+WORKER_OBJECT = "json_object(" + ", ".join(f"'{k}', {v}" for k, v in _FIELD_SQL.items()) + ")"
 # One row for many workers: each step of a cursor hands the GIL back and forth, which costs
 # milliseconds per row while the event loop is busy. The separators cannot occur inside: JSON
 # escapes control characters, and ids, times and statuses are ours.

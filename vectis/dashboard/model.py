@@ -6,12 +6,14 @@ a worker is rendered, so a sweep over thousands of workers never parses what it 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from vectis import __version__
+from vectis.dashboard import schemas
 from vectis.status import (
     StatusChange,
     SyncRecord,
@@ -219,44 +221,59 @@ def after_dns(w: Worker, now: datetime, ok: bool, error: str | None, retry_max: 
     )
 
 
-def _decode(text: str | None) -> Any:
+_NULL = msgspec.Raw(b"null")
+
+
+def _stored_json(text: str | None) -> msgspec.Raw:
+    """A stored JSON column spliced into an answer as it is; null when absent or not JSON."""
     if text is None:
-        return None
+        return _NULL
+    raw = text.encode("utf-8")
     try:
-        return json.loads(text)
-    except ValueError:
-        return None
+        msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return _NULL
+    return msgspec.Raw(raw)
 
 
-def worker_json(
+def worker_object(
     w: Worker, *, dns_provisions: bool = True, dashboard_version: str = __version__
-) -> dict[str, Any]:
+) -> schemas.Worker:
     """The API's worker object (docs/protocol.md#admin-api); never the secret.
 
     `version_current`: whether the worker runs the dashboard's version (the one its
     install.sh installs); null until the worker reported a version.
     """
-    return {
-        "id": w.id,
-        "subdomain": w.subdomain,
-        "ip": w.ip,
-        "port": w.port,
-        "status": w.status,
-        "dns_status": w.dns_status if dns_provisions else DNS_NONE,
-        "dns_error": w.dns_error if dns_provisions else None,
-        "last_sync": w.last_sync,
-        "last_error": w.last_error,
-        "consecutive_failures": w.consecutive_failures,
-        "version": w.version,
-        "version_current": None if w.version is None else w.version == dashboard_version,
-        "desired_revision": w.desired_revision,
-        "applied_revision": w.applied_revision,
-        "stats": _decode(w.stats_json),
-        "hostname": w.hostname,
-        "metadata": _decode(w.metadata_json),
-        "created_at": w.created_at,
-        "updated_at": w.updated_at,
-    }
+    return schemas.Worker(
+        id=w.id,
+        subdomain=w.subdomain,
+        ip=w.ip,
+        port=w.port,
+        status=SyncStatus(w.status),
+        dns_status=schemas.DnsStatus(w.dns_status if dns_provisions else DNS_NONE),
+        dns_error=w.dns_error if dns_provisions else None,
+        last_sync=w.last_sync,
+        last_error=w.last_error,
+        consecutive_failures=w.consecutive_failures,
+        version=w.version,
+        version_current=None if w.version is None else w.version == dashboard_version,
+        desired_revision=w.desired_revision,
+        applied_revision=w.applied_revision,
+        stats=_stored_json(w.stats_json),
+        hostname=w.hostname,
+        metadata=_stored_json(w.metadata_json),
+        created_at=w.created_at,
+        updated_at=w.updated_at,
+    )
+
+
+def worker_json(
+    w: Worker, *, dns_provisions: bool = True, dashboard_version: str = __version__
+) -> dict[str, Any]:
+    """`worker_object` as plain JSON data."""
+    obj = worker_object(w, dns_provisions=dns_provisions, dashboard_version=dashboard_version)
+    doc: dict[str, Any] = msgspec.json.decode(schemas.encode(obj))
+    return doc
 
 
 @dataclass(frozen=True, slots=True)
