@@ -9,13 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vectis.atomicfile import create_exclusive
+from vectis.contract import SECRET_HEX_MAX, SECRET_HEX_MIN
 from vectis.errors import ConfigError
 
 SECRET_BYTES = 32
 _WORKER_SECRET = re.compile(r"[0-9a-f]{64}")
-# What the dashboard accepts at registration (docs/protocol.md#registration): 32 to 128 hex
-# characters, and an even count, since the signing key is bytes.fromhex(secret).
-_ACCEPTED_SECRET = re.compile(r"[0-9a-fA-F]{32,128}")
+# What the dashboard accepts at registration (docs/protocol.md#registration): hex characters
+# in contract's range, and an even count, since the signing key is bytes.fromhex(secret).
+_ACCEPTED_SECRET = re.compile(rf"[0-9a-fA-F]{{{SECRET_HEX_MIN},{SECRET_HEX_MAX}}}")
 
 
 def generate_secret(random_bytes: Callable[[int], bytes] = os.urandom) -> str:
@@ -44,7 +45,7 @@ def secret_problem(text: object) -> str | None:
     The rule: docs/protocol.md#registration.
     """
     if not (isinstance(text, str) and _ACCEPTED_SECRET.fullmatch(text) and len(text) % 2 == 0):
-        return "must be 32 to 128 hexadecimal characters, an even count"
+        return f"must be {SECRET_HEX_MIN} to {SECRET_HEX_MAX} hexadecimal characters, an even count"
     return degenerate(bytes.fromhex(text))
 
 
