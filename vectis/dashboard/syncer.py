@@ -5,8 +5,9 @@ over the worker list (never one task per worker) and writes outcomes to the stor
 batches. A worker already being synced is joined, never synced twice at once.
 
 The exchanges (connect, sign, send, read, verify) run on an event loop of their own, in a
-thread of their own, so that a sweep's thousands of exchanges never make the API's event loop
-wait: that loop only claims workers, hands them over, and stores the outcomes it gets back.
+thread of their own (`sync_loop.SyncLoop`), so that a sweep's thousands of exchanges never
+make the API's event loop wait: that loop only claims workers, hands them over, and stores
+the outcomes it gets back.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ import contextlib
 import ipaddress
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -37,6 +37,7 @@ from vectis.dashboard import wire
 from vectis.dashboard.metrics import Metrics
 from vectis.dashboard.model import SyncReply, Worker, after_failure, after_sync
 from vectis.dashboard.store import Store
+from vectis.dashboard.sync_loop import SyncLoop, settle_threadsafe
 from vectis.untrusted import parse_object, readable, readable_tree
 
 log = logging.getLogger("vectis.dashboard.sync")
@@ -66,11 +67,6 @@ class SweepCounts:
             "failed": self.failed,
             "outdated": self.outdated,
         }
-
-
-def _url(w: Worker) -> str:
-    host = f"[{w.ip}]" if ":" in w.ip else w.ip
-    return f"http://{host}:{w.port}/sync"
 
 
 def read_reply(worker_id: str, raw: bytes, stats_limit: int) -> Outcome:
@@ -106,77 +102,6 @@ def read_reply(worker_id: str, raw: bytes, stats_limit: int) -> Outcome:
         )
     except ValueError as exc:
         return f"bad answer: {exc}"
-
-
-class SyncLoop:
-    """An event loop on a thread of its own, where every sync's network work runs."""
-
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stop: asyncio.Event | None = None
-        self._stopped: asyncio.Future[None] | None = None
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The sync loop; the caller's own loop when the thread was never started."""
-        return self._loop or asyncio.get_running_loop()
-
-    def start(self) -> None:
-        """Start the thread and return once its loop runs."""
-        if self._thread is not None:
-            return
-        api_loop = asyncio.get_running_loop()
-        self._stopped = api_loop.create_future()
-        ready = threading.Event()
-        stopped = self._stopped
-
-        def main() -> None:
-            try:
-                asyncio.run(self._main(ready))
-            finally:
-                ready.set()
-                _settle_threadsafe(api_loop, stopped)
-
-        self._thread = threading.Thread(target=main, name="vectis-sync", daemon=True)
-        self._thread.start()
-        ready.wait()
-
-    async def _main(self, ready: threading.Event) -> None:
-        self._stop = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        ready.set()
-        # Returning ends asyncio.run, which cancels the exchanges still running and waits for them.
-        await self._stop.wait()
-
-    def submit(self, coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
-        """Run `coro` on the sync loop; a future of the caller's loop for its result."""
-        if self._loop is None:
-            return asyncio.ensure_future(coro)
-        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
-
-    async def stop(self) -> None:
-        """Cancel what still runs on the sync loop, end it and join its thread."""
-        thread, loop, stop, stopped = self._thread, self._loop, self._stop, self._stopped
-        if thread is None or stopped is None:
-            return
-        if loop is not None and stop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop has already ended
-                loop.call_soon_threadsafe(stop.set)
-        await asyncio.shield(stopped)
-        thread.join()
-        self._thread = self._loop = self._stop = self._stopped = None
-
-
-def _settle_threadsafe(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> None:
-    """Resolve `fut`, a future of `loop`, from another thread (once; never on a dead loop)."""
-
-    def settle() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
-        loop.call_soon_threadsafe(settle)
 
 
 class _Pool:
@@ -228,7 +153,7 @@ class _Pool:
             if self._handback is not None:
                 self._handback.cancel()
             self._hand_back()
-            _settle_threadsafe(self.api_loop, self.finished)
+            settle_threadsafe(self.api_loop, self.finished)
 
     async def _one(self) -> None:
         while (w := await self._todo.get()) is not None:
