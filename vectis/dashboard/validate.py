@@ -43,7 +43,7 @@ def unicast_ip(value: Any, networks: tuple[Network, ...], field: str = "ip") -> 
     problem = worker_address_problem(addr, networks)
     if problem is not None:
         raise BadRequest(f"'{field}': {problem}")
-    return value
+    return str(addr)
 
 
 def _readable(value: str | None, field: str, limit: int) -> str | None:
