@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
+import re
+import string
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -35,6 +38,8 @@ from vectis.dashboard.model import (
 )
 from vectis.dashboard.syncer import read_reply
 from vectis.errors import BadRequest, PayloadTooLarge
+
+DEFAULT_PORT = 3000  # a registration without a port: the documented default
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 W = new_worker("brave-otter-3f2a", "z.test", "10.0.0.1", 3000, "ab" * 32, None, None, NOW)
@@ -174,33 +179,298 @@ def test_public_ips_and_allowed_networks_are_accepted(ip: str, canonical: str) -
     assert validate.unicast_ip(ip, NETS) == canonical
 
 
-@given(st.binary(max_size=300))
-def test_any_bytes_parse_or_400(raw: bytes) -> None:
-    with contextlib.suppress(BadRequest):
-        validate.registration(validate.json_object(raw), NETS)
-
-
+# Values drawn with the outcome the rule gives them: `BAD` (refused, with a message naming
+# the field) or the canonical value the dashboard must keep. The outcome comes from how the
+# value was built (a network, a byte string, a range), not from the code under test.
+BAD = object()
+FLOATS = st.floats(allow_nan=False, allow_infinity=False)  # what JSON can carry
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | FLOATS | st.text(max_size=20),
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
     ),
     max_leaves=20,
 )
+NOT_TEXT = st.booleans() | st.integers() | FLOATS | st.lists(st.integers(), max_size=2)
+
+
+Values = st.SearchStrategy[tuple[object, object]]
+
+
+def _refused(values: st.SearchStrategy[object]) -> Values:
+    return values.map(lambda v: (v, BAD))
+
+
+def _edges(edges: list[Any], rest: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """One of `edges` half of the time, else a value of `rest`."""
+    return st.booleans().flatmap(lambda edge: st.sampled_from(edges) if edge else rest)
+
+
+def _not_an_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return True
+    return False
+
+
+def _net(cidr: str) -> st.SearchStrategy[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    return st.ip_addresses(network=cidr)
+
+
+IP = (
+    # In VECTIS_WORKER_NETWORKS (NETS), or public: accepted, in canonical form.
+    _net("10.0.0.0/8").map(lambda a: (str(a), str(a)))
+    | _net("127.0.0.0/8").map(lambda a: (f"::ffff:{a}", str(a)))  # IPv4-mapped: the IPv4 form
+    | _net("8.0.0.0/8").map(lambda a: (str(a), str(a)))
+    | _net("2606:4700::/32").map(lambda a: (a.exploded.upper(), a.compressed)),
+    # Private outside NETS, link-local, CGNAT, multicast; special addresses; not addresses.
+    _refused(
+        st.sampled_from(
+            [
+                *("192.168.0.0/16", "172.16.0.0/12", "169.254.0.0/16", "100.64.0.0/10"),
+                *("fc00::/7", "fe80::/10", "224.0.0.0/4", "ff00::/8"),
+            ]
+        )
+        .flatmap(_net)
+        .map(str)
+    )
+    | _refused(
+        st.sampled_from(
+            [
+                *("0.0.0.0", "::", "255.255.255.255", "fe80::1%eth0", "10.0.0.1/8"),
+                *(" 10.0.0.1", "010.0.0.1", "10.0.0.256", "", "1" * 65),
+            ]
+        )
+    )
+    | _refused(st.text(max_size=20).filter(_not_an_ip) | NOT_TEXT),
+)
+# 16 to 64 distinct bytes: a secret as random as the rule asks, in either case of hex.
+KEY = st.lists(st.integers(0, 255), min_size=16, max_size=64, unique=True).map(bytes)
+SIZES = st.integers(16, 64)
+
+
+def _distinct(size: int, count: int) -> str:
+    """`size` bytes of which `count` distinct values, as hex."""
+    return bytes([*range(count), *([0] * (size - count))]).hex()
+
+
+# The rule's edge: at least half of the bytes distinct is random enough, one fewer is not.
+HALF_DISTINCT = SIZES.map(lambda n: _distinct(n, (n + 1) // 2))
+UNDER_HALF = SIZES.map(lambda n: _distinct(n, (n + 1) // 2 - 1))
+SECRET = (
+    KEY.map(bytes.hex).map(lambda h: (h, h))
+    | KEY.map(lambda b: b.hex().upper()).map(lambda h: (h, h))
+    | HALF_DISTINCT.map(lambda h: (h, h)),
+    _refused(
+        UNDER_HALF
+        | KEY.map(lambda b: b.hex()[:-1])  # an odd count of hex digits
+        | st.binary(max_size=15).map(bytes.hex)  # under 32 digits
+        | st.binary(min_size=65, max_size=80).map(bytes.hex)  # over 128 digits
+        | KEY.map(lambda b: "g" + b.hex()[1:])  # not hex
+        | st.integers(16, 64).map(lambda n: "00" * n)  # degenerate: one byte value
+        | st.integers(4, 16).map(lambda n: "a1b2c3d4" * n)  # a short repeated pattern
+        | NOT_TEXT
+    ),
+)
+PORT = (
+    _edges([1, 65535], st.integers(1, 65535)).map(lambda p: (p, p)),
+    _refused(
+        _edges(
+            [0, -1, 65536],
+            st.integers(max_value=0)
+            | st.integers(min_value=65536)
+            | st.booleans()
+            | FLOATS
+            | st.text(max_size=5)
+            | st.lists(st.integers(), max_size=2),
+        )
+    ),
+)
+REVISION = (
+    _edges([0, 2**62 - 1], st.integers(0, 2**62 - 1)).map(lambda r: (r, r)),
+    _refused(
+        _edges(
+            [-1, 2**62],
+            st.integers(max_value=-1)
+            | st.integers(min_value=2**62)
+            | st.booleans()
+            | FLOATS
+            | st.text(max_size=5),
+        )
+    ),
+)
+UNSAFE_CHARS = ["\x00", "\n", "\x1b", "\x7f", "\x85", "\u2028", "\u202e", "\u2066", "\ud800"]
+
+
+def _text(limit: int) -> tuple[Values, Values]:
+    """Readable text up to `limit` (kept; empty means absent) or a refused value."""
+    safe = _edges(
+        ["é" * limit],  # the longest allowed
+        st.text(alphabet=string.ascii_letters + string.digits + " .-_é", max_size=limit),
+    )
+    unsafe = st.tuples(st.text(max_size=5), st.sampled_from(UNSAFE_CHARS), st.text(max_size=5))
+    too_long = _edges([limit + 1], st.integers(limit + 2, limit + 8)).map(lambda n: "a" * n)
+    return safe.map(lambda t: (t, t or None)), _refused(unsafe.map("".join) | too_long | NOT_TEXT)
+
+
+@st.composite
+def _doc(
+    draw: st.DrawFn, fields: dict[str, tuple[Values, Values]]
+) -> tuple[dict[str, object], dict[str, object]]:
+    """(body, outcome per field): each field absent (outcome None) or valid, but one refused.
+
+    At most one field is refused, so that the message must name that very field.
+    """
+    doc: dict[str, object] = {}
+    outcome: dict[str, object] = {}
+    refused = draw(st.sampled_from([None, *fields]))
+    for name, (good, bad) in fields.items():
+        if name != refused and draw(st.integers(0, 9)) == 0:
+            outcome[name] = None
+        else:
+            doc[name], outcome[name] = draw(bad if name == refused else good)
+    if draw(st.booleans()):
+        doc["x"] = draw(JSON)  # an unknown key: ignored
+    return doc, outcome
+
+
+def _check(call: Callable[[], object], refused: list[str], expected: tuple[object, ...]) -> None:
+    """`call()` returns `expected` when nothing is refused, else a 400 naming a refused field."""
+    if not refused:
+        assert call() == expected
+        return
+    with pytest.raises(BadRequest) as caught:
+        call()
+    message = str(caught.value)
+    named = {m.group(1) for m in re.finditer(r"['`\"]([a-z_]+)['`\"]", message)}
+    assert named & set(refused), (message, refused)
+
+
+REGISTRATION = {
+    "ip": IP,
+    "secret": SECRET,
+    "port": PORT,
+    "hostname": _text(255),
+    "version": _text(64),
+}
+
+
+def _check_registration(
+    doc: dict[str, object],
+    outcome: dict[str, object],
+    parse: Callable[[dict[str, object]], dict[str, Any]] = dict,
+) -> None:
+    required = ("ip", "secret")
+    refused = [n for n, o in outcome.items() if o is BAD or (o is None and n in required)]
+    port = DEFAULT_PORT if outcome["port"] is None else outcome["port"]
+    expected = (outcome["ip"], port, outcome["secret"], outcome["hostname"], outcome["version"])
+    _check(lambda: validate.registration(parse(doc), NETS), refused, expected)
+
+
+@given(_doc(REGISTRATION), st.sampled_from(["", " ", "\n", "\t\r\n"]))
+def test_any_bytes_parse_or_400(
+    body: tuple[dict[str, object], dict[str, object]], pad: str
+) -> None:
+    """A registration body as bytes: the outcome is exactly the registration rule's."""
+    doc, outcome = body
+
+    def as_bytes(d: dict[str, object]) -> dict[str, Any]:
+        return validate.json_object((pad + json.dumps(d) + pad).encode())
+
+    _check_registration(doc, outcome, as_bytes)
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _has_surrogate(value: object) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogate(v) for v in value)
+    return False
 
 
 @given(
-    st.dictionaries(
-        st.sampled_from(["ip", "secret", "port", "hostname", "version", "applied_revision", "x"]),
-        JSON,
-    )
+    st.binary(max_size=300)
+    | st.sampled_from([b'{"a": NaN}', b'{"a": -Infinity}', b"[]", b'"{}"', b"  ", b""])
+    | JSON.map(lambda v: json.dumps(v).encode())
+    | st.dictionaries(st.text(max_size=8), JSON, max_size=4).map(lambda v: json.dumps(v).encode())
 )
-def test_any_json_object_is_accepted_or_400(doc: dict[str, object]) -> None:
-    for check in (validate.registration, validate.heartbeat):
-        with contextlib.suppress(BadRequest):
-            check(doc, NETS)
-    with contextlib.suppress(BadRequest):
-        validate.token_request(doc, NOW)
+def test_any_bytes_are_a_json_object_or_a_400_about_the_body(raw: bytes) -> None:
+    """Standard JSON (no NaN) holding an object with encodable text is the object; else a 400
+    about the body."""
+    try:
+        expected = json.loads(raw, parse_constant=_reject_constant)
+    except ValueError:
+        expected = None
+    if isinstance(expected, dict) and raw.strip() and not _has_surrogate(expected):
+        assert validate.json_object(raw) == expected
+    else:
+        with pytest.raises(BadRequest, match=r"^the body "):
+            validate.json_object(raw)
+
+
+HEARTBEAT = {"ip": IP, "port": PORT, "version": _text(64), "applied_revision": REVISION}
+LATER = NOW + timedelta(seconds=1)
+TOKEN_REQUEST = {
+    "description": _text(200),
+    "expires_in": (
+        st.integers(1, 10 * 365 * 86400).map(
+            lambda n: (n, (NOW + timedelta(seconds=n)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        ),
+        _refused(
+            st.integers(max_value=0)
+            | st.integers(min_value=10 * 365 * 86400 + 1)
+            | st.booleans()
+            | st.text(max_size=5)
+        ),
+    ),
+    "expires_at": (
+        st.datetimes(min_value=LATER.replace(tzinfo=None), timezones=st.just(UTC)).map(
+            lambda t: (t.isoformat(), t.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        ),
+        _refused(
+            st.datetimes(max_value=NOW.replace(tzinfo=None), timezones=st.just(UTC)).map(
+                datetime.isoformat
+            )
+            | st.text(max_size=10).filter(lambda t: not t[:1].isdigit())
+            | NOT_TEXT
+        ),
+    ),
+    "max_uses": (
+        st.integers(1, 2**31).map(lambda n: (n, n)),
+        _refused(st.integers(max_value=0) | st.integers(min_value=2**31 + 1) | st.booleans()),
+    ),
+}
+
+
+@given(_doc(REGISTRATION), _doc(HEARTBEAT), _doc(TOKEN_REQUEST))
+def test_any_json_object_is_accepted_or_400(
+    registration: tuple[dict[str, object], dict[str, object]],
+    heartbeat: tuple[dict[str, object], dict[str, object]],
+    token: tuple[dict[str, object], dict[str, object]],
+) -> None:
+    """Accepted is exactly what meets each field's rule, kept in canonical form; else a 400
+    whose message names a refused field."""
+    _check_registration(*registration)
+
+    doc, outcome = heartbeat
+    refused = [n for n, o in outcome.items() if o is BAD]
+    expected = tuple(outcome[n] for n in ("ip", "port", "version", "applied_revision"))
+    _check(lambda: validate.heartbeat(doc, NETS), refused, expected)
+
+    doc, outcome = token
+    refused = [n for n, o in outcome.items() if o is BAD]
+    if outcome["expires_in"] is not None and outcome["expires_at"] is not None:
+        refused += ["expires_in", "expires_at"]  # one or the other, never both
+    expires = outcome["expires_at"] if outcome["expires_in"] is None else outcome["expires_in"]
+    expected = (outcome["description"], expires, outcome["max_uses"])
+    _check(lambda: validate.token_request(doc, NOW), refused, expected)
 
 
 def test_config_and_token_requests() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import unicodedata
 
 import pytest
 from hypothesis import given
@@ -86,18 +86,56 @@ def test_shown_escapes_and_cuts() -> None:
     assert shown("x" * 300, 10) == "xxxxxxx..."
 
 
-@given(st.text(alphabet=st.characters(exclude_categories=()), max_size=50))
-def test_any_text_is_either_readable_or_refused_and_shown_is_always_safe(text: str) -> None:
-    try:
-        out = readable(text, "f", 100)
-    except ValueError:
-        out = None
-    if out is not None:
-        out.encode("utf-8")
-        json.dumps(out)
-    safe = shown(text)
+# What must never reach a person's screen raw, from the Unicode database rather than from the
+# code under test: controls (C0, DEL, C1), surrogates, line and paragraph separators, the
+# left-to-right and right-to-left marks, and the explicit bidirectional embeddings,
+# overrides and isolates.
+_BIDI_CONTROLS = {"LRE", "RLE", "PDF", "LRO", "RLO", "LRI", "RLI", "FSI", "PDI"}
+
+
+def _unsafe(c: str) -> bool:
+    return (
+        unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp")
+        or c in "\u200e\u200f"
+        or unicodedata.bidirectional(c) in _BIDI_CONTROLS
+    )
+
+
+# The edges of each unsafe range and their safe neighbours, drawn often.
+_TRICKY = st.sampled_from(
+    [
+        *"\x00\x1f\x7f\x85\x9f\u2028\u2029\u200e\u200f\ud800\udfff",
+        *map(chr, range(0x202A, 0x202F)),
+        *map(chr, range(0x2066, 0x206A)),
+        *" ~\xa0\u200d\u2027\u202f\u2065\u206a\ue000",
+    ]
+)
+
+
+@given(
+    # A list of characters, not st.text: text() merges its alphabets and the edges drown.
+    st.lists(
+        st.characters(exclude_categories=()) | _TRICKY | st.sampled_from("ab\\é"), max_size=50
+    ).map("".join),
+    st.integers(0, 60),
+)
+def test_any_text_is_either_readable_or_refused_and_shown_is_always_safe(
+    text: str, limit: int
+) -> None:
+    # Readable is exactly a text within the limit and free of unsafe characters, unchanged.
+    if len(text) <= limit and not any(_unsafe(c) for c in text):
+        assert readable(text, "f", limit) == text
+    else:
+        with pytest.raises(ValueError, match=r"^'f' "):
+            readable(text, "f", limit)
+    # Shown is always safe to store and print, and leaves a safe text as it is.
+    safe = shown(text, 10_000)
     safe.encode("utf-8")
-    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in safe)
+    assert not any(_unsafe(c) for c in safe)
+    if not any(_unsafe(c) for c in text):
+        assert safe == text
+    else:
+        assert safe != text and all(c in safe or _unsafe(c) for c in text)
 
 
 def test_call_budget_refuses_one_worker_and_serves_another() -> None:
