@@ -64,7 +64,8 @@ def _burst(dash: Dash, token: str, ports: itertools.count[int], burst: Burst, se
                 burst.lost += 1
             return
         with burst.lock:
-            if status not in (200, 201) or (wid and (status, doc["id"]) != (200, wid)):
+            # A new secret is created (201); a known one gets its own id back (200).
+            if status != (200 if wid else 201) or (wid and doc["id"] != wid):
                 burst.bad.append(f"{status} {doc} for {'known ' + wid if wid else 'new'}")
             elif not wid:
                 burst.acked[secret] = (doc["id"], port)

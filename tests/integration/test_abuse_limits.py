@@ -92,7 +92,7 @@ def test_token_guessing_is_rate_limited_and_logged_without_the_guesses(dash: Das
 
 def _dashboard_targets(dash: Dash) -> list[tuple[str, bytes]]:
     status, reg = dash.register(secrets.token_hex(32), 31002)
-    assert status in (200, 201), reg
+    assert status == 201, reg  # a new secret: created
     host = b"Host: 127.0.0.1\r\n"
     admin = b"Authorization: Bearer admin-token-for-tests-0123456789abcdef\r\n"
     enroll = b"Authorization: Bearer " + ENROLL.encode() + b"\r\n"
@@ -146,6 +146,8 @@ def _big_bodies(port: int, pid: int, targets: list[tuple[str, bytes]]) -> None:
     for (name, mode), status in outcomes.items():
         if mode == "none":
             # Unframed bytes are no body: the request is answered, the rest is garbage.
+            # Which answer depends on how the server splits the garbage into requests, so
+            # any 4xx (or the route's 200) is inherent here.
             assert (status is not None and 400 <= status < 500) or status == 200, (name, status)
         else:
             # A route that never reads the body may give its usual answer instead of 413.
