@@ -94,7 +94,7 @@ def test_settings_are_checked_and_named() -> None:
         create_backend(
             "route53", "fleet.test", {"VECTIS_ROUTE53_ZONE_ID": "Z", "VECTIS_DNS_TTL": "x"}
         )
-    with pytest.raises(DNSError, match="VECTIS_ROUTE53_MAX_RPS: must be a number from 0.1 to"):
+    with pytest.raises(DNSError, match=r"VECTIS_ROUTE53_MAX_RPS: must be a number from 0\.1 to"):
         create_backend(
             "route53", "fleet.test", {"VECTIS_ROUTE53_ZONE_ID": "Z", "VECTIS_ROUTE53_MAX_RPS": "0"}
         )

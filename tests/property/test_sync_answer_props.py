@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from vectis.dashboard.metrics import Metrics
 from vectis.dashboard.model import SyncReply, Worker
-from vectis.dashboard.store import Registration, SQLiteStore
+from vectis.dashboard.sqlite_store import SQLiteStore
+from vectis.dashboard.store import Registration
 from vectis.dashboard.syncer import Syncer, read_reply
 from vectis.untrusted import shown
 

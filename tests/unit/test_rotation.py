@@ -16,7 +16,8 @@ from vectis.crypto.secrets import create_secret_file, generate_secret, key_from_
 from vectis.crypto.signing import AuthFailure, new_nonce, sign_request
 from vectis.dashboard.keyring import KeyRing, WithCurrentSecrets
 from vectis.dashboard.model import new_worker
-from vectis.dashboard.store import Registration, SQLiteStore
+from vectis.dashboard.sqlite_store import SQLiteStore
+from vectis.dashboard.store import Registration
 from vectis.errors import ConfigError, Conflict, Unauthorized
 from vectis.worker import rotation
 from vectis.worker.local import resolve_settings

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from vectis.dashboard.migrations import LATEST
+from vectis.dashboard.migrations import LATEST, migrate
 from vectis.dashboard.model import SyncReply, Token, after_failure, after_sync
-from vectis.dashboard.store import HISTORY_KEEP, Registration, SQLiteStore, migrate, secret_hash
+from vectis.dashboard.sqlite_store import SQLiteStore
+from vectis.dashboard.store import HISTORY_KEEP, Registration, secret_hash
 from vectis.errors import ConfigError, Conflict, Unauthorized
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)

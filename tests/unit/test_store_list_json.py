@@ -29,7 +29,8 @@ from vectis.dashboard.model import (
     after_heartbeat,
     after_sync,
 )
-from vectis.dashboard.store import Registration, SQLiteStore, Store
+from vectis.dashboard.sqlite_store import SQLiteStore
+from vectis.dashboard.store import Registration, Store
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 STATUSES = (None, "pending", "synced", "failed", "outdated")

@@ -28,7 +28,8 @@ from vectis.dashboard.heartbeats import WorkerCalls
 from vectis.dashboard.keyring import KeyRing
 from vectis.dashboard.metrics import Metrics
 from vectis.dashboard.settings import DashboardSettings
-from vectis.dashboard.store import SQLiteStore, Store
+from vectis.dashboard.sqlite_store import SQLiteStore
+from vectis.dashboard.store import Store
 from vectis.dashboard.sweeps import Sweeps
 from vectis.dashboard.syncer import Syncer
 

@@ -6,6 +6,11 @@ earlier version and migrate it to the latest.
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+
+log = logging.getLogger("vectis.dashboard.store")
+
 MIGRATIONS: list[str] = [
     # 1: workers, their status history, enrollment tokens.
     """
@@ -72,3 +77,18 @@ MIGRATIONS: list[str] = [
 ]
 
 LATEST = len(MIGRATIONS)
+
+
+def migrate(db: sqlite3.Connection, target: int = LATEST) -> int:
+    """Apply the numbered steps the database has not seen; return the version reached."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > LATEST:
+        raise sqlite3.DatabaseError(
+            f"schema version {version} is newer than this Vectis ({LATEST}); upgrade Vectis"
+        )
+    for number in range(version + 1, target + 1):
+        db.executescript(
+            f"BEGIN IMMEDIATE;\n{MIGRATIONS[number - 1]}\nPRAGMA user_version = {number};\nCOMMIT;"
+        )
+        log.info("database schema migrated to version %d", number)
+    return max(version, target)

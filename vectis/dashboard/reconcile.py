@@ -274,7 +274,7 @@ async def check_dashboard(
 ) -> Report:
     """Open the dashboard's own store and DNS backend (its settings), and run `check`."""
     from vectis.dashboard.dns import create_backend
-    from vectis.dashboard.store import SQLiteStore
+    from vectis.dashboard.sqlite_store import SQLiteStore
 
     if not settings.db_path.exists():
         raise ConfigError(
