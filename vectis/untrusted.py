@@ -94,6 +94,37 @@ def readable_tree(value: dict[str, Any], field: str, limit: int) -> str:
     return text
 
 
+# In valid JSON text a control character can only stand as an escape. These are the escapes of
+# what `_UNSAFE` refuses (each after an even run of backslashes, so never an escaped backslash
+# followed by a letter), and the raw UTF-8 forms of those that may stand unescaped.
+_UNSAFE_IN_JSON = re.compile(
+    rb"(?<!\\)(?:\\\\)*\\(?:[bfnrt]|u(?:00[01][0-9a-fA-F]|007[fF]|00[89][0-9a-fA-F]"
+    rb"|20(?:2[89a-eA-E]|0[eEfF]|6[6-9])))"
+    rb"|\x7f|\xc2[\x80-\x9f]|\xe2\x80[\x8e\x8f\xa8-\xae]|\xe2\x81[\xa6-\xa9]"
+)
+
+
+# Every match of _UNSAFE_IN_JSON holds one of these bytes; most answers hold none of them.
+_SUSPECT = re.compile(rb"[\\\x7f\xc2\xe2]")
+
+
+def readable_json(raw: bytes, field: str, limit: int) -> str:
+    """A JSON object's text from outside, checked as `readable_tree` checks the parsed object.
+
+    `raw` must be valid JSON without lone surrogates (a decoder checked it). The text is
+    searched as bytes, and parsed only when it may be nested too deep or when it must say
+    where the bad text stands: a sweep checks thousands of answers a second.
+    """
+    if len(raw) > limit:
+        raise ValueError(f"'{field}' is larger than {limit} bytes")
+    suspect = _SUSPECT.search(raw) is not None and _UNSAFE_IN_JSON.search(raw) is not None
+    if suspect or raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
+        problem = _tree_problem(json.loads(raw), field, 0)
+        if problem is not None:
+            raise ValueError(problem)
+    return raw.decode("utf-8")
+
+
 def _tree_problem(value: Any, path: str, depth: int) -> str | None:
     if depth > MAX_DEPTH:
         return f"'{path}' is nested more than {MAX_DEPTH} levels deep"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import unicodedata
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from vectis.crypto.signing import NonceShareFull, NonceStore
 from vectis.dashboard.budgets import CallBudget
-from vectis.untrusted import parse_object, readable, readable_tree, shown
+from vectis.untrusted import parse_object, readable, readable_json, readable_tree, shown
 
 
 @pytest.mark.parametrize(
@@ -159,3 +160,38 @@ def test_nonce_share_refuses_one_owner_only_and_frees_on_expiry() -> None:
     assert store.held("a") == 3 and store.held("b") == 1
     store.remember("a3", 30, 10, "a")  # a1, a2 and b0 expired at 10
     assert store.held("a") == 2 and store.held("b") == 0
+
+
+_TREE_TEXT = st.sampled_from(
+    ["\n", "\\n", "\\\n", "\x1b[2J", "\u202e", "\x9b", "\x7f", "é", "\\u0007", "ok", "\u2066"]
+) | st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=8)
+_TREE = st.recursive(
+    st.none() | st.integers() | _TREE_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TREE_TEXT, inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@given(
+    st.dictionaries(_TREE_TEXT, _TREE, max_size=4), st.sampled_from(["ascii", "utf8", "msgspec"])
+)
+def test_the_byte_search_on_json_text_agrees_with_the_check_on_the_parsed_object(
+    tree: dict[str, object], how: str
+) -> None:
+    import msgspec
+
+    if how == "msgspec":
+        raw = msgspec.json.encode(tree)
+    else:
+        raw = json.dumps(tree, ensure_ascii=how == "ascii").encode("utf-8")
+    try:
+        readable_tree(tree, "stats", 1 << 20)
+        expected: str | None = None
+    except ValueError as exc:
+        expected = str(exc)
+    try:
+        readable_json(raw, "stats", 1 << 20)
+        got: str | None = None
+    except ValueError as exc:
+        got = str(exc)
+    assert got == expected, raw

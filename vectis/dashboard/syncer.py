@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import msgspec
+
 from vectis.addresses import Network, worker_address_problem
 from vectis.contract import MAX_REVISION, VERSION_MAX
 from vectis.crypto.secrets import key_from_secret
@@ -38,7 +40,7 @@ from vectis.dashboard.metrics import Metrics
 from vectis.dashboard.model import SyncReply, Worker, after_failure, after_sync
 from vectis.dashboard.store import Store
 from vectis.dashboard.sync_loop import SyncLoop, settle_threadsafe
-from vectis.untrusted import parse_object, readable, readable_tree
+from vectis.untrusted import parse_object, readable, readable_json
 
 log = logging.getLogger("vectis.dashboard.sync")
 
@@ -69,6 +71,29 @@ class SweepCounts:
         }
 
 
+_NULL = msgspec.Raw(b"null")
+
+
+class _Answer(msgspec.Struct):
+    """A worker's answer as read on the hot path: what is checked by hand stays untyped here,
+    so that its refusal says exactly what was wrong; stats and metadata stay raw JSON."""
+
+    worker_id: Any = None
+    applied_revision: Any = None
+    version: Any = None
+    stats: msgspec.Raw = _NULL
+    metadata: msgspec.Raw = _NULL
+
+
+_read_answer = msgspec.json.Decoder(_Answer).decode
+
+
+def _raw_object(raw: msgspec.Raw, field: str, limit: int) -> str | None:
+    """A stored JSON object from the answer, checked; None for anything but an object."""
+    data = bytes(raw)
+    return readable_json(data, field, limit) if data.startswith(b"{") else None
+
+
 def read_reply(worker_id: str, raw: bytes, stats_limit: int) -> Outcome:
     """Decode a verified 200 answer; a malformed or oversized one is this worker's failure.
 
@@ -76,29 +101,28 @@ def read_reply(worker_id: str, raw: bytes, stats_limit: int) -> Outcome:
     break the write of a batch that holds other workers' outcomes.
     """
     try:
-        doc = parse_object(raw, "the answer")
-        if doc.get("worker_id", worker_id) != worker_id:
+        try:
+            doc = _read_answer(raw)
+        except msgspec.DecodeError:
+            parse_object(raw, "the answer")  # says what is wrong with it
+            raise ValueError("the answer is not valid JSON") from None
+        if doc.worker_id is not None and doc.worker_id != worker_id:
             return "identity mismatch: the worker answered under another worker's id"
-        applied = doc.get("applied_revision")
+        applied = doc.applied_revision
         if isinstance(applied, bool) or not isinstance(applied, int) or applied < 0:
             return "bad answer: no valid applied_revision"
         if applied > MAX_REVISION:
             # No dashboard sends such a revision and no worker accepts one: a worker that
             # claims it is broken or lying, and its number would not fit the store.
             return f"bad answer: applied_revision is above {MAX_REVISION}"
-        version = doc.get("version")
+        version = doc.version
         if version is not None:
             version = readable(version, "version", VERSION_MAX)
-        stats, metadata = doc.get("stats"), doc.get("metadata")
         return SyncReply(
             applied_revision=applied,
             version=version,
-            stats_json=readable_tree(stats, "stats", stats_limit)
-            if isinstance(stats, dict)
-            else None,
-            metadata_json=readable_tree(metadata, "metadata", stats_limit)
-            if isinstance(metadata, dict)
-            else None,
+            stats_json=_raw_object(doc.stats, "stats", stats_limit),
+            metadata_json=_raw_object(doc.metadata, "metadata", stats_limit),
         )
     except ValueError as exc:
         return f"bad answer: {exc}"
@@ -189,6 +213,7 @@ class Syncer:
         self.timeout = timeout
         self.concurrency = concurrency
         self.networks = networks
+        self._address_problems: dict[str, str | None] = {}
         self.stats_limit = stats_limit
         self.clock = clock
         self._inflight: dict[str, asyncio.Future[None]] = {}
@@ -202,12 +227,23 @@ class Syncer:
         """Cancel the exchanges still running and end the sync loop's thread."""
         await self.sync_loop.stop()
 
+    def _address_problem(self, ip: str) -> str | None:
+        """`worker_address_problem` of a stored address, remembered: a sweep asks it per sync."""
+        try:
+            return self._address_problems[ip]
+        except KeyError:
+            if len(self._address_problems) >= 1_000_000:
+                self._address_problems.clear()
+            problem = worker_address_problem(ipaddress.ip_address(ip), self.networks)
+            self._address_problems[ip] = problem
+            return problem
+
     async def _exchange(self, w: Worker) -> Outcome:
         """One signed sync. The causes it gives are coarse on purpose: the worker's record
         tells an operator what failed, not what answers on another host's port, so that an
         enrollment token is no port scanner. The details go to the log.
         """
-        problem = worker_address_problem(ipaddress.ip_address(w.ip), self.networks)
+        problem = self._address_problem(w.ip)
         if problem is not None:
             return f"refused: {problem}"
         key = key_from_secret(w.secret)
