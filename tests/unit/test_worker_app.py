@@ -159,12 +159,13 @@ async def test_local_facts_changed_make_it_outdated(aiohttp_client: Client, cloc
     [
         (b"{", "JSON"),
         (b"[]", "object"),
-        (b'{"revision": true, "config": {}}', "integer"),
+        (b'{"revision": true, "config": {}}', "'revision': expected `int`, got `bool`"),
         (b'{"revision": 1, "config": []}', "object"),
         (b'{"revision": 1, "config": {"a": [1, null]}}', "config.a[1]"),
         (b'{"revision": 1, "config": {"a": Infinity}}', "JSON"),
-        (b'{"revision": 4611686018427387905, "config": {}}', "from 0"),
-        (b"[" * 100_000, "JSON"),
+        (b'{"revision": 4611686018427387905, "config": {}}', "'revision': expected `int` <="),
+        (b"[" * 100_000, "expected `object`, got `array`"),
+        (b'{"revision": 1, "config": {"a": "\\ud800"}}', "JSON"),
     ],
 )
 def test_sync_body_errors_name_the_problem(body: bytes, why: str) -> None:
@@ -193,7 +194,7 @@ async def test_sync_takes_revisions_up_to_the_cap_only(
     assert resp.status == 400
     assert await resp.json() == {
         "error": "bad_request",
-        "message": f"revision must be from 0 to {MAX_REVISION}",
+        "message": f"'revision': expected `int` <= {MAX_REVISION}",
     }
     assert read_conf(path).state.applied_revision == 0
     top = b'{"revision": %d, "config": {"a": 1}}' % MAX_REVISION

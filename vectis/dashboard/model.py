@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from vectis import __version__
+from vectis import __version__, sync_body
 from vectis.dashboard import schemas
 from vectis.status import (
     StatusChange,
@@ -73,10 +73,7 @@ class Worker:
 
     def sync_body(self) -> bytes:
         """The exact bytes POSTed to the worker's /sync: its desired revision and config."""
-        return b'{"revision": %d, "config": %s}' % (
-            self.desired_revision,
-            self.config_json.encode("utf-8"),
-        )
+        return sync_body.encode(self.desired_revision, self.config_json)
 
 
 def new_worker(

@@ -21,10 +21,9 @@ from typing import Any
 
 from aiohttp import web
 
-from vectis import __version__, httpserver
+from vectis import __version__, httpserver, sync_body
 from vectis.config import toml_problem
 from vectis.configfile import conf_path, read_conf, secret_path
-from vectis.contract import MAX_REVISION
 from vectis.crypto.secrets import key_from_secret, read_secret_file
 from vectis.crypto.signing import SIGNATURE_HEADER, AuthFailure, NonceStoreFull, sign_response
 from vectis.errors import (
@@ -93,29 +92,16 @@ async def outcome_middleware(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def parse_sync_body(body: bytes) -> tuple[int, dict[str, Any]]:
     """`{"revision": N, "config": {...}}` from the raw body, or BadRequest."""
     try:
-        doc = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadRequest('the body must be JSON: {"revision": N, "config": {...}}') from None
-    if not isinstance(doc, dict):
-        raise BadRequest('the body must be a JSON object: {"revision": N, "config": {...}}')
-    revision, config = doc.get("revision"), doc.get("config")
-    if isinstance(revision, bool) or not isinstance(revision, int):
-        raise BadRequest("revision must be an integer")
-    if not 0 <= revision <= MAX_REVISION:
-        raise BadRequest(f"revision must be from 0 to {MAX_REVISION}")
-    if not isinstance(config, dict):
-        raise BadRequest("config must be a JSON object")
-    problem = toml_problem(config, "config")
+        parsed = sync_body.decode(body)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    problem = toml_problem(parsed.config, "config")
     if problem:
         raise BadRequest(problem)
-    return revision, config
+    return parsed.revision, parsed.config
 
 
 async def handle_sync(request: web.Request) -> web.Response:
