@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vectis.dashboard.listing import ListCache, bump
+from vectis.dashboard.list_cache import ListCache, bump
 from vectis.dashboard.migrations import migrate
 from vectis.dashboard.model import Token, Worker, moved, new_worker
 from vectis.dashboard.store import HISTORY_KEEP, Mutation, Registration, Store, secret_hash

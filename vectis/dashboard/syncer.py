@@ -1,8 +1,8 @@
 """The signed client to workers' `POST /sync`, and sweeps over many workers at once.
 
-Each sync is one short connection through `wire`; a sweep runs a fixed pool of `concurrency` tasks
-over the worker list (never one task per worker) and writes outcomes to the store in
-batches. A worker already being synced is joined, never synced twice at once.
+Each sync is one short connection through `sync_http`; a sweep runs a fixed pool of
+`concurrency` tasks over the worker list (never one task per worker) and writes outcomes to
+the store in batches. A worker already being synced is joined, never synced twice at once.
 
 The exchanges (connect, sign, send, read, verify) run on an event loop of their own, in a
 thread of their own (`sync_loop.SyncLoop`), so that a sweep's thousands of exchanges never
@@ -35,7 +35,7 @@ from vectis.crypto.signing import (
     sign_request,
     verify_response,
 )
-from vectis.dashboard import wire
+from vectis.dashboard import sync_http
 from vectis.dashboard.metrics import Metrics
 from vectis.dashboard.model import SyncReply, Worker, after_failure, after_sync
 from vectis.dashboard.store import Store
@@ -220,7 +220,7 @@ class Syncer:
         self.sync_loop = SyncLoop()
 
     async def start(self) -> None:
-        """Start the sync loop's thread; each sync uses its own short connection (see `wire`)."""
+        """Start the sync loop's thread; each sync makes its own short connection (sync_http)."""
         self.sync_loop.start()
 
     async def close(self) -> None:
@@ -256,15 +256,15 @@ class Syncer:
         mismatch = f"identity mismatch: {where} gave no answer signed by this worker"
         limit = 2 * self.stats_limit + ANSWER_OVERHEAD
         try:
-            answer = await wire.post(
+            answer = await sync_http.post(
                 w.ip, w.port, "/sync", headers, body, timeout=self.timeout, limit=limit
             )
         except TimeoutError:
             log.info("sync %s: no answer within %g s", w.id, self.timeout)
             return unreachable
-        except wire.AnswerTooLarge:
+        except sync_http.AnswerTooLarge:
             return f"bad answer: larger than {limit} bytes"
-        except wire.WireError as exc:
+        except sync_http.WireError as exc:
             log.info("sync %s: %s", w.id, exc)
             return mismatch
         except OSError as exc:

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from vectis.dashboard import wire
+from vectis.dashboard import sync_http
 
 
 @asynccontextmanager
@@ -49,8 +49,8 @@ async def server(answer: bytes, *, close: bool = True, hold: bool = False) -> As
         await srv.wait_closed()
 
 
-async def call(port: int, timeout: float = 2, limit: int = 1024) -> wire.Answer:
-    return await wire.post(
+async def call(port: int, timeout: float = 2, limit: int = 1024) -> sync_http.Answer:
+    return await sync_http.post(
         "127.0.0.1",
         port,
         "/sync",
@@ -65,7 +65,7 @@ async def test_content_length_answer_without_waiting_for_close() -> None:
     raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Vectis-Signature: v1.1.x\r\n\r\nhello"
     async with server(raw, close=False) as port:
         answer = await call(port)
-    assert answer == wire.Answer(
+    assert answer == sync_http.Answer(
         200, {"content-length": "5", "x-vectis-signature": "v1.1.x"}, b"hello"
     )
 
@@ -97,7 +97,7 @@ async def test_chunked_and_close_delimited_answers() -> None:
 )
 async def test_bad_answers_are_wire_errors(raw: bytes) -> None:
     async with server(raw) as port:
-        with pytest.raises(wire.WireError):
+        with pytest.raises(sync_http.WireError):
             await call(port)
 
 

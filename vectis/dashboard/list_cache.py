@@ -52,7 +52,7 @@ _FIELD_SQL = {
     "updated_at": "updated_at",
 }
 if tuple(_FIELD_SQL) != schemas.Worker.__struct_fields__:
-    raise RuntimeError("listing._FIELD_SQL must render exactly the fields of schemas.Worker")
+    raise RuntimeError("list_cache._FIELD_SQL must render exactly the fields of schemas.Worker")
 WORKER_OBJECT = "json_object(" + ", ".join(f"'{k}', {v}" for k, v in _FIELD_SQL.items()) + ")"
 # One row for many workers: each step of a cursor hands the GIL back and forth, which costs
 # milliseconds per row while the event loop is busy. The separators cannot occur inside: JSON
