@@ -1,0 +1,404 @@
+"""Every path of the dashboard's OpenAPI document: the operations, their bodies and answers.
+
+The building blocks and the schemas are in `openapi.py`; the schemas are the models'.
+"""
+
+from __future__ import annotations
+
+from vectis.dashboard.openapi import (
+    ADMIN_READ,
+    ADMIN_WRITE,
+    BOOL,
+    COUNT,
+    READ_AUTH,
+    STATUSES,
+    TOKEN_PARAM,
+    WORKER_ID,
+    WORKER_PARAM,
+    WRITE_AUTH,
+    Schema,
+    answer,
+    body_of,
+    closed_object,
+    operation,
+    path_param,
+    ref,
+    responses,
+    signed_operation,
+    text_file,
+)
+
+
+def paths() -> dict[str, Schema]:
+    worker_ops = "workers"
+    return {
+        "/healthz": {
+            "get": operation(
+                "healthz",
+                "200 once the dashboard is ready; reveals nothing",
+                {
+                    "200": answer(
+                        closed_object({"status": {"const": "ok"}}), "the dashboard is ready"
+                    )
+                },
+                tag="open",
+            )
+        },
+        "/openapi.json": {
+            "get": operation(
+                "openapi",
+                "This document",
+                {"200": answer({"type": "object"}, "the OpenAPI document")},
+                tag="open",
+            )
+        },
+        "/infra/workers/auto-register": {
+            "post": operation(
+                "autoRegister",
+                "Register a worker (docs/protocol.md#registration)",
+                {
+                    "200": answer(ref("Registered"), "the same secret registered again"),
+                    "201": answer(ref("Registered"), "a new worker"),
+                    **responses(
+                        "BadRequest", "Unauthorized", "Conflict", "TooLarge", "RateLimited"
+                    ),
+                },
+                tag=worker_ops,
+                security=[{"enrollmentToken": []}],
+                body=body_of(ref("RegistrationBody")),
+                description="Identity is the secret: the same secret gets the same id back, "
+                "with a changed IP stored and its DNS record moved. A DNS failure never "
+                "fails a registration.",
+            )
+        },
+        "/infra/workers/{worker_id}/heartbeat": {
+            "post": signed_operation(
+                "heartbeat",
+                "A worker's signed heartbeat (docs/protocol.md#heartbeat)",
+                ref("HeartbeatBody"),
+                ref("HeartbeatAnswer"),
+                "signed with the worker's secret",
+            )
+        },
+        "/infra/workers/{worker_id}/rotate-secret": {
+            "post": signed_operation(
+                "rotateSecret",
+                "Switch a worker to a new secret, signed with its current one",
+                ref("RotationBody"),
+                closed_object({"id": {"type": "string", "pattern": WORKER_ID}, "changed": BOOL}),
+                "signed with the new secret, which tells the worker the switch is done; "
+                "a repeat signed with the new secret naming it again answers changed: false",
+                conflict="the new secret is another worker's",
+            )
+        },
+        "/infra/workers": {
+            "get": operation(
+                "listWorkers",
+                "Every worker, or those with one status",
+                {
+                    "200": answer(
+                        closed_object({"workers": {"type": "array", "items": ref("Worker")}}),
+                        "the workers",
+                    ),
+                    **responses("BadRequest"),
+                    **ADMIN_READ,
+                },
+                tag=worker_ops,
+                security=READ_AUTH,
+                parameters=[
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "required": False,
+                        "description": "an empty value means no filter",
+                        "schema": {"enum": [*STATUSES, ""]},
+                    }
+                ],
+            )
+        },
+        "/infra/workers/sync": {
+            "post": operation(
+                "syncAll",
+                "Sync every worker now; answers when done",
+                {
+                    "200": answer(
+                        closed_object(
+                            {k: COUNT for k in ("total", "synced", "failed", "outdated")}
+                        ),
+                        "counts per outcome",
+                    ),
+                    **ADMIN_WRITE,
+                },
+                tag=worker_ops,
+                security=WRITE_AUTH,
+            )
+        },
+        "/infra/workers/{worker_id}": {
+            "get": operation(
+                "showWorker",
+                "One worker with its config and history of status changes",
+                {
+                    "200": answer(ref("WorkerDetail"), "the worker"),
+                    **responses("NotFound"),
+                    **ADMIN_READ,
+                },
+                tag=worker_ops,
+                security=READ_AUTH,
+                parameters=[WORKER_PARAM],
+            ),
+            "delete": operation(
+                "deleteWorker",
+                "Deregister a worker; its DNS record goes too",
+                {
+                    "200": answer(
+                        closed_object(
+                            {
+                                "id": {"type": "string", "pattern": WORKER_ID},
+                                "deleted": {"const": True},
+                            }
+                        ),
+                        "deleted",
+                    ),
+                    **responses("NotFound"),
+                    **ADMIN_WRITE,
+                },
+                tag=worker_ops,
+                security=WRITE_AUTH,
+                parameters=[WORKER_PARAM],
+            ),
+        },
+        "/infra/workers/{worker_id}/sync": {
+            "post": operation(
+                "syncWorker",
+                "Sync one worker now; answers the worker after the attempt",
+                {
+                    "200": answer(ref("Worker"), "the worker; a failed attempt is its status"),
+                    **responses("NotFound"),
+                    **ADMIN_WRITE,
+                },
+                tag=worker_ops,
+                security=WRITE_AUTH,
+                parameters=[WORKER_PARAM],
+            )
+        },
+        "/infra/workers/{worker_id}/config": {
+            "put": operation(
+                "setConfig",
+                "Set a worker's desired config; it is outdated until it applies it",
+                {
+                    "200": answer(ref("Worker"), "the worker with its new desired_revision"),
+                    **responses("BadRequest", "NotFound", "TooLarge"),
+                    **ADMIN_WRITE,
+                },
+                tag=worker_ops,
+                security=WRITE_AUTH,
+                parameters=[WORKER_PARAM],
+                body=body_of(
+                    {
+                        "type": "object",
+                        "additionalProperties": ref("ConfigValue"),
+                    },
+                    description="a JSON object of at most 512 KiB with no null anywhere",
+                ),
+            )
+        },
+        "/infra/tokens": {
+            "post": operation(
+                "createToken",
+                "Create an enrollment token",
+                {
+                    "201": answer(ref("NewToken"), "the token, shown once"),
+                    **responses("BadRequest", "TooLarge"),
+                    **ADMIN_WRITE,
+                },
+                tag="tokens",
+                security=WRITE_AUTH,
+                body=body_of(ref("TokenRequest"), required=False),
+            ),
+            "get": operation(
+                "listTokens",
+                "Every enrollment token",
+                {
+                    "200": answer(
+                        closed_object({"tokens": {"type": "array", "items": ref("Token")}}),
+                        "the tokens",
+                    ),
+                    **ADMIN_READ,
+                },
+                tag="tokens",
+                security=READ_AUTH,
+            ),
+        },
+        "/infra/tokens/{token_id}": {
+            "delete": operation(
+                "revokeToken",
+                "Revoke an enrollment token",
+                {
+                    "200": answer(ref("Token"), "the revoked token"),
+                    **responses("NotFound"),
+                    **ADMIN_WRITE,
+                },
+                tag="tokens",
+                security=WRITE_AUTH,
+                parameters=[TOKEN_PARAM],
+            )
+        },
+        "/metrics": {
+            "get": operation(
+                "metrics",
+                "Prometheus text: workers by status, syncs, durations, registrations",
+                {
+                    "200": text_file("text/plain", "Prometheus text format 0.0.4"),
+                    **ADMIN_READ,
+                },
+                tag="admin",
+                security=READ_AUTH,
+            )
+        },
+        "/login": {
+            "post": operation(
+                "login",
+                "Start a web session with the admin token",
+                {
+                    "200": answer(
+                        closed_object({"csrf": {"type": "string"}}),
+                        "a session cookie (HttpOnly, SameSite=Strict) and its CSRF token",
+                        {"Set-Cookie": {"required": True, "schema": {"type": "string"}}},
+                    ),
+                    **responses("Unauthorized", "TooLarge", "RateLimited"),
+                },
+                tag="session",
+                body=body_of(
+                    {"type": "object", "properties": {"token": {"type": "string"}}},
+                    description='a body that is not {"token": <admin token>} is a 401',
+                ),
+            )
+        },
+        "/logout": {
+            "post": operation(
+                "logout",
+                "End the web session of the cookie, if any",
+                {"200": answer(closed_object({"authenticated": {"const": False}}), "logged out")},
+                tag="session",
+            )
+        },
+        "/session": {
+            "get": operation(
+                "session",
+                "Whether the cookie holds a live session, and its CSRF token",
+                {
+                    "200": answer(
+                        {
+                            "oneOf": [
+                                closed_object({"authenticated": {"const": False}}),
+                                closed_object(
+                                    {"authenticated": {"const": True}, "csrf": {"type": "string"}}
+                                ),
+                            ]
+                        },
+                        "the session's state",
+                    )
+                },
+                tag="session",
+                parameters=[cookie()],
+            )
+        },
+        "/": {
+            "get": operation(
+                "index",
+                "The web page",
+                {"200": text_file("text/html", "the page")},
+                tag="files",
+            )
+        },
+        "/static/{name}": {
+            "get": operation(
+                "static",
+                "A file of the web page",
+                {
+                    "200": {
+                        "description": "the file",
+                        "content": {"*/*": {"schema": {"type": "string"}}},
+                    },
+                    **responses("NotFound"),
+                },
+                tag="files",
+                parameters=[
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "a file name directly inside the page's folder",
+                    }
+                ],
+            )
+        },
+        "/install.sh": {
+            "get": operation(
+                "installScript",
+                "The install script (docs/protocol.md#worker-builds-dist-and-installsh)",
+                {
+                    "200": text_file(
+                        "text/x-shellscript",
+                        "the script, with the worker wheel's URL and SHA-256 filled in",
+                    ),
+                    **responses("BadRequest", "NotFound", "WheelUnavailable"),
+                },
+                tag="files",
+            )
+        },
+        "/dist/{name}": {
+            "get": operation(
+                "workerWheel",
+                "The wheel of the vectis this dashboard runs, which its install.sh installs",
+                {
+                    "200": {
+                        "description": "the wheel",
+                        "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+                    },
+                    **responses("NotFound", "WheelUnavailable"),
+                },
+                tag="files",
+                parameters=[
+                    path_param(
+                        "name",
+                        r"^vectis-[^/]+\.whl$",
+                        "vectis-<version>-py3-none-any.whl of the dashboard's version; any "
+                        "other name answers 404",
+                    )
+                ],
+            )
+        },
+        "/dist/constraints.txt": {
+            "get": operation(
+                "workerConstraints",
+                "The dependency versions the dashboard runs with, as pip constraints",
+                {
+                    "200": text_file("text/plain", "one name==version line per dependency"),
+                    **responses("WheelUnavailable"),
+                },
+                tag="files",
+            )
+        },
+        "/dist/worker.json": {
+            "get": operation(
+                "workerBuild",
+                "The build workers install: version, wheel path and SHA-256, constraints",
+                {
+                    "200": answer(ref("DistManifest"), "the served build"),
+                    **responses("WheelUnavailable"),
+                },
+                tag="files",
+            )
+        },
+    }
+
+
+def cookie() -> Schema:
+    return {
+        "name": "vectis_session",
+        "in": "cookie",
+        "required": False,
+        "schema": {"type": "string"},
+    }
