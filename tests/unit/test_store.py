@@ -1,4 +1,7 @@
-"""The SQLite store: migrations from every earlier version, registration rules, batches."""
+"""The SQLite store's own parts: migrations from every earlier version, files, bad files.
+
+What every store does is the contract in tests/store/, run against SQLite and PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,9 @@ from pathlib import Path
 import pytest
 
 from vectis.dashboard.migrations import LATEST, migrate
-from vectis.dashboard.model import SyncReply, Token, after_failure, after_sync
 from vectis.dashboard.sqlite_store import SQLiteStore
-from vectis.dashboard.store import HISTORY_KEEP, Registration, secret_hash
-from vectis.errors import ConfigError, Conflict, Unauthorized
+from vectis.dashboard.store import Registration, secret_hash
+from vectis.errors import ConfigError
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 SECRET = "ab" * 32
@@ -118,99 +120,3 @@ def test_files_are_private(tmp_path: Path) -> None:
     run(go())
     assert path.parent.stat().st_mode & 0o777 == 0o700
     assert path.stat().st_mode & 0o777 == 0o600
-
-
-async def test_registration_rules(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "d.db")
-    await store.open()
-    try:
-        ids = iter(["dup-id-0001", "dup-id-0001", "dup-id-0001", "two-id-0002"])
-        reg = Registration("10.0.0.1", 3000, SECRET.upper(), "h", "1.0", None)
-        w, created = await store.register(reg, "z.test", lambda: next(ids), NOW)
-        assert created and w.secret == SECRET and w.subdomain == "dup-id-0001.z.test"
-        # A colliding ID is drawn again, never reused.
-        reg2 = Registration("10.0.0.2", 3000, "cd" * 32, None, None, None)
-        w2, created = await store.register(reg2, "z.test", lambda: next(ids), NOW)
-        assert created and w2.id == "two-id-0002"
-        # Same secret: same worker, the new address stored, its DNS queued again.
-        moved = Registration("10.0.0.3", 3000, SECRET, None, None, None)
-        w3, created = await store.register(moved, "z.test", lambda: "never-used-0003", NOW)
-        assert not created and w3.id == w.id and w3.ip == "10.0.0.3"
-        assert w3.dns_status == "pending" and w3.hostname == "h"
-        # An address held by another worker is a conflict, for new and known secrets.
-        with pytest.raises(Conflict):
-            await store.register(
-                Registration("10.0.0.2", 3000, "ef" * 32, None, None, None),
-                "z.test",
-                lambda: "x-y-0004",
-                NOW,
-            )
-        with pytest.raises(Conflict):
-            await store.register(
-                Registration("10.0.0.2", 3000, SECRET, None, None, None),
-                "z.test",
-                lambda: "x-y-0005",
-                NOW,
-            )
-        assert len(await store.list_workers()) == 2
-    finally:
-        await store.close()
-
-
-async def test_token_use_limit_is_atomic(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "d.db")
-    await store.open()
-    try:
-        await store.create_token(
-            Token("t1", "hash", None, "2026-01-01T00:00:00Z", None, 3, 0, None)
-        )
-        n = iter(range(100))
-        results = await asyncio.gather(
-            *(
-                store.register(
-                    Registration(f"10.0.1.{i}", 3000, f"{i:02x}" * 32, None, None, "t1"),
-                    "z.test",
-                    lambda: f"w-a-{next(n):04x}",
-                    NOW,
-                )
-                for i in range(10)
-            ),
-            return_exceptions=True,
-        )
-        assert sum(1 for r in results if isinstance(r, tuple)) == 3
-        assert all(isinstance(r, Unauthorized) for r in results if not isinstance(r, tuple))
-        assert (await store.find_token("hash")).uses == 3  # type: ignore[union-attr]
-    finally:
-        await store.close()
-
-
-async def test_batched_updates_and_history_cap(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "d.db")
-    await store.open()
-    try:
-        n = iter(range(10_000))
-        for i in range(1200):
-            reg = Registration(
-                f"10.1.{i // 250}.{i % 250 + 1}", 3000, f"{i:064x}", None, None, None
-            )
-            await store.register(reg, "z.test", lambda: f"w-b-{next(n):04x}", NOW)
-        ids = [w.id for w in await store.list_workers()]
-        assert len(ids) == 1200
-        changed = await store.update_workers(
-            ids, lambda w: after_failure(w, NOW, "timeout: x"), NOW
-        )
-        assert len(changed) == 1200 and {w.status for w in changed} == {"failed"}
-        assert (await store.status_counts()) == {"failed": 1200}
-        # An unknown id is skipped, a None from the mutation changes nothing.
-        assert await store.update_workers(["nope-nope-0000"], lambda w: None, NOW) == []
-        # History keeps the latest HISTORY_KEEP entries per worker.
-        wid = ids[0]
-        ok = SyncReply(0, None, None, None)
-        for _ in range(HISTORY_KEEP // 2 + 20):
-            await store.update_workers([wid], lambda w: after_sync(w, NOW, ok), NOW)
-            await store.update_workers([wid], lambda w: after_failure(w, NOW, "unreachable"), NOW)
-        hist = await store.history(wid, limit=1000)
-        assert len(hist) == HISTORY_KEEP and hist[-1]["status"] == "failed"
-        assert hist[0]["cause"] != "registered"  # the oldest entries went first
-    finally:
-        await store.close()

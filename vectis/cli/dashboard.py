@@ -53,6 +53,14 @@ def serve(
     new_admin_token: Annotated[
         bool, typer.Option(help="Replace the stored admin token by a new one, printed once")
     ] = False,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="postgresql://user@host/db: keep the data in PostgreSQL, not SQLite in the "
+            "data dir [VECTIS_DATABASE_URL]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the dashboard daemon: JSON API, web page, periodic sync (stops on SIGTERM)."""
     from vectis.dashboard.server import run
@@ -69,5 +77,6 @@ def serve(
         admin_token_file=str(admin_token_file) if admin_token_file else None,
         enroll_token_file=str(enroll_token_file) if enroll_token_file else None,
         new_admin_token=new_admin_token,
+        database_url=database_url,
     )
     run(settings)

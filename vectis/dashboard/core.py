@@ -32,6 +32,23 @@ from vectis.dashboard.sqlite_store import SQLiteStore
 from vectis.dashboard.store import Store
 from vectis.dashboard.sweeps import Sweeps
 from vectis.dashboard.syncer import Syncer
+from vectis.errors import ConfigError
+
+
+def _create_store(settings: DashboardSettings) -> Store:
+    """PostgreSQL when a database URL is set (only then is asyncpg imported), else SQLite."""
+    if settings.database_url:
+        try:
+            from vectis.dashboard.postgres_store import PostgresStore
+        except ModuleNotFoundError as exc:
+            if exc.name != "asyncpg":
+                raise
+            raise ConfigError(
+                "VECTIS_DATABASE_URL: the PostgreSQL store needs asyncpg: "
+                "pip install 'vectis[postgresql]'"
+            ) from None
+        return PostgresStore(settings.database_url)
+    return SQLiteStore(settings.db_path)
 
 
 class Dashboard:
@@ -47,7 +64,7 @@ class Dashboard:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.store = store or SQLiteStore(settings.db_path)
+        self.store = store or _create_store(settings)
         backend = dns or create_backend(settings.dns_backend, settings.zone, settings.dns_options)
         self.metrics = Metrics()
         self.keys = KeyRing()
@@ -103,6 +120,7 @@ class Dashboard:
         await self.syncer.start()
 
     async def stop(self) -> None:
+        await self.sweeps.close()
         await self.syncer.close()
         await self.dns.backend.close()
         await self.store.close()

@@ -8,6 +8,7 @@ is in README, The dashboard.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,10 +75,48 @@ class DashboardSettings:
     worker_networks: tuple[Network, ...] = ()
     worker_calls_per_minute: int = DEFAULT_WORKER_CALLS
     worker_stats_limit: int = DEFAULT_WORKER_STATS_LIMIT
+    #: VECTIS_DATABASE_URL: a postgresql:// URL (PostgreSQL store), or None (SQLite in data_dir);
+    #: it may hold a password, so it is never shown (`redact_url`).
+    database_url: str | None = field(default=None, repr=False)
 
     @property
     def db_path(self) -> Path:
         return self.data_dir / "dashboard.db"
+
+    @property
+    def store_name(self) -> str:
+        """Where the data lives, fit for a log line: the redacted URL or the SQLite file."""
+        return redact_url(self.database_url) if self.database_url else str(self.db_path)
+
+
+DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
+_QUERY_SECRET = re.compile(r"(?i)(^|&)(password|passfile)=[^&]*")
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit to print: a password in it (user:password@, ?password=) as ***."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "***"
+    main, question, query = rest.partition("?")
+    # As asyncpg reads it: the user information ends at the last @ before the query.
+    if "@" in main:
+        userinfo, _, host = main.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        if colon:
+            main = f"{user}:***@{host}"
+    query = _QUERY_SECRET.sub(r"\1\2=***", query)
+    return f"{scheme}{sep}{main}{question}{query}"
+
+
+def _database_url(url: str | None, where: str) -> str | None:
+    if url is None:
+        return None
+    if not url.lower().startswith(DATABASE_URL_SCHEMES):
+        raise ConfigError(
+            f"{where}: must be a postgresql:// (or postgres://) URL, not {redact_url(url)!r}"
+        )
+    return url
 
 
 def _read_token_file(path: str, what: str) -> str:
@@ -111,6 +150,7 @@ def load_settings(
     admin_token_file: str | None = None,
     enroll_token_file: str | None = None,
     new_admin_token: bool = False,
+    database_url: str | None = None,
 ) -> DashboardSettings:
     """Resolve every setting; raise ConfigError naming the flag or variable at fault."""
     s = DashboardSettings()
@@ -120,6 +160,10 @@ def load_settings(
     else:
         s.port = env_int(env, "VECTIS_DASHBOARD_PORT", DEFAULT_PORT, *LISTEN_PORT_RANGE)
     s.data_dir = Path(data_dir or env_text(env, "VECTIS_DATA_DIR") or default_data_dir(env))
+    if database_url:
+        s.database_url = _database_url(database_url.strip(), "--database-url")
+    else:
+        s.database_url = _database_url(env_text(env, "VECTIS_DATABASE_URL"), "VECTIS_DATABASE_URL")
     s.zone = (zone or env_text(env, "VECTIS_ZONE") or DEFAULT_ZONE).strip().rstrip(".").lower()
     labels = s.zone.split(".")
     if not all(labels) or not all(

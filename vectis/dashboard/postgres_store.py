@@ -1,0 +1,524 @@
+"""The PostgreSQL store: the `Store` over asyncpg and a connection pool, with its migrations.
+
+Chosen by `VECTIS_DATABASE_URL` (README, Choosing PostgreSQL); only then is this module, and
+asyncpg (about 45 ms to import), loaded. Semantics are the SQLite store's, checked by one
+contract suite (tests/store/). Writes that read first lock the rows they read
+(`SELECT ... FOR UPDATE`), so several writers, in one process or several, never lose one
+another's changes; unique indexes decide races between registrations of one secret or
+address, and the loser is answered as if it had come second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import operator
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import astuple, fields, replace
+from datetime import datetime
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+
+from vectis.dashboard import schemas
+from vectis.dashboard.model import Token, Worker, moved, new_worker, worker_object
+from vectis.dashboard.settings import redact_url
+from vectis.dashboard.store import HISTORY_KEEP, Mutation, Registration, Store, secret_hash
+from vectis.errors import ConfigError, Conflict, Unauthorized
+from vectis.status import StatusChange, SyncStatus, iso
+
+log = logging.getLogger("vectis.dashboard.store")
+
+#: The schema as numbered steps; `vectis_migrations` holds one row per step applied. Never
+#: edit a step that has shipped: append one. Text compares byte-wise (COLLATE "C") as in
+#: SQLite, so lists sort alike whatever the database's locale.
+MIGRATIONS: list[str] = [
+    # 1: the SQLite schema at its version 3, in one step.
+    """
+    CREATE TABLE workers (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        subdomain TEXT COLLATE "C" NOT NULL,
+        ip TEXT COLLATE "C" NOT NULL,
+        port INTEGER NOT NULL,
+        secret TEXT COLLATE "C" NOT NULL,
+        secret_hash TEXT COLLATE "C" NOT NULL,
+        hostname TEXT COLLATE "C",
+        version TEXT COLLATE "C",
+        status TEXT COLLATE "C" NOT NULL DEFAULT 'pending',
+        last_sync TEXT COLLATE "C",
+        last_error TEXT COLLATE "C",
+        consecutive_failures BIGINT NOT NULL DEFAULT 0,
+        dns_status TEXT COLLATE "C" NOT NULL DEFAULT 'pending',
+        dns_error TEXT COLLATE "C",
+        dns_attempts BIGINT NOT NULL DEFAULT 0,
+        dns_next_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+        desired_revision BIGINT NOT NULL DEFAULT 0,
+        config_json TEXT COLLATE "C" NOT NULL DEFAULT '{}',
+        applied_revision BIGINT NOT NULL DEFAULT 0,
+        stats_json TEXT COLLATE "C",
+        metadata_json TEXT COLLATE "C",
+        created_at TEXT COLLATE "C" NOT NULL,
+        updated_at TEXT COLLATE "C" NOT NULL
+    );
+    CREATE UNIQUE INDEX workers_secret_hash ON workers (secret_hash);
+    CREATE UNIQUE INDEX workers_address ON workers (ip, port);
+    CREATE INDEX workers_order ON workers (created_at, id);
+    CREATE INDEX workers_dns_due ON workers (dns_status, dns_next_at);
+    CREATE TABLE history (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        worker_id TEXT COLLATE "C" NOT NULL,
+        at TEXT COLLATE "C" NOT NULL,
+        status TEXT COLLATE "C" NOT NULL,
+        previous TEXT COLLATE "C" NOT NULL,
+        cause TEXT COLLATE "C" NOT NULL
+    );
+    CREATE INDEX history_worker ON history (worker_id, seq);
+    CREATE TABLE tokens (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        token_hash TEXT COLLATE "C" NOT NULL UNIQUE,
+        description TEXT COLLATE "C",
+        created_at TEXT COLLATE "C" NOT NULL,
+        expires_at TEXT COLLATE "C",
+        max_uses BIGINT,
+        uses BIGINT NOT NULL DEFAULT 0,
+        revoked_at TEXT COLLATE "C"
+    );
+    CREATE TABLE meta (key TEXT COLLATE "C" PRIMARY KEY, value TEXT COLLATE "C" NOT NULL);
+    CREATE TABLE dns_orphans (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        attempts BIGINT NOT NULL DEFAULT 0,
+        next_at DOUBLE PRECISION NOT NULL DEFAULT 0
+    );
+    """,
+]
+
+LATEST = len(MIGRATIONS)
+# Held (per transaction) while migrating, so dashboards starting together migrate once.
+_MIGRATION_LOCK = 0x76656374  # "vect"
+
+
+async def migrate(conn: Any, target: int = LATEST) -> int:
+    """Apply the numbered steps the database has not seen; return the version reached."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS vectis_migrations ("
+            "version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        version = int(
+            await conn.fetchval("SELECT coalesce(max(version), 0) FROM vectis_migrations")
+        )
+        if version > LATEST:
+            raise ConfigError(
+                f"database schema version {version} is newer than this Vectis ({LATEST}); "
+                "upgrade Vectis"
+            )
+        for number in range(version + 1, target + 1):
+            await conn.execute(MIGRATIONS[number - 1])
+            await conn.execute("INSERT INTO vectis_migrations (version) VALUES ($1)", number)
+            log.info("database schema migrated to version %d", number)
+    return max(version, target)
+
+
+_WORKER_COLUMNS = [f.name for f in fields(Worker)]
+# A worker's column values in order (astuple would deep-copy each field).
+_values = operator.attrgetter(*_WORKER_COLUMNS)
+_SELECT_WORKER = f"SELECT {', '.join(_WORKER_COLUMNS)} FROM workers"  # noqa: S608
+_UPDATE_WORKER = (
+    "UPDATE workers SET "  # noqa: S608 (column names are ours)
+    + ", ".join(f"{c} = ${n}" for n, c in enumerate(_WORKER_COLUMNS[1:], 1))
+    + f" WHERE id = ${len(_WORKER_COLUMNS)}"
+)
+_INSERT_WORKER = (
+    f"INSERT INTO workers ({', '.join(_WORKER_COLUMNS)}, secret_hash) "  # noqa: S608
+    f"VALUES ({', '.join(f'${n}' for n in range(1, len(_WORKER_COLUMNS) + 2))})"
+)
+_TOKEN_COLUMNS = [f.name for f in fields(Token)]
+_SELECT_TOKEN = f"SELECT {', '.join(_TOKEN_COLUMNS)} FROM tokens"  # noqa: S608
+_INSERT_HISTORY = (
+    "INSERT INTO history (worker_id, at, status, previous, cause) "
+    "SELECT w, a, s, p, c FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+    "$5::text[]) WITH ORDINALITY AS t(w, a, s, p, c, n) ORDER BY n"
+)
+# Everything past the latest HISTORY_KEEP entries of each of these workers.
+_TRIM_HISTORY = (
+    "DELETE FROM history WHERE seq IN (SELECT seq FROM (SELECT seq, row_number() OVER "
+    "(PARTITION BY worker_id ORDER BY seq DESC) AS k FROM history "
+    "WHERE worker_id = ANY($1::text[])) AS ranked WHERE k > $2)"
+)
+#: Attempts at a registration that lost a race on a unique index (the next one sees the winner).
+_REGISTER_TRIES = 5
+#: How long /healthz trusts the last answer of the database, and waits for a new one.
+_HEALTH_TTL = 1.0
+_HEALTH_TIMEOUT = 1.0
+
+
+def _worker(row: Any) -> Worker:
+    return Worker(*row)
+
+
+def _token(row: Any) -> Token:
+    return Token(*row)
+
+
+def _row_count(status: str) -> int:
+    """The row count of a command tag such as `UPDATE 5`."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class PostgresStore(Store):
+    """PostgreSQL through an asyncpg pool; every multi-statement write in one transaction."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self.url = url
+        self._min_size, self._max_size = min_size, max_size
+        self._pool: asyncpg.Pool | None = None
+        self._healthy_at = 0.0
+
+    @property
+    def pool(self) -> Any:
+        assert self._pool is not None, "store is not open"
+        return self._pool
+
+    def _where(self) -> str:
+        return redact_url(self.url)
+
+    def _hide(self, text: str) -> str:
+        """An error's text with the URL's password (if any leaked into it) hidden."""
+        return text.replace(self.url, self._where())
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[Any]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            pool = await asyncpg.create_pool(
+                self.url, min_size=self._min_size, max_size=self._max_size, command_timeout=60
+            )
+        except (TimeoutError, OSError, asyncpg.PostgresError, ValueError) as exc:
+            raise ConfigError(
+                f"{self._where()}: cannot connect to the database ({self._hide(str(exc))})"
+            ) from None
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+        except asyncpg.PostgresError as exc:
+            await pool.close()
+            raise ConfigError(
+                f"{self._where()}: not a usable Vectis database ({self._hide(str(exc))})"
+            ) from None
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+        self._healthy_at = time.monotonic()
+        log.info("store: PostgreSQL at %s", self._where())
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def healthy(self) -> bool:
+        if self._pool is None:
+            return False
+        if time.monotonic() - self._healthy_at < _HEALTH_TTL:
+            return True
+        try:
+            await asyncio.wait_for(self._pool.fetchval("SELECT 1"), _HEALTH_TIMEOUT)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+        self._healthy_at = time.monotonic()
+        return True
+
+    # -- meta ---------------------------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        value = await self.pool.fetchval("SELECT value FROM meta WHERE key = $1", key)
+        return None if value is None else str(value)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self.pool.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            key,
+            value,
+        )
+
+    # -- workers ------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _history(conn: Any, rows: Sequence[tuple[str, StatusChange]]) -> None:
+        if not rows:
+            return
+        await conn.execute(
+            _INSERT_HISTORY,
+            [wid for wid, _ in rows],
+            [c.at for _, c in rows],
+            [c.status.value for _, c in rows],
+            [c.previous.value for _, c in rows],
+            [c.cause for _, c in rows],
+        )
+        await conn.execute(_TRIM_HISTORY, sorted({wid for wid, _ in rows}), HISTORY_KEEP)
+
+    async def register(
+        self, reg: Registration, zone: str, new_id: Callable[[], str], now: datetime
+    ) -> tuple[Worker, bool]:
+        for _ in range(_REGISTER_TRIES):
+            try:
+                return await self._register(reg, zone, new_id, now)
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name == "workers_address":
+                    # A worker that has just taken the address: the next try says Conflict.
+                    continue
+                if exc.constraint_name in ("workers_secret_hash", "workers_pkey"):
+                    continue  # the same secret, or a drawn id, stored meanwhile: try again
+                raise
+        raise Conflict("registration raced with others too often; try again")
+
+    async def _register(
+        self, reg: Registration, zone: str, new_id: Callable[[], str], now: datetime
+    ) -> tuple[Worker, bool]:
+        digest = secret_hash(reg.secret)
+        async with self._tx() as conn:
+            # One statement, so one snapshot: the secret's worker and the address's holder as
+            # of the same moment, even while other registrations commit.
+            found = [
+                _worker(r)
+                for r in await conn.fetch(
+                    f"{_SELECT_WORKER} WHERE secret_hash = $1 OR (ip = $2 AND port = $3) "
+                    "FOR UPDATE",
+                    digest,
+                    reg.ip,
+                    reg.port,
+                )
+            ]
+            mine = [w for w in found if secret_hash(w.secret) == digest]
+            holder = next((w.id for w in found if (w.ip, w.port) == (reg.ip, reg.port)), None)
+            if mine:
+                old = mine[0]
+                if holder is not None and holder != old.id:
+                    raise Conflict(f"{reg.ip} port {reg.port} is held by another worker")
+                w = moved(old, reg.ip, reg.port, now)
+                if reg.hostname is not None or reg.version is not None:
+                    w = replace(
+                        w,
+                        hostname=reg.hostname or w.hostname,
+                        version=reg.version or w.version,
+                        updated_at=iso(now),
+                    )
+                await conn.execute(_UPDATE_WORKER, *_values(w)[1:], w.id)
+                return w, False
+            if holder is not None:
+                raise Conflict(f"{reg.ip} port {reg.port} is held by another worker")
+            if reg.token_id is not None:
+                used = await conn.execute(
+                    "UPDATE tokens SET uses = uses + 1 WHERE id = $1 AND revoked_at IS NULL "
+                    "AND (max_uses IS NULL OR uses < max_uses) "
+                    "AND (expires_at IS NULL OR expires_at > $2)",
+                    reg.token_id,
+                    iso(now),
+                )
+                if _row_count(used) != 1:
+                    raise Unauthorized("enrollment token used up, expired or revoked")
+            for _ in range(100):
+                worker_id = new_id()
+                if await conn.fetchval("SELECT 1 FROM workers WHERE id = $1", worker_id):
+                    continue  # a collision: draw again, never reuse an ID
+                w = new_worker(
+                    worker_id,
+                    zone,
+                    reg.ip,
+                    reg.port,
+                    reg.secret.lower(),
+                    reg.hostname,
+                    reg.version,
+                    now,
+                )
+                await conn.execute(_INSERT_WORKER, *_values(w), digest)
+                pending = SyncStatus.PENDING
+                change = StatusChange(iso(now), pending, pending, "registered")
+                await self._history(conn, [(w.id, change)])
+                return w, True
+            raise Conflict("could not draw a free worker ID; try again")
+
+    async def get_worker(self, worker_id: str) -> Worker | None:
+        row = await self.pool.fetchrow(f"{_SELECT_WORKER} WHERE id = $1", worker_id)
+        return None if row is None else _worker(row)
+
+    async def list_workers(self, status: str | None = None) -> list[Worker]:
+        if status is None:
+            rows = await self.pool.fetch(f"{_SELECT_WORKER} ORDER BY created_at, id")
+        else:
+            rows = await self.pool.fetch(
+                f"{_SELECT_WORKER} WHERE status = $1 ORDER BY created_at, id", status
+            )
+        return [_worker(r) for r in rows]
+
+    async def list_workers_json(self, status: str | None, dns_provisions: bool) -> bytes:
+        """Each worker rendered by msgspec from `model.worker_object`, as the API defines it."""
+        workers = await self.list_workers(status)
+        parts = [schemas.encode(worker_object(w, dns_provisions=dns_provisions)) for w in workers]
+        return b'{"workers":[' + b",".join(parts) + b"]}"
+
+    async def worker_secrets(self) -> dict[str, str]:
+        rows = await self.pool.fetch("SELECT id, secret FROM workers")
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    async def update_workers(
+        self, ids: Sequence[str], mutate: Mutation, now: datetime
+    ) -> list[Worker]:
+        changed: list[Worker] = []
+        history: list[tuple[str, StatusChange]] = []
+        async with self._tx() as conn:
+            # Locked in id order, so two batches over the same workers never deadlock.
+            rows = await conn.fetch(
+                f"{_SELECT_WORKER} WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
+                list(ids),
+            )
+            for row in rows:
+                out = mutate(_worker(row))
+                if out is None:
+                    continue
+                w, changes = out
+                changed.append(w)
+                history.extend((w.id, c) for c in changes)
+            try:
+                if changed:
+                    await conn.executemany(
+                        _UPDATE_WORKER, [(*_values(w)[1:], w.id) for w in changed]
+                    )
+            except asyncpg.UniqueViolationError:
+                raise Conflict("that IP and port are held by another worker") from None
+            await self._history(conn, history)
+        return changed
+
+    async def rotate_secret(
+        self, worker_id: str, old: str, new: str, now: datetime
+    ) -> Worker | None:
+        new = new.lower()
+        async with self._tx() as conn:
+            row = await conn.fetchrow(
+                f"{_SELECT_WORKER} WHERE id = $1 AND secret = $2 FOR UPDATE", worker_id, old
+            )
+            if row is None:
+                return None  # deleted, or rotated by another request meanwhile
+            try:
+                async with conn.transaction():  # a savepoint: the conflict leaves the rest
+                    await conn.execute(
+                        "UPDATE workers SET secret = $1, secret_hash = $2, updated_at = $3 "
+                        "WHERE id = $4",
+                        new,
+                        secret_hash(new),
+                        iso(now),
+                        worker_id,
+                    )
+            except asyncpg.UniqueViolationError:
+                raise Conflict("that secret is held by another worker") from None
+            w = replace(_worker(row), secret=new, updated_at=iso(now))
+            status = SyncStatus(w.status)
+            change = StatusChange(iso(now), status, status, "secret rotated")
+            await self._history(conn, [(w.id, change)])
+            return w
+
+    async def delete_worker(self, worker_id: str) -> Worker | None:
+        async with self._tx() as conn:
+            row = await conn.fetchrow(
+                f"DELETE FROM workers WHERE id = $1 RETURNING {', '.join(_WORKER_COLUMNS)}",  # noqa: S608
+                worker_id,
+            )
+            if row is None:
+                return None
+            await conn.execute("DELETE FROM history WHERE worker_id = $1", worker_id)
+            return _worker(row)
+
+    async def history(self, worker_id: str, limit: int = 100) -> list[dict[str, str]]:
+        rows = await self.pool.fetch(
+            "SELECT at, status, previous, cause FROM history WHERE worker_id = $1 "
+            "ORDER BY seq DESC LIMIT $2",
+            worker_id,
+            limit,
+        )
+        return [dict(r.items()) for r in reversed(rows)]
+
+    async def dns_due(self, now: float, limit: int) -> list[Worker]:
+        rows = await self.pool.fetch(
+            f"{_SELECT_WORKER} WHERE dns_status IN ('pending', 'failed') "
+            "AND dns_next_at <= $1 ORDER BY dns_next_at LIMIT $2",
+            now,
+            limit,
+        )
+        return [_worker(r) for r in rows]
+
+    async def rezone(self, zone: str) -> int:
+        status = await self.pool.execute(
+            "UPDATE workers SET subdomain = id || '.' || $1, dns_status = 'pending', "
+            "dns_error = NULL, dns_attempts = 0, dns_next_at = 0",
+            zone,
+        )
+        return _row_count(status)
+
+    async def add_dns_orphan(self, name: str, next_at: float) -> None:
+        await self.pool.execute(
+            "INSERT INTO dns_orphans (name, attempts, next_at) VALUES ($1, 1, $2) "
+            "ON CONFLICT (name) DO UPDATE SET attempts = 1, next_at = excluded.next_at",
+            name,
+            next_at,
+        )
+
+    async def dns_orphans_due(self, now: float, limit: int) -> list[tuple[str, int]]:
+        rows = await self.pool.fetch(
+            "SELECT name, attempts FROM dns_orphans WHERE next_at <= $1 ORDER BY next_at LIMIT $2",
+            now,
+            limit,
+        )
+        return [(str(n), int(a)) for n, a in rows]
+
+    async def set_dns_orphan(self, name: str, attempts: int | None, next_at: float) -> None:
+        if attempts is None:
+            await self.pool.execute("DELETE FROM dns_orphans WHERE name = $1", name)
+        else:
+            await self.pool.execute(
+                "UPDATE dns_orphans SET attempts = $1, next_at = $2 WHERE name = $3",
+                attempts,
+                next_at,
+                name,
+            )
+
+    # -- tokens -------------------------------------------------------------------------------
+
+    async def create_token(self, token: Token) -> None:
+        await self.pool.execute(
+            f"INSERT INTO tokens ({', '.join(_TOKEN_COLUMNS)}) "  # noqa: S608
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            *astuple(token),
+        )
+
+    async def find_token(self, token_hash: str) -> Token | None:
+        row = await self.pool.fetchrow(f"{_SELECT_TOKEN} WHERE token_hash = $1", token_hash)
+        return None if row is None else _token(row)
+
+    async def list_tokens(self) -> list[Token]:
+        return [
+            _token(r) for r in await self.pool.fetch(f"{_SELECT_TOKEN} ORDER BY created_at, id")
+        ]
+
+    async def revoke_token(self, token_id: str, now: datetime) -> Token | None:
+        async with self._tx() as conn:
+            await conn.execute(
+                "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                iso(now),
+                token_id,
+            )
+            row = await conn.fetchrow(f"{_SELECT_TOKEN} WHERE id = $1", token_id)
+            return None if row is None else _token(row)
+
+    async def status_counts(self) -> dict[str, int]:
+        rows = await self.pool.fetch("SELECT status, count(*) FROM workers GROUP BY status")
+        return {str(s): int(n) for s, n in rows}
