@@ -1,30 +1,45 @@
 """Throughput and latency of the worker's `POST /sync` against a bare aiohttp endpoint.
 
-Usage: python bench/bench_worker.py [--duration S] [--concurrency N] [--rounds R]
+Usage: python bench/bench_worker.py [--duration S] [--rounds R] [--connections N]
 
-Starts a real `vectis worker serve` (registered, on a loopback port) and, in another process,
-an aiohttp app whose POST /sync only reads the body and answers a small JSON. The same
-concurrent aiohttp client drives both with signed requests, in alternating rounds of a fixed
-duration, and prints requests/s, p50 and p99 for each and the ratio (target >= 0.6x); then
-the CPU time of one stats collection (target < 1 ms). Run on demand, not in CI.
+Starts a real `vectis worker serve` (registered, on a loopback port), a bare aiohttp app whose
+POST answers a small JSON after reading the body, and a trivial server that answers any
+request with fixed bytes. wrk (`apt-get install wrk`; one thread, N connections) drives each in
+interleaved rounds with requests signed beforehand, every nonce used once (bench/loadgen.py,
+bench/presigned.lua); each round is bounded by its duration and by its count of requests.
+Prints requests/s, p50 and p99 of each, the median ratio over the rounds (target >= 0.8x, p99
+within 2x of the bare endpoint's), the generator's ceiling against the trivial server (it must
+reach 3x every figure it measures), and the CPU time of one stats collection (< 1 ms).
+Every worker answer must be a 200 carrying a signature; a few are verified in full after each
+round. Run on demand, not in CI.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import math
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from loadgen import (  # bench/ is the script's directory, so it is on sys.path
+    BARE,
+    TRIVIAL,
+    WrkResult,
+    median,
+    python_env,
+    python_server,
+    run_wrk,
+    server,
+    write_requests,
+    wrk_binary,
+)
+from loadgen import free_port as _free_port
 
 from vectis.configfile import locked_conf
 from vectis.crypto.secrets import create_secret_file, key_from_secret
@@ -32,126 +47,136 @@ from vectis.crypto.signing import SIGNATURE_HEADER, new_nonce, sign_request, ver
 
 WID = "brave-otter-3f2a"
 BODY = json.dumps({"revision": 1, "config": {"role": "edge", "limits": {"rps": 50}}}).encode()
-RATIO_TARGET = 0.6
+RATIO_TARGET = 0.8
+P99_TARGET = 2.0
+HEADROOM_TARGET = 3.0
 STATS_TARGET_MS = 1.0
 
-BARE = """
-import sys
-from aiohttp import web
 
-async def sync(request):
-    await request.read()
-    return web.json_response({"status": "online"})
-
-async def healthz(request):
-    return web.json_response({"status": "ok"})
-
-app = web.Application()
-app.router.add_post("/sync", sync)
-app.router.add_get("/healthz", healthz)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
-"""
+def signed_lines(key: bytes, count: int) -> Iterator[tuple[str, str, bytes]]:
+    """`count` signed /sync requests, each with its own nonce, stamped now."""
+    ts = int(time.time())
+    for _ in range(count):
+        nonce = new_nonce(os.urandom)
+        yield "/sync", sign_request(key, WID, "POST", "/sync", BODY, ts=ts, nonce=nonce), BODY
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{url}: the server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{url} not ready after {timeout} s")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@contextmanager
-def server(cmd: list[str], port: int, env: dict[str, str], log: Path) -> Iterator[int]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_ready(f"http://127.0.0.1:{port}/healthz", proc)
-            yield proc.pid
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-@dataclass
-class Result:
-    latencies: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-    errors: int = 0
-    server_cpu: float = 0.0
-
-    def line(self, name: str) -> str:
-        lat = sorted(self.latencies)
-        p50 = lat[len(lat) // 2] * 1000
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
-        return (
-            f"{name:<22} {self.rps:9.0f} req/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms"
-            f"   server CPU {self.server_cpu / len(lat) * 1e6:5.0f} us/req"
-            f"   ({len(lat)} requests, {self.errors} errors)"
+def check_worker(url: str, key: bytes, count: int = 3) -> None:
+    """Signed requests whose answers are verified in full: a 200 signed with the secret."""
+    for _ in range(count):
+        nonce = new_nonce(os.urandom)
+        header = sign_request(key, WID, "POST", "/sync", BODY, ts=int(time.time()), nonce=nonce)
+        req = urllib.request.Request(
+            url, data=BODY, method="POST", headers={"Authorization": header}
         )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            answer = resp.read()
+            verify_response(key, WID, nonce, resp.status, answer, resp.headers[SIGNATURE_HEADER])
 
-    @property
-    def rps(self) -> float:
-        return len(self.latencies) / self.seconds
 
-
-async def drive(url: str, key: bytes, duration: float, concurrency: int, result: Result) -> None:
-    """The same client for both targets: signs every request, sends it, reads the answer."""
-    import aiohttp
-
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        stop_at = time.perf_counter() + duration
-
-        async def one_client() -> None:
-            while time.perf_counter() < stop_at:
-                nonce = new_nonce(os.urandom)
-                header = sign_request(
-                    key, WID, "POST", "/sync", BODY, ts=int(time.time()), nonce=nonce
-                )
-                started = time.perf_counter()
-                async with session.post(url, data=BODY, headers={"Authorization": header}) as resp:
-                    await resp.read()
-                    if resp.status == 200:
-                        result.latencies.append(time.perf_counter() - started)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved runs of each target")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument(
+        "--max-rate", type=int, default=25_000, help="worker requests signed per second of a run"
+    )
+    args = parser.parse_args()
+    wrk_binary()
+    per_round = math.ceil(args.max_rate * args.duration)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        conf_dir = tmp / "etc"
+        create_secret_file(conf_dir / "worker.secret")
+        key = key_from_secret((conf_dir / "worker.secret").read_text().strip())
+        ports = {name: _free_port() for name in ("worker", "bare", "trivial")}
+        with locked_conf(conf_dir / "worker.conf") as conf:
+            conf.settings.host, conf.settings.port = "127.0.0.1", ports["worker"]
+            conf.state.id, conf.state.ip = WID, "127.0.0.1"
+            conf.state.reported_port = ports["worker"]
+        # Every request spends a nonce for five minutes: make room for the whole run.
+        env = python_env({"VECTIS_CONFIG_DIR": str(conf_dir), "VECTIS_NONCE_CAPACITY": "10000000"})
+        cmds = {
+            "worker": [sys.executable, "-m", "vectis", "worker", "serve"],
+            "bare": python_server(BARE, ports["bare"]),
+            "trivial": python_server(TRIVIAL, ports["trivial"]),
+        }
+        urls = {name: f"http://127.0.0.1:{port}/sync" for name, port in ports.items()}
+        # The bare and trivial servers check nothing: they cycle through one set of requests.
+        write_requests(tmp / "cycle", signed_lines(key, 20_000), args.threads)
+        results: dict[str, list[WrkResult]] = {name: [] for name in ports}
+        wrk_opts = {"threads": args.threads, "connections": args.connections}
+        with (
+            server(cmds["worker"], ports["worker"], env, tmp / "worker.log") as worker_pid,
+            server(cmds["bare"], ports["bare"], env, tmp / "bare.log") as bare_pid,
+            server(cmds["trivial"], ports["trivial"], env, tmp / "trivial.log") as trivial_pid,
+        ):
+            pids = {"worker": worker_pid, "bare": bare_pid, "trivial": trivial_pid}
+            check_worker(urls["worker"], key)
+            order = ["trivial", "bare", "worker"]
+            for n in range(args.rounds + 1):  # round 0 warms every server up and is not kept
+                for name in order if n % 2 else order[::-1]:
+                    duration = 1.0 if n == 0 else args.duration
+                    if name == "worker":
+                        count = per_round if n else math.ceil(args.max_rate)
+                        write_requests(tmp / "once", signed_lines(key, count), args.threads)
+                        prefix, mode = tmp / "once", "once+signed"
                     else:
-                        result.errors += 1
+                        prefix, mode = tmp / "cycle", "cycle"
+                    got = run_wrk(urls[name], prefix, mode, duration=duration, pid=pids[name],
+                                  **wrk_opts)  # fmt: skip
+                    if name == "worker":
+                        check_worker(urls["worker"], key)
+                    if n:
+                        results[name].append(got)
+                        print(f"round {n}: {got.line(name)}", flush=True)
+        log_lines = len((tmp / "worker.log").read_text().splitlines())
+    report(args, results, log_lines)
 
-        started = time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(concurrency)))
-        result.seconds += time.perf_counter() - started
 
-
-def check_worker(url: str, key: bytes) -> None:
-    """One request first: the worker's answer must be signed before anything is timed."""
-    nonce = new_nonce(os.urandom)
-    header = sign_request(key, WID, "POST", "/sync", BODY, ts=int(time.time()), nonce=nonce)
-    req = urllib.request.Request(url, data=BODY, method="POST", headers={"Authorization": header})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        answer = resp.read()
-        verify_response(key, WID, nonce, 200, answer, resp.headers[SIGNATURE_HEADER])
+def report(args: argparse.Namespace, results: dict[str, list[WrkResult]], log_lines: int) -> None:
+    print(
+        f"\nwrk: {args.threads} thread, {args.connections} connections, {args.rounds} rounds of "
+        f"{args.duration:g} s per target, interleaved; {len(BODY)}-byte body; medians:"
+    )
+    names = {
+        "trivial": "generator ceiling",
+        "bare": "bare aiohttp endpoint",
+        "worker": "vectis worker /sync",
+    }
+    med: dict[str, tuple[float, float, float]] = {}
+    for name, label in names.items():
+        runs = results[name]
+        rps = median([r.rps for r in runs])
+        p50 = median([r.p50_us for r in runs]) / 1000
+        p99 = median([r.p99_us for r in runs]) / 1000
+        wrong = sum(r.wrong for r in runs)
+        med[name] = (rps, p50, p99)
+        print(f"{label:<24} {rps:8.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  {wrong} wrong")
+    ratios = [w.rps / b.rps for w, b in zip(results["worker"], results["bare"], strict=True)]
+    ratio = median(ratios)
+    p99_ratio = med["worker"][2] / med["bare"][2]
+    headroom = med["trivial"][0] / max(med["bare"][0], med["worker"][0])
+    wrong = sum(r.wrong + r.exhausted for r in results["worker"])
+    print(
+        f"worker/bare requests/s: {ratio:.2f}x median of {', '.join(f'{r:.2f}' for r in ratios)}"
+        f" (target >= {RATIO_TARGET}x: {'ok' if ratio >= RATIO_TARGET else 'below'})"
+    )
+    print(
+        f"worker/bare p99: {p99_ratio:.2f}x "
+        f"(target <= {P99_TARGET}x: {'ok' if p99_ratio <= P99_TARGET else 'over'})"
+    )
+    print(
+        f"generator ceiling / fastest measured server: {headroom:.1f}x "
+        f"(target >= {HEADROOM_TARGET}x: {'ok' if headroom >= HEADROOM_TARGET else 'too low'})"
+    )
+    print(f"worker answers that were not a signed 200: {wrong}; worker log lines: {log_lines}")
+    cost = stats_cpu_ms()
+    verdict = "ok" if cost < STATS_TARGET_MS else "over"
+    print(f"one stats collection: {cost:.3f} ms of CPU (target < {STATS_TARGET_MS} ms: {verdict})")
+    print(f"load average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def stats_cpu_ms(runs: int = 500) -> float:
@@ -163,56 +188,6 @@ def stats_cpu_ms(runs: int = 500) -> float:
     for _ in range(runs):
         sampler.refresh()
     return (time.process_time() - started) / runs * 1000
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=4.0, help="seconds per round")
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        conf_dir = Path(tmp) / "etc"
-        create_secret_file(conf_dir / "worker.secret")
-        key = key_from_secret((conf_dir / "worker.secret").read_text().strip())
-        worker_port, bare_port = free_port(), free_port()
-        with locked_conf(conf_dir / "worker.conf") as conf:
-            conf.settings.host, conf.settings.port = "127.0.0.1", worker_port
-            conf.state.id, conf.state.ip = WID, "127.0.0.1"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VECTIS_")}
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        # Every request spends a nonce for five minutes: make room for the whole run.
-        env.update(VECTIS_CONFIG_DIR=str(conf_dir), VECTIS_NONCE_CAPACITY="10000000")
-        worker_cmd = [sys.executable, "-m", "vectis", "worker", "serve"]
-        bare_cmd = [sys.executable, "-c", BARE, str(bare_port)]
-        worker_url = f"http://127.0.0.1:{worker_port}/sync"
-        bare_url = f"http://127.0.0.1:{bare_port}/sync"
-        bare, worker = Result(), Result()
-        with (
-            server(worker_cmd, worker_port, env, Path(tmp) / "worker.log") as worker_pid,
-            server(bare_cmd, bare_port, env, Path(tmp) / "bare.log") as bare_pid,
-        ):
-            check_worker(worker_url, key)
-            for _ in range(args.rounds):
-                for url, pid, result in (
-                    (bare_url, bare_pid, bare),
-                    (worker_url, worker_pid, worker),
-                ):
-                    cpu = cpu_seconds(pid)
-                    asyncio.run(drive(url, key, args.duration, args.concurrency, result))
-                    result.server_cpu += cpu_seconds(pid) - cpu
-    print(
-        f"{args.rounds} rounds of {args.duration:g} s per target, {args.concurrency} concurrent "
-        f"requests, {len(BODY)}-byte body"
-    )
-    print(bare.line("bare aiohttp endpoint"))
-    print(worker.line("vectis worker /sync"))
-    ratio = worker.rps / bare.rps
-    verdict = "ok" if ratio >= RATIO_TARGET else "below"
-    print(f"ratio of requests/s: {ratio:.2f}x (target >= {RATIO_TARGET}x: {verdict})")
-    cost = stats_cpu_ms()
-    verdict = "ok" if cost < STATS_TARGET_MS else "over"
-    print(f"one stats collection: {cost:.3f} ms of CPU (target < {STATS_TARGET_MS} ms: {verdict})")
 
 
 if __name__ == "__main__":

@@ -166,6 +166,10 @@ async def read_body(request: web.Request, cap: int, timeout: float = BODY_TIMEOU
     if request.content_length is not None and request.content_length > cap:
         raise PayloadTooLarge(f"the body is over {cap} bytes")
     try:
+        if request.content.is_eof():
+            # The whole body came with the headers (the usual small /sync): nothing to wait
+            # for, so no timer is armed and cancelled on the hot path.
+            return await request.read()
         async with asyncio.timeout(timeout):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:

@@ -22,7 +22,7 @@ from vectis.crypto.secrets import generate_secret, key_from_secret
 from vectis.crypto.signing import SIGNATURE_HEADER, new_nonce, sign_request, verify_response
 from vectis.worker.app import create_app, parse_sync_body
 from vectis.worker.local import resolve_settings
-from vectis.worker.runtime import WorkerRuntime
+from vectis.worker.runtime import RECHECK_INTERVAL, WorkerRuntime
 from vectis.worker.stats import StatsSampler
 
 WID = "brave-otter-3f2a"
@@ -50,7 +50,7 @@ def register(path: Path, **state: Any) -> None:
 async def make_client(aiohttp_client: Client, clock: Clock) -> tuple[TestClient[Any, Any], Path]:
     path = conf_path()
     conf: WorkerConf = read_conf(path)
-    runtime = WorkerRuntime(path, KEY, resolve_settings(conf, {}), clock=clock)
+    runtime = WorkerRuntime(path, KEY, resolve_settings(conf, {}), clock=clock, monotonic=clock)
     app = create_app(runtime, StatsSampler(["/"]), flush_every=3600)
     return await aiohttp_client(app), path
 
@@ -119,10 +119,13 @@ async def test_registration_and_new_ip_are_picked_up(aiohttp_client: Client, clo
     client, path = await make_client(aiohttp_client, clock)
     clock.now = T0
     assert (await post(client, BODY, T0)).status == 401  # not registered yet
+    # A registration is seen at once: a refused request looks at the files again.
     register(path)
     assert (await post(client, BODY, T0)).status == 200
+    # Any other change within RECHECK_INTERVAL, without waiting for a refusal.
     with locked_conf(path) as conf:
         conf.state.id = "other-otter-0000"
+    clock.now = T0 + RECHECK_INTERVAL
     assert (await post(client, BODY, T0)).status == 401
 
 

@@ -3,7 +3,8 @@
 The wire contract: docs/protocol.md#sync and docs/protocol.md#signed-requests.
 
 Anything but those two routes answers the same 401 as a bad signature, so the port reveals
-nothing. One middleware turns errors into the JSON error shape and logs one line per request.
+nothing. One middleware turns errors into the JSON error shape and hands every outcome to the
+request log (vectis/worker/requestlog.py): a line per refusal, successes counted.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from vectis.errors import (
 )
 from vectis.worker.local import ServeSettings, resolve_settings
 from vectis.worker.notify import notify
+from vectis.worker.requestlog import SUMMARY_INTERVAL, RequestLog
 from vectis.worker.runtime import FLUSH_INTERVAL, WorkerRuntime
 from vectis.worker.stats import StatsSampler
 
@@ -45,6 +47,7 @@ SHUTDOWN_TIMEOUT = 5.0
 RUNTIME = web.AppKey("runtime", WorkerRuntime)
 SAMPLER = web.AppKey("sampler", StatsSampler)
 FLUSH_EVERY = web.AppKey("flush_every", float)
+REQUEST_LOG = web.AppKey("request_log", RequestLog)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _HEALTHY = b'{"status":"ok"}'
@@ -57,7 +60,7 @@ def _json(status: int, body: bytes) -> web.Response:
 
 @web.middleware
 async def outcome_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map every outcome to an answer and log it as one line (never a secret)."""
+    """Map every outcome to an answer and hand it to the request log (never a secret)."""
     reason = ""
     try:
         response = await handler(request)
@@ -84,9 +87,9 @@ async def outcome_middleware(request: web.Request, handler: Handler) -> web.Stre
     method, path = httpserver.printable(request.method, 20), httpserver.logged_path(request)
     line = f"{method} {path} {response.status}"
     if reason:
-        log.info("%s worker=%s reason=%s", line, worker_id, httpserver.printable(reason))
+        request.app[REQUEST_LOG].refused(line, worker_id, httpserver.printable(reason))
     else:
-        log.info("%s worker=%s", line, worker_id)
+        request.app[REQUEST_LOG].succeeded(line, worker_id)
     if response.status == 413:
         response.force_close()
     return response
@@ -104,6 +107,28 @@ def parse_sync_body(body: bytes) -> tuple[int, dict[str, Any]]:
     return parsed.revision, parsed.config
 
 
+class LastBody:
+    """The last body that parsed and what it parsed to.
+
+    The dashboard sends the same bytes until the desired config changes, so the strict parse
+    (and its walk over the whole config) runs once per new body, not once per request.
+    """
+
+    def __init__(self) -> None:
+        self.body: bytes | None = None
+        self.parsed: tuple[int, dict[str, Any]] = (0, {})
+
+    def parse(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """`parse_sync_body(body)`, from memory when the bytes are the last ones."""
+        if body != self.body:
+            self.parsed = parse_sync_body(body)
+            self.body = body
+        return self.parsed
+
+
+LAST_BODY = web.AppKey("last_body", LastBody)
+
+
 async def handle_sync(request: web.Request) -> web.Response:
     """Verify, apply a newer revision, answer the signed status (docs/protocol.md#sync)."""
     rt = request.app[RUNTIME]
@@ -113,14 +138,15 @@ async def handle_sync(request: web.Request) -> web.Response:
     auth = request.headers.getall("Authorization", [])
     if len(auth) > 1:
         raise Unauthorized("more than one authorization header")
-    await rt.refresh()
     try:
-        signed, key = rt.verify(auth[0] if auth else None, request.method, SYNC_PATH, body)
+        signed, key = await rt.authenticate(
+            auth[0] if auth else None, request.method, SYNC_PATH, body
+        )
     except AuthFailure as exc:
         raise Unauthorized(exc.reason) from None
     except NonceStoreFull:
         raise ServiceUnavailable("too many recent requests; retry in a few minutes") from None
-    revision, config = parse_sync_body(body)
+    revision, config = request.app[LAST_BODY].parse(body)
     outcome = await rt.sync_succeeded(revision, config)
     sampler = request.app[SAMPLER]
     answer = (
@@ -140,9 +166,10 @@ async def handle_healthz(request: web.Request) -> web.Response:
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
-    """The lazy last_sync writer and the heartbeat loop."""
+    """The lazy last_sync writer, the request log's summary and the heartbeat loop."""
     rt = app[RUNTIME]
     tasks = [asyncio.create_task(rt.flush_every(app[FLUSH_EVERY]), name="flush-last-sync")]
+    tasks.append(asyncio.create_task(_summaries(app[REQUEST_LOG]), name="request-summary"))
     tasks.append(asyncio.create_task(_heartbeat(rt.settings), name="heartbeat"))
     yield
     for task in tasks:
@@ -153,7 +180,14 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
                 await task
             except Exception as exc:  # a failed loop must not block a clean shutdown
                 log.error("%s stopped with %s", task.get_name(), type(exc).__name__)
+    app[REQUEST_LOG].summarise()
     await rt.flush()
+
+
+async def _summaries(request_log: RequestLog) -> None:
+    while True:
+        await asyncio.sleep(SUMMARY_INTERVAL)
+        request_log.summarise()
 
 
 def _heartbeat(settings: ServeSettings) -> Coroutine[Any, Any, None]:
@@ -180,6 +214,8 @@ def create_app(
     app[RUNTIME] = runtime
     app[SAMPLER] = sampler
     app[FLUSH_EVERY] = flush_every
+    app[REQUEST_LOG] = RequestLog(log, every_request=runtime.settings.access_log)
+    app[LAST_BODY] = LastBody()
     expect = httpserver.expect_within(lambda r: r.app[RUNTIME].settings.max_body)
     app.router.add_post(SYNC_PATH, handle_sync, expect_handler=expect)
     app.router.add_get("/healthz", handle_healthz, allow_head=False)

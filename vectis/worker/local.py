@@ -20,6 +20,7 @@ from vectis.envsettings import (
     NONCE_CAPACITY_RANGE,
     PORT_RANGE,
     check_int,
+    env_bool,
     env_float,
     env_int,
     env_text,
@@ -52,6 +53,7 @@ class ServeSettings:
     dashboard_url: str | None
     stats_mounts: tuple[str, ...]
     max_body: int = MAX_BODY
+    access_log: bool = False  # VECTIS_ACCESS_LOG: one line per request, successes too
 
 
 def check_ip(value: str, what: str = "--ip") -> str:
@@ -97,6 +99,7 @@ def resolve_settings(
         or s.heartbeat_interval,
         dashboard_url=url or s.dashboard_url,
         stats_mounts=tuple(s.stats_mounts),
+        access_log=env_bool(env, "VECTIS_ACCESS_LOG"),
     )
 
 
