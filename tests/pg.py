@@ -8,8 +8,9 @@
 It runs Debian's packaged binaries (/usr/lib/postgresql/<version>/bin); a machine without
 them fails the tests that need it (CI installs the `postgresql` package), never skips them.
 As root, the cluster belongs to the `postgres` user the package creates (PostgreSQL refuses
-to run as root). Durability is off (fsync, synchronous_commit): these clusters never outlive
-a test session, and the tests do not crash the machine.
+to run as root). fsync is off: a committed transaction survives the server's own crash or
+immediate stop (it is in the kernel's cache), only a crash of the machine would lose it, and
+these clusters never outlive a test session.
 """
 
 from __future__ import annotations
@@ -87,10 +88,7 @@ class PgServer:
         """Start (on a new free port unless one was used before) and wait until it accepts."""
         if self.port == 0:
             self.port = free_port()
-        options = (
-            f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
+        options = f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options,
                   "-w", "-t", "30", "start")  # fmt: skip
 
