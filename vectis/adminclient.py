@@ -182,6 +182,26 @@ class AdminClient:
         query = f"?{urlencode({'status': status})}" if status else ""
         return self._object(self.request("GET", f"/infra/workers{query}"))
 
+    def page_workers(
+        self, *, status: str | None, q: str | None, limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        """One page of the admin list: `{"workers": [...], "next_cursor"}`."""
+        params = {"limit": str(limit), "status": status or "", "q": q or "", "cursor": cursor or ""}
+        query = urlencode({k: v for k, v in params.items() if v})
+        return self._object(self.request("GET", f"/infra/workers?{query}"))
+
+    def summary(self) -> dict[str, Any]:
+        return self._object(self.request("GET", "/infra/workers/summary"))
+
+    def start_sync_all(self) -> dict[str, Any]:
+        """A background sync of every worker: the job, with its progress."""
+        return self._object(self.request("POST", "/infra/workers/sync?background=true"))
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        if not job_id.isalnum() or len(job_id) > 64:
+            raise BadRequest("the dashboard answered a job id that is not one")
+        return self._object(self.request("GET", f"/infra/jobs/{job_id}"))
+
     def get_worker(self, worker_id: str) -> dict[str, Any]:
         path = _worker_path(worker_id)
         return self._object(self.request("GET", path, missing=_no_worker(worker_id)))

@@ -101,6 +101,11 @@ class Fleet:
         assert status == 201, doc
         return str(doc["id"])
 
+    def job(self) -> str:
+        status, doc = self.dash.call("POST", "/infra/workers/sync?background=true")
+        assert status == 202, doc
+        return str(doc["id"])
+
     def every_other(self) -> bool:
         return next(self.turn) % 2 == 0
 
@@ -233,6 +238,11 @@ def _prepare(case: Any, fleet: Fleet) -> tuple[dict[str, str], bool]:
     params = case.path_parameters or {}
     if path == "/infra/workers/auto-register":
         headers["Authorization"] = f"Bearer {ENROLL}"
+        # Half the valid registrations carry a random secret: the strings generated from the
+        # secret's pattern are mostly degenerate (one byte repeated), which is refused.
+        positive = case.meta is None or case.meta.generation.mode == GenerationMode.POSITIVE
+        if positive and isinstance(case.body, dict) and fleet.every_other():
+            case.body["secret"] = generate_secret()
     elif path.rsplit("/", 1)[-1] in SIGNED_ACTIONS:
         headers["Authorization"] = SIGN_ME
         if not is_worker_id(params.get("worker_id", "")):
@@ -250,6 +260,8 @@ def _prepare(case: Any, fleet: Fleet) -> tuple[dict[str, str], bool]:
             params["worker_id"] = fleet.register()
         if "token_id" in params and fleet.every_other():
             params["token_id"] = fleet.token()
+        if "job_id" in params and fleet.every_other():
+            params["job_id"] = fleet.job()
     if isinstance(case.body, dict) and "ip" in case.body:
         case.body["ip"] = _keep_on_loopback(case.body["ip"])
     hostile = False

@@ -156,6 +156,12 @@ class HostileClient:
     def list_workers(self, status: str | None) -> dict[str, Any]:
         return {"workers": [self.worker, self.worker]}
 
+    def page_workers(self, **query: Any) -> dict[str, Any]:
+        return {"workers": [self.worker, self.worker], "next_cursor": None}
+
+    def summary(self) -> dict[str, Any]:
+        return {"total": 2, "status": {ATTACK: 2}, "dns_status": {ATTACK: 2}}
+
     def get_worker(self, worker_id: str) -> dict[str, Any]:
         return self.worker
 

@@ -18,7 +18,7 @@ import typer
 from vectis.cli import humanize as hz
 from vectis.cli.render import clean, emit_json, say
 from vectis.contract import STATUSES
-from vectis.errors import BadRequest, ExitCode
+from vectis.errors import BadRequest, ExitCode, Unreachable, VectisError
 
 if TYPE_CHECKING:
     from vectis.adminclient import AdminClient
@@ -138,26 +138,64 @@ def _exit_for(worker: dict[str, Any]) -> None:
         raise typer.Exit(int(code))
 
 
+PAGE = 1000  # workers per request: the dashboard's largest page
+SUMMARY_FIRST = 100  # a people's list longer than this starts with the fleet's counts
+
+
 @workers_app.command("list")
 def list_workers(
     status: Annotated[
         str | None, typer.Option("--status", help="Only workers with this status.")
+    ] = None,
+    search: Annotated[
+        str | None,
+        typer.Option(
+            "--search",
+            "-q",
+            help="Only workers whose id, subdomain, hostname or IP holds this text (any case).",
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="At most this many workers.")
     ] = None,
     url: Url = DEFAULT_URL,
     admin_token_file: TokenFile = None,
     as_json: Json = False,
     timeout: Timeout = 30.0,
 ) -> None:
-    """List the workers, with their sync status."""
+    """List the workers, with their sync status, a page of the dashboard's list at a time."""
     if status is not None and status not in STATUSES:
         raise BadRequest(f"--status must be one of {', '.join(STATUSES)}, not {status!r}")
-    doc = _client(url, admin_token_file, timeout).list_workers(status)
+    client = _client(url, admin_token_file, timeout)
+    workers: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while limit is None or len(workers) < limit:
+        size = PAGE if limit is None else min(PAGE, limit - len(workers))
+        doc = client.page_workers(status=status, q=search, limit=size, cursor=cursor)
+        workers += [w for w in doc.get("workers") or [] if isinstance(w, dict)]
+        cursor = doc.get("next_cursor") if isinstance(doc.get("next_cursor"), str) else None
+        if cursor is None:
+            break
     if as_json:
-        emit_json(doc)
+        emit_json({"workers": workers})
         return
-    workers = [w for w in doc.get("workers") or [] if isinstance(w, dict)]
+    if len(workers) > SUMMARY_FIRST:
+        _summary(client.summary())
     rows = _worker_rows(workers, datetime.now(UTC))
-    hz.table(f"{len(workers)} worker(s)", WORKER_COLUMNS, rows)
+    more = " (more match; raise --limit)" if cursor is not None else ""
+    hz.table(f"{len(workers)} worker(s){more}", WORKER_COLUMNS, rows)
+
+
+def _summary(doc: dict[str, Any]) -> None:
+    """The fleet's counts, for a people's view of a large list."""
+    by_status = doc.get("status")
+    by_dns = doc.get("dns_status")
+    by_status = by_status if isinstance(by_status, dict) else {}
+    by_dns = by_dns if isinstance(by_dns, dict) else {}
+    rows = [["workers", doc.get("total")]]
+    rows += [[f"status {k}", v] for k, v in by_status.items()]
+    rows += [[f"DNS {k}", v] for k, v in by_dns.items() if v]
+    hz.table("the fleet", (hz.Col("what"), hz.Col("count")), rows)
 
 
 @workers_app.command("show")
@@ -209,8 +247,15 @@ def sync_all(
     as_json: Json = False,
     timeout: Timeout = 600.0,
 ) -> None:
-    """Sync every worker now; exits 0 when all synced, 11 if any failed, else 12 if outdated."""
-    doc = _client(url, admin_token_file).sync_all(timeout)
+    """Sync every worker now; exits 0 when all synced, 11 if any failed, else 12 if outdated.
+
+    On a terminal a progress bar follows the sweep; --json prints only the final counts.
+    """
+    client = _client(url, admin_token_file)
+    if as_json or not sys.stderr.isatty():
+        doc = client.sync_all(timeout)
+    else:
+        doc = _follow(client, timeout)
     if as_json:
         emit_json(doc)
     else:
@@ -225,6 +270,37 @@ def sync_all(
         raise typer.Exit(int(ExitCode.FAILED))
     if doc.get("outdated"):
         raise typer.Exit(int(ExitCode.OUTDATED))
+
+
+def _follow(client: AdminClient, timeout: float) -> dict[str, Any]:
+    """Start a background sweep and draw its progress until it ends; its final counts."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    job = client.start_sync_all()
+    deadline = time.monotonic() + timeout
+    columns = (
+        TextColumn("syncing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("sync", total=None, failed=0)
+        while True:
+            total, done = job.get("total"), job.get("done")
+            bar.update(task, total=total or None, completed=done or 0, failed=job.get("failed", 0))
+            if job.get("state") != "running":
+                break
+            if time.monotonic() > deadline:
+                raise Unreachable(f"the sync of every worker did not end within {timeout:g} s")
+            time.sleep(0.5)
+            job = client.job(str(job.get("id")))
+    if job.get("state") == "failed":
+        raise VectisError(f"the sync of every worker failed: {job.get('error')}")
+    return {k: job.get(k) for k in ("total", "synced", "failed", "outdated")}
 
 
 @workers_app.command("delete")

@@ -5,19 +5,28 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from vectis.contract import STATUSES
-from vectis.dashboard import auth, validate
+from vectis.contract import DNS_STATUSES, STATUSES
+from vectis.dashboard import auth, schemas, validate
 from vectis.dashboard.dns.provisioning import Provisioning
 from vectis.dashboard.keyring import KeyRing
 from vectis.dashboard.metrics import Metrics
-from vectis.dashboard.model import Token, Worker, after_config, token_json, worker_json
+from vectis.dashboard.model import (
+    DNS_NONE,
+    Token,
+    Worker,
+    after_config,
+    token_json,
+    worker_json,
+    worker_object,
+)
 from vectis.dashboard.store import Store
 from vectis.errors import BadRequest, NotFound
-from vectis.status import iso
+from vectis.status import SyncStatus, iso
 
 log = logging.getLogger("vectis.dashboard")
 
@@ -62,6 +71,36 @@ class Admin:
         """GET /infra/workers as UTF-8 JSON bytes, rendered by the store off the event loop."""
         check_status(status)
         return await self.store.list_workers_json(status, self.dns.backend.provisions)
+
+    async def page_workers(self, params: Mapping[str, str]) -> bytes:
+        """GET /infra/workers with paging or search: one page and the cursor of the next."""
+        query = validate.worker_query(params)
+        provisions = self.dns.backend.provisions
+        if not provisions and query.dns_status is not None:
+            if query.dns_status != DNS_NONE:
+                return schemas.encode(schemas.WorkerPage(workers=[], next_cursor=None))
+            query = replace(query, dns_status=None)  # every worker shows `none`
+        workers = await self.store.page_workers(query)
+        last = workers[-1] if workers else None
+        more = query.limit is not None and len(workers) == query.limit and last is not None
+        page = schemas.WorkerPage(
+            workers=[worker_object(w, dns_provisions=provisions) for w in workers],
+            next_cursor=validate.encode_cursor(last.created_at, last.id) if more and last else None,
+        )
+        return schemas.encode(page)
+
+    async def summary(self) -> bytes:
+        """GET /infra/workers/summary: counts by status and DNS status, every value listed."""
+        found = await self.store.summary()
+        by_dns = found.by_dns_status
+        if not self.dns.backend.provisions:
+            by_dns = {DNS_NONE: found.total}
+        summary = schemas.FleetSummary(
+            total=found.total,
+            status={SyncStatus(s): found.by_status.get(s, 0) for s in STATUSES},
+            dns_status={schemas.DnsStatus(s): by_dns.get(s, 0) for s in DNS_STATUSES},
+        )
+        return schemas.encode(summary)
 
     async def show_worker(self, worker_id: str) -> dict[str, Any]:
         w = await self.worker(worker_id)

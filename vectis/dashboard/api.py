@@ -11,7 +11,7 @@ from aiohttp import web
 from vectis import httpserver
 from vectis.contract import WORKER_ID_ROUTE
 from vectis.crypto.signing import SIGNATURE_HEADER
-from vectis.dashboard import auth, dist, pages
+from vectis.dashboard import auth, dist, pages, schemas, validate
 from vectis.dashboard.core import Dashboard
 from vectis.dashboard.keys import DASHBOARD, DIST
 from vectis.dashboard.names import is_worker_id
@@ -155,11 +155,22 @@ async def session(request: web.Request) -> web.Response:
 # -- admin -------------------------------------------------------------------------------------
 
 
+def _json_bytes(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=body, content_type="application/json", charset="utf-8")
+
+
 async def list_workers(request: web.Request) -> web.Response:
     require_admin(request)
+    admin = _dash(request).admin
+    if validate.is_paged(request.query):
+        return _json_bytes(await admin.page_workers(request.query))
     status = request.query.get("status") or None
-    body = await _dash(request).admin.list_workers_json(status)
-    return web.Response(body=body, content_type="application/json", charset="utf-8")
+    return _json_bytes(await admin.list_workers_json(status))
+
+
+async def workers_summary(request: web.Request) -> web.Response:
+    require_admin(request)
+    return _json_bytes(await _dash(request).admin.summary())
 
 
 async def show_worker(request: web.Request) -> web.Response:
@@ -174,7 +185,20 @@ async def sync_worker(request: web.Request) -> web.Response:
 
 async def sync_all(request: web.Request) -> web.Response:
     require_admin(request)
-    return _json((await _dash(request).sweeps.sync_all()).as_dict())
+    background = request.query.get("background", "false")
+    if background not in ("true", "false"):
+        raise BadRequest("'background' must be true or false")
+    sweeps = _dash(request).sweeps
+    if background == "true":
+        job = await sweeps.start_job()
+        return _json_bytes(schemas.encode(job.model()), 202)
+    return _json((await sweeps.sync_all()).as_dict())
+
+
+async def show_job(request: web.Request) -> web.Response:
+    require_admin(request)
+    job = _dash(request).sweeps.job(request.match_info["job_id"])
+    return _json_bytes(schemas.encode(job.model()))
 
 
 async def set_config(request: web.Request) -> web.Response:
@@ -281,6 +305,8 @@ _ROUTES = [
     web.post("/infra/workers/auto-register", auto_register),
     web.post("/infra/workers/sync", sync_all),
     web.get("/infra/workers", list_workers),
+    web.get("/infra/workers/summary", workers_summary),
+    web.get("/infra/jobs/{job_id:[0-9a-f]{12}}", show_job),
     web.get(_ONE_WORKER, show_worker),
     web.delete(_ONE_WORKER, delete_worker),
     web.post("/infra/workers/{worker_id}/sync", sync_worker),

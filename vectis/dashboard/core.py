@@ -120,6 +120,7 @@ class Dashboard:
         await self.syncer.start()
 
     async def stop(self) -> None:
+        await self.sweeps.close()
         await self.syncer.close()
         await self.dns.backend.close()
         await self.store.close()

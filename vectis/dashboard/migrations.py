@@ -74,6 +74,10 @@ MIGRATIONS: list[str] = [
         next_at REAL NOT NULL DEFAULT 0
     );
     """,
+    # 4: the admin list's pages, in list order, without a sort of the whole fleet.
+    """
+    CREATE INDEX workers_list_order ON workers (created_at, id);
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

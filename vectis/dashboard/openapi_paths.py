@@ -5,6 +5,7 @@ The building blocks and the schemas are in `openapi.py`; the schemas are the mod
 
 from __future__ import annotations
 
+from vectis.contract import DNS_STATUSES
 from vectis.dashboard.openapi import (
     ADMIN_READ,
     ADMIN_WRITE,
@@ -27,6 +28,19 @@ from vectis.dashboard.openapi import (
     signed_operation,
     text_file,
 )
+from vectis.dashboard.validate import MAX_PAGE
+
+WORKERS: Schema = {"type": "array", "items": ref("Worker")}
+
+
+def query_param(name: str, schema: Schema, description: str) -> Schema:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
 
 
 def paths() -> dict[str, Schema]:
@@ -94,11 +108,19 @@ def paths() -> dict[str, Schema]:
         "/infra/workers": {
             "get": operation(
                 "listWorkers",
-                "Every worker, or those with one status",
+                "Every worker, or one page of a selection",
                 {
                     "200": answer(
-                        closed_object({"workers": {"type": "array", "items": ref("Worker")}}),
-                        "the workers",
+                        {
+                            "anyOf": [
+                                closed_object(
+                                    {"workers": {"type": "array", "items": ref("Worker")}}
+                                ),
+                                ref("WorkerPage"),
+                            ]
+                        },
+                        "without limit, cursor, q or dns_status: every worker (status filters), "
+                        "as before; with any of them: a page and the next page's cursor",
                     ),
                     **responses("BadRequest"),
                     **ADMIN_READ,
@@ -106,31 +128,79 @@ def paths() -> dict[str, Schema]:
                 tag=worker_ops,
                 security=READ_AUTH,
                 parameters=[
-                    {
-                        "name": "status",
-                        "in": "query",
-                        "required": False,
-                        "description": "an empty value means no filter",
-                        "schema": {"enum": [*STATUSES, ""]},
-                    }
+                    query_param(
+                        "status", {"enum": [*STATUSES, ""]}, "an empty value means no filter"
+                    ),
+                    query_param("dns_status", {"enum": [*DNS_STATUSES, ""]}, "a DNS status"),
+                    query_param(
+                        "q",
+                        {"type": "string", "maxLength": 200},
+                        "a case-insensitive part of the id, subdomain, hostname or IP",
+                    ),
+                    query_param(
+                        "limit",
+                        {"type": "string", "pattern": "^[0-9]{1,4}$"},
+                        f"workers per page, 1 to {MAX_PAGE}; in list order (registration time)",
+                    ),
+                    query_param(
+                        "cursor",
+                        {"type": "string", "maxLength": 200},
+                        "the next_cursor of the previous page: keyset paging, so that no worker "
+                        "is missed or repeated while others are added, deleted or change",
+                    ),
                 ],
+            )
+        },
+        "/infra/workers/summary": {
+            "get": operation(
+                "workersSummary",
+                "Counts by status and DNS status, and the total",
+                {"200": answer(ref("FleetSummary"), "the counts"), **ADMIN_READ},
+                tag=worker_ops,
+                security=READ_AUTH,
             )
         },
         "/infra/workers/sync": {
             "post": operation(
                 "syncAll",
-                "Sync every worker now; answers when done",
+                "Sync every worker now; answers when done, or at once with a job",
                 {
                     "200": answer(
                         closed_object(
                             {k: COUNT for k in ("total", "synced", "failed", "outdated")}
                         ),
-                        "counts per outcome",
+                        "counts per outcome, when the sweep ends",
                     ),
+                    "202": answer(
+                        ref("SweepJob"),
+                        "background=true: the job (the one running already, if any)",
+                    ),
+                    **responses("BadRequest"),
                     **ADMIN_WRITE,
                 },
                 tag=worker_ops,
                 security=WRITE_AUTH,
+                parameters=[
+                    query_param(
+                        "background", {"enum": ["true", "false"]}, "true: answer 202 at once"
+                    )
+                ],
+            )
+        },
+        "/infra/jobs/{job_id}": {
+            "get": operation(
+                "showJob",
+                "A background sweep and how far it got",
+                {
+                    "200": answer(ref("SweepJob"), "the job"),
+                    **responses("NotFound"),
+                    **ADMIN_READ,
+                },
+                tag=worker_ops,
+                security=READ_AUTH,
+                parameters=[
+                    path_param("job_id", "^[0-9a-f]{12}$", "a job's id; the last 20 jobs are kept")
+                ],
             )
         },
         "/infra/workers/{worker_id}": {

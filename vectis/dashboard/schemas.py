@@ -198,6 +198,36 @@ class NewToken(Token, kw_only=True, forbid_unknown_fields=True):
     token: Annotated[str, Meta(min_length=32)]
 
 
+class WorkerPage(Struct, kw_only=True, forbid_unknown_fields=True):
+    """One page of the admin list; `next_cursor` fetches the next one (null: this is the last)."""
+
+    workers: list[Worker]
+    next_cursor: str | None
+
+
+class FleetSummary(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Counts of the fleet's workers: in all, by status, by DNS status (every value listed)."""
+
+    total: Count
+    status: dict[SyncStatus, Count]
+    dns_status: dict[DnsStatus, Count]
+
+
+class SweepJob(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A sync of the whole fleet run in the background, and how far it got."""
+
+    id: Annotated[str, Meta(pattern="^[0-9a-f]{12}$")]
+    state: Annotated[str, Meta(description="running, done or failed")]
+    total: Count
+    done: Annotated[int, Meta(ge=0, description="workers whose outcome is stored")]
+    synced: Count
+    failed: Count
+    outdated: Count
+    started_at: Time
+    finished_at: Time | None
+    error: str | None
+
+
 Sha256 = Annotated[str, Meta(pattern="^[0-9a-f]{64}$")]
 
 
@@ -224,6 +254,9 @@ ANSWERS: tuple[type[Struct], ...] = (
     WorkerDetail,
     Token,
     NewToken,
+    WorkerPage,
+    FleetSummary,
+    SweepJob,
     DistManifest,
     Error,
 )

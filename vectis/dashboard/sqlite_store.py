@@ -23,7 +23,15 @@ from typing import Any, TypeVar
 from vectis.dashboard.list_cache import ListCache, bump
 from vectis.dashboard.migrations import migrate
 from vectis.dashboard.model import Token, Worker, moved, new_worker
-from vectis.dashboard.store import HISTORY_KEEP, Mutation, Registration, Store, secret_hash
+from vectis.dashboard.store import (
+    HISTORY_KEEP,
+    Mutation,
+    Registration,
+    Store,
+    Summary,
+    WorkerQuery,
+    secret_hash,
+)
 from vectis.errors import ConfigError, Conflict, Unauthorized
 from vectis.status import StatusChange, SyncStatus, iso
 
@@ -55,6 +63,11 @@ def _worker(row: Sequence[Any]) -> Worker:
 
 def _token(row: Sequence[Any]) -> Token:
     return Token(*row)
+
+
+def _like_escape(text: str) -> str:
+    """`text` matched literally by LIKE ... ESCAPE '\\'."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -297,6 +310,59 @@ class SQLiteStore(Store):
             return self._listing.render(self._reader, status, dns_provisions)
 
         return await asyncio.get_running_loop().run_in_executor(self._read_pool, q)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on the read-only connection, off the writer's thread."""
+
+        def q() -> T:
+            assert self._reader is not None, "store is not open"
+            return fn(self._reader)
+
+        return await asyncio.get_running_loop().run_in_executor(self._read_pool, q)
+
+    async def page_workers(self, query: WorkerQuery) -> list[Worker]:
+        where: list[str] = []
+        args: list[object] = []
+        if query.status is not None:
+            where.append("status = ?")
+            args.append(query.status)
+        if query.dns_status is not None:
+            where.append("dns_status = ?")
+            args.append(query.dns_status)
+        if query.after is not None:
+            where.append("(created_at, id) > (?, ?)")
+            args += list(query.after)
+        if query.q:
+            pattern = "%" + _like_escape(query.q) + "%"
+            where.append(
+                "(id LIKE ? ESCAPE '\\' OR subdomain LIKE ? ESCAPE '\\' "
+                "OR hostname LIKE ? ESCAPE '\\' OR ip LIKE ? ESCAPE '\\')"
+            )
+            args += [pattern] * 4
+        sql = _SELECT_WORKER
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at, id"
+        if query.limit is not None:
+            sql += " LIMIT ?"
+            args.append(query.limit)
+        return await self._read(lambda db: [_worker(r) for r in db.execute(sql, args)])
+
+    async def summary(self) -> Summary:
+        def q(db: sqlite3.Connection) -> Summary:
+            by_status: dict[str, int] = {}
+            by_dns: dict[str, int] = {}
+            total = 0
+            rows = db.execute(
+                "SELECT status, dns_status, COUNT(*) FROM workers GROUP BY status, dns_status"
+            )
+            for status, dns, n in rows:
+                by_status[status] = by_status.get(status, 0) + n
+                by_dns[dns] = by_dns.get(dns, 0) + n
+                total += n
+            return Summary(total, by_status, by_dns)
+
+        return await self._read(q)
 
     async def worker_secrets(self) -> dict[str, str]:
         def q() -> dict[str, str]:

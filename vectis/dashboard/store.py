@@ -18,6 +18,43 @@ from vectis.dashboard.model import Changes, Token, Worker, worker_json
 #: Status changes kept per worker.
 HISTORY_KEEP = 200
 
+@dataclass(frozen=True, slots=True)
+class WorkerQuery:
+    """A selection of workers in list order (created_at, id), one page after `after`.
+
+    `q` is a case-insensitive substring of the id, subdomain, hostname or IP. `limit` None
+    means every match.
+    """
+
+    status: str | None = None
+    dns_status: str | None = None
+    q: str | None = None
+    after: tuple[str, str] | None = None
+    limit: int | None = None
+
+    def matches(self, w: Worker) -> bool:
+        if self.status is not None and w.status != self.status:
+            return False
+        if self.dns_status is not None and w.dns_status != self.dns_status:
+            return False
+        if self.after is not None and (w.created_at, w.id) <= self.after:
+            return False
+        if self.q:
+            needle = self.q.lower()
+            texts = (w.id, w.subdomain, w.hostname or "", w.ip)
+            return any(needle in t.lower() for t in texts)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Counts of the fleet's workers by status and by DNS status."""
+
+    total: int
+    by_status: dict[str, int]
+    by_dns_status: dict[str, int]
+
+
 Mutation = Callable[[Worker], tuple[Worker, Changes] | None]
 
 
@@ -47,6 +84,10 @@ class Store(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    async def healthy(self) -> bool:
+        """Whether the store can serve now (/healthz); cheap, and bounded in time."""
+        return True
+
     @abstractmethod
     async def get_meta(self, key: str) -> str | None: ...
 
@@ -70,6 +111,21 @@ class Store(ABC):
         workers = await self.list_workers(status)
         doc = [worker_json(w, dns_provisions=dns_provisions) for w in workers]
         return json.dumps({"workers": doc}).encode("utf-8")
+
+    async def page_workers(self, query: WorkerQuery) -> list[Worker]:
+        """The workers `query` selects, in list order; a store may answer it in its engine."""
+        found = [w for w in await self.list_workers() if query.matches(w)]
+        return found if query.limit is None else found[: query.limit]
+
+    async def summary(self) -> Summary:
+        """Counts by status and DNS status; a store may count in its engine."""
+        by_status: dict[str, int] = {}
+        by_dns: dict[str, int] = {}
+        workers = await self.list_workers()
+        for w in workers:
+            by_status[w.status] = by_status.get(w.status, 0) + 1
+            by_dns[w.dns_status] = by_dns.get(w.dns_status, 0) + 1
+        return Summary(len(workers), by_status, by_dns)
 
     @abstractmethod
     async def worker_secrets(self) -> dict[str, str]: ...

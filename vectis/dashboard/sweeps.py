@@ -6,17 +6,73 @@ The signed exchanges themselves, and the pool a sweep runs them on, are `syncer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
 import time
+from collections import OrderedDict
+from datetime import datetime
 from typing import Any
 
+from vectis.dashboard import schemas
 from vectis.dashboard.admin import Admin
 from vectis.dashboard.keyring import KeyRing, WithCurrentSecrets
+from vectis.dashboard.model import Worker
 from vectis.dashboard.store import Store
 from vectis.dashboard.syncer import SweepCounts, Syncer
 from vectis.errors import NotFound
+from vectis.status import iso
 
 log = logging.getLogger("vectis.dashboard")
+
+
+JOBS_KEPT = 20
+
+
+class Job:
+    """A sweep of the whole fleet started by `POST /infra/workers/sync?background=true`."""
+
+    def __init__(self, total: int, now: datetime) -> None:
+        self.id = secrets.token_hex(6)
+        self.state = "running"
+        self.total = total
+        self.done = 0
+        self.counts = {"synced": 0, "failed": 0, "outdated": 0}
+        self.started_at = iso(now)
+        self.finished_at: str | None = None
+        self.error: str | None = None
+
+    def stored(self, batch: list[Worker]) -> None:
+        self.done += len(batch)
+        for w in batch:
+            if w.status in self.counts:
+                self.counts[w.status] += 1
+
+    def finish(self, now: datetime, counts: SweepCounts | None, error: str | None) -> None:
+        self.state = "done" if error is None else "failed"
+        if counts is not None:
+            self.done = counts.total
+            self.counts = {
+                "synced": counts.synced,
+                "failed": counts.failed,
+                "outdated": counts.outdated,
+            }
+        self.finished_at = iso(now)
+        self.error = error
+
+    def model(self) -> schemas.SweepJob:
+        return schemas.SweepJob(
+            id=self.id,
+            state=self.state,
+            total=self.total,
+            done=self.done,
+            synced=self.counts["synced"],
+            failed=self.counts["failed"],
+            outdated=self.counts["outdated"],
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            error=self.error,
+        )
 
 
 class Sweeps:
@@ -30,6 +86,8 @@ class Sweeps:
         self.keys = keys
         self.admin = admin
         self.interval = interval
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._running: tuple[Job, asyncio.Task[None]] | None = None
 
     async def sync_worker(self, worker_id: str) -> dict[str, Any]:
         stored = await self.admin.worker(worker_id)
@@ -38,10 +96,12 @@ class Sweeps:
             raise NotFound(f"worker {worker_id[:64]!r} was deleted during the sync")
         return self.admin.render(w)
 
-    async def sync_all(self) -> SweepCounts:
+    async def sync_all(self, job: Job | None = None) -> SweepCounts:
         started = time.perf_counter()
         workers = WithCurrentSecrets(await self.store.list_workers(), self.keys)
-        counts = await self.syncer.sweep(workers)
+        if job is not None:
+            job.total = len(workers)
+        counts = await self.syncer.sweep(workers, job.stored if job is not None else None)
         log.info(
             "synced %d workers in %.2f s: %d synced, %d outdated, %d failed",
             counts.total,
@@ -51,6 +111,43 @@ class Sweeps:
             counts.failed,
         )
         return counts
+
+    async def start_job(self) -> Job:
+        """A background sweep of the whole fleet: the one running already, or a new one."""
+        if self._running is not None:
+            return self._running[0]
+        job = Job(0, self.admin.now())
+        task = asyncio.create_task(self._run(job), name=f"vectis-job-{job.id}")
+        self._running = (job, task)
+        self._jobs[job.id] = job
+        while len(self._jobs) > JOBS_KEPT:
+            self._jobs.popitem(last=False)
+        return job
+
+    async def _run(self, job: Job) -> None:
+        try:
+            counts = await self.sync_all(job)
+        except Exception:
+            log.exception("background sweep %s failed", job.id)
+            job.finish(self.admin.now(), None, "the sweep failed; see the dashboard's log")
+        else:
+            job.finish(self.admin.now(), counts, None)
+        finally:
+            self._running = None
+
+    def job(self, job_id: str) -> Job:
+        found = self._jobs.get(job_id)
+        if found is None:
+            raise NotFound(f"no job {job_id[:64]!r}")
+        return found
+
+    async def close(self) -> None:
+        """Stop a background sweep that still runs."""
+        if self._running is not None:
+            task = self._running[1]
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def forever(self) -> None:
         """Sync every worker each `interval` seconds (the first sweep after one interval)."""

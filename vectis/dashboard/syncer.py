@@ -47,6 +47,9 @@ log = logging.getLogger("vectis.dashboard.sync")
 # Room in an answer besides its stats and metadata (status, version, ids, JSON punctuation).
 ANSWER_OVERHEAD = 16 * 1024
 FLUSH_EVERY = 500
+# ... or as soon as the oldest waiting outcome is this old, so that a slow sweep's progress
+# (the list, the summary, a job) moves while it runs.
+FLUSH_AFTER = 0.5
 # Outcomes finished within this many seconds go back to the API's loop together: one wake-up
 # of that loop per batch, not per worker.
 HANDBACK_DELAY = 0.01
@@ -362,11 +365,16 @@ class Syncer:
         changed = await self._record({w.id: outcome})
         return changed[0] if changed else None
 
-    async def sweep(self, workers: Sequence[Worker]) -> SweepCounts:
+    async def sweep(
+        self,
+        workers: Sequence[Worker],
+        progress: Callable[[list[Worker]], None] | None = None,
+    ) -> SweepCounts:
         """Sync every worker with bounded concurrency; store outcomes in batches.
 
         Workers are claimed here, a window ahead of the exchanges, and handed to the sync
-        loop; their outcomes come back in batches and are stored here.
+        loop; their outcomes come back in batches and are stored here. `progress` sees each
+        stored batch.
         """
         queue = iter(workers)
         window = 2 * self.concurrency + 64  # enough that the pool never waits on this loop
@@ -382,7 +390,16 @@ class Syncer:
             if pending:
                 batch = dict(pending)
                 pending.clear()
-                flushing.append(asyncio.ensure_future(self._record(batch)))
+                stored = asyncio.ensure_future(self._record(batch))
+                if progress is not None:
+                    report = progress
+
+                    def done(fut: asyncio.Future[list[Worker]]) -> None:
+                        if not fut.cancelled() and fut.exception() is None:
+                            report(fut.result())
+
+                    stored.add_done_callback(done)
+                flushing.append(stored)
 
         def feed() -> None:
             nonlocal fed_all
@@ -407,10 +424,17 @@ class Syncer:
         pool.start()
         try:
             feed()
+            loop = asyncio.get_running_loop()
+            waiting_since = 0.0
             while outstanding:
                 received(await inbox.get())
-                if len(pending) >= FLUSH_EVERY:
+                if pending and not waiting_since:
+                    waiting_since = loop.time()
+                if len(pending) >= FLUSH_EVERY or (
+                    pending and loop.time() - waiting_since >= FLUSH_AFTER
+                ):
                     flush()
+                    waiting_since = 0.0
                 if not fed_all:
                     feed()
             await asyncio.shield(pool.finished)

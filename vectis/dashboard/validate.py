@@ -7,7 +7,11 @@ is checked here, on the converted model.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -16,6 +20,7 @@ from vectis.addresses import Network, unicast, worker_address_problem
 from vectis.config import toml_problem
 from vectis.crypto.secrets import secret_problem
 from vectis.dashboard import schemas
+from vectis.dashboard.store import WorkerQuery
 from vectis.errors import BadRequest, PayloadTooLarge
 from vectis.status import iso, parse_iso
 from vectis.untrusted import parse_object, readable
@@ -131,3 +136,53 @@ def token_request(doc: dict[str, Any], now: datetime) -> tuple[str | None, str |
             raise BadRequest("'expires_at' is in the past")
         expires_at = iso(moment)
     return description, expires_at, body.max_uses
+
+
+MAX_PAGE = 1000
+_PAGING = ("limit", "cursor", "q", "dns_status")
+
+
+def is_paged(params: Mapping[str, str]) -> bool:
+    """Whether a list request asks for a page or a search (else: the whole list, as before)."""
+    return any(name in params for name in _PAGING)
+
+
+def encode_cursor(w_created_at: str, w_id: str) -> str:
+    """The opaque cursor of the page after the worker (created_at, id)."""
+    raw = json.dumps([w_created_at, w_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _cursor(text: str) -> tuple[str, str]:
+    try:
+        if len(text) > 200:
+            raise ValueError
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        created_at, worker_id = json.loads(raw)
+        if not isinstance(created_at, str) or not isinstance(worker_id, str):
+            raise ValueError
+        parse_iso(created_at)
+        if not re.fullmatch(contract.WORKER_ID_PATTERN, worker_id):
+            raise ValueError
+    except (ValueError, TypeError, binascii.Error):
+        raise BadRequest("'cursor' is not a cursor this dashboard gave") from None
+    return created_at, worker_id
+
+
+def worker_query(params: Mapping[str, str]) -> WorkerQuery:
+    """The admin list's query string: ?limit, cursor, status, dns_status, q."""
+    limit: int | None = None
+    if "limit" in params:
+        text = params["limit"]
+        if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+            raise BadRequest(f"'limit' must be an integer from 1 to {MAX_PAGE}")
+        limit = int(text)
+    status = params.get("status") or None
+    if status is not None and status not in contract.STATUSES:
+        raise BadRequest(f"'status' must be one of {', '.join(contract.STATUSES)}")
+    dns_status = params.get("dns_status") or None
+    if dns_status is not None and dns_status not in contract.DNS_STATUSES:
+        raise BadRequest(f"'dns_status' must be one of {', '.join(contract.DNS_STATUSES)}")
+    q = _readable(params.get("q") or None, "q", 200)
+    after = _cursor(params["cursor"]) if params.get("cursor") else None
+    return WorkerQuery(status=status, dns_status=dns_status, q=q, after=after, limit=limit)
