@@ -270,6 +270,7 @@ async def test_meta(store: Store, second: Store) -> None:
     await store.set_meta("zone", "a.test")
     await second.set_meta("zone", "b.test")
     assert await store.get_meta("zone") == "b.test"
+    assert await store.healthy() is True
 
 
 # -- writers at the same time -------------------------------------------------------------------

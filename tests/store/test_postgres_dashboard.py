@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.integration.test_dashboard_support import (
@@ -12,7 +15,7 @@ from tests.integration.test_dashboard_support import (
     worker_host,
 )
 from tests.pg import PgServer
-from tests.support import free_port, run_cli, running, wait_ready
+from tests.support import free_port, http, run_cli, running, wait_ready
 
 PASSWORD = "pg-password-never-shown"
 
@@ -78,3 +81,38 @@ def test_the_fleet_lives_in_postgresql_across_restarts(tmp_path: Path, pg_server
         status, reg = dash.register(host.secret, host.port, ip="127.0.0.9")
         assert status == 200 and reg["id"] == wid
     assert PASSWORD not in proc.output
+
+
+def _health(base: str) -> int:
+    status, _, _ = http("GET", base + "/healthz", timeout=5)
+    return status
+
+
+def _until(check: Callable[[], bool], timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_healthz_answers_503_while_the_database_is_down(tmp_path: Path) -> None:
+    server = PgServer.start_new()  # a cluster of its own: this test stops it
+    try:
+        args, env = _serve(tmp_path, "health", server.create_database(), flag=True)
+        with running(args, ready_url=None, log=tmp_path / "health.log", env=env) as proc:
+            base = f"http://127.0.0.1:{args[args.index('--port') + 1]}"
+            wait_ready(base + "/healthz", proc, 20)
+            server.stop()
+            assert _until(lambda: _health(base) == 503), proc.output
+            status, _, raw = http("GET", base + "/healthz")
+            assert status == 503 and json.loads(raw)["status"] == "unavailable"
+            server.start()
+            assert _until(lambda: _health(base) == 200), proc.output
+            # Back in service: the pool has replaced the connections the restart cut.
+            dash = Dash(base, proc, tmp_path / "health-data")
+            assert _until(lambda: dash.call("GET", "/infra/workers")[0] == 200), proc.output
+            assert dash.register(worker_host(tmp_path / "w").secret, free_port())[0] == 201
+    finally:
+        server.destroy()

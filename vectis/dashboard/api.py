@@ -65,6 +65,8 @@ def _worker_id(request: web.Request) -> str:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    if not await _dash(request).store.healthy():
+        return _json({"status": "unavailable", "message": "the database is unreachable"}, 503)
     return _json({"status": "ok"})
 
 

@@ -1,7 +1,9 @@
 """The dashboard's store: the one async interface every implementation fills.
 
-SQLite (`sqlite_store.py`) is the embedded one. Methods raise Conflict/Unauthorized for rule
-breaches; everything else they raise is the store's own failure.
+SQLite (`sqlite_store.py`) is the embedded one; PostgreSQL (`postgres_store.py`) the one
+several dashboards can share. Methods raise Conflict/Unauthorized for rule breaches;
+everything else they raise is the store's own failure. Texts hold no NUL character (the wire
+refuses control characters, and PostgreSQL cannot store one).
 """
 
 from __future__ import annotations
