@@ -23,7 +23,7 @@ from vectis.dashboard.model import (
     after_failure,
     after_sync,
 )
-from vectis.dashboard.store import HISTORY_KEEP, Registration, Store
+from vectis.dashboard.store import HISTORY_KEEP, Registration, Store, WorkerQuery
 from vectis.errors import Conflict, Unauthorized
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
@@ -360,3 +360,27 @@ async def test_concurrent_batches_in_opposite_orders_finish(store: Store, second
         60,
     )
     assert {w.desired_revision for w in await store.list_workers()} == {10}
+
+
+async def test_pages_search_and_summary(store: Store) -> None:
+    names = ["b-pg-0001", "a-pg-0002", "c-pg-0003", "d-pg-0004", "e-pg-0005"]
+    for i, wid in enumerate(names):
+        await store.register(reg(i), "z.test", lambda wid=wid: wid, NOW + timedelta(seconds=i % 2))
+    await store.update_workers(["c-pg-0003"], lambda w: after_failure(w, NOW, "x"), NOW)
+    order = [w.id for w in await store.list_workers()]
+    assert order == ["b-pg-0001", "c-pg-0003", "e-pg-0005", "a-pg-0002", "d-pg-0004"]
+    first = await store.page_workers(WorkerQuery(limit=2))
+    assert [w.id for w in first] == order[:2]
+    last = first[-1]
+    rest = await store.page_workers(WorkerQuery(after=(last.created_at, last.id)))
+    assert [w.id for w in rest] == order[2:]
+    failed = await store.page_workers(WorkerQuery(status="failed"))
+    assert [w.id for w in failed] == ["c-pg-0003"]
+    assert [w.id for w in await store.page_workers(WorkerQuery(q="E-PG"))] == ["e-pg-0005"]
+    assert await store.page_workers(WorkerQuery(q="%")) == []
+    summary = await store.summary()
+    assert (summary.total, summary.by_status, summary.by_dns_status) == (
+        5,
+        {"pending": 4, "failed": 1},
+        {"pending": 5},
+    )
