@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.integration.test_dashboard_support import ADMIN, Dash, dashboard
-from tests.support import VECTIS, child_env, run_cli, until
+from tests.support import VECTIS, child_env, http, run_cli, until
 
 _ports = itertools.count(20_000)
 
@@ -70,7 +70,6 @@ def test_pages_miss_and_repeat_no_worker_while_the_fleet_changes(tmp_path: Path)
         # In list order, like the whole list; the last page has no cursor.
         listed = dash.call("GET", "/infra/workers")[1]["workers"]
         whole = [w["id"] for w in listed]
-        core = [w["id"] for w in listed if w["hostname"] == "core.example"]
         assert [i for i in whole if i in set(seen)] == [i for i in seen if i in set(whole)]
 
 
@@ -240,3 +239,26 @@ def test_sync_all_on_a_terminal_draws_progress_and_json_stays_exact(tmp_path: Pa
         assert quiet.returncode == 11
         assert json.loads(quiet.stdout) == {"total": 3, "synced": 0, "failed": 3, "outdated": 0}
         assert quiet.stderr == ""
+
+
+def test_an_unchanged_page_or_summary_is_a_304(tmp_path: Path) -> None:
+    with dashboard(tmp_path) as dash:
+        workers = register(dash, 3)
+        auth = {"Authorization": f"Bearer {ADMIN}"}
+        failed: set[str] = set()
+        for path in ("/infra/workers?limit=2", "/infra/workers/summary", "/infra/workers"):
+            status, headers, body = http("GET", dash.url + path, headers=auth)
+            tag = {k.lower(): v for k, v in headers.items()}["etag"]
+            assert status == 200 and body and tag, path
+            again = http("GET", dash.url + path, headers={**auth, "If-None-Match": tag})
+            assert again[0] == 304 and again[2] == b"", path
+            # A change makes a new answer with a new tag: a worker it shows, failed anew.
+            shown = [w["id"] for w in json.loads(body).get("workers", workers)]
+            target = next(i for i in shown if i not in failed)
+            assert dash.sync(target)["status"] == "failed"
+            failed.add(target)
+            status, headers, changed = http(
+                "GET", dash.url + path, headers={**auth, "If-None-Match": tag}
+            )
+            new_tag = {k.lower(): v for k, v in headers.items()}["etag"]
+            assert status == 200 and new_tag != tag and changed != body, path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import time
 from typing import Any
@@ -161,18 +162,32 @@ def _json_bytes(body: bytes, status: int = 200) -> web.Response:
     return web.Response(status=status, body=body, content_type="application/json", charset="utf-8")
 
 
+def _revalidated(request: web.Request, body: bytes) -> web.Response:
+    """A JSON answer with an ETag; 304 with no body when the caller holds it already, so a
+    page that polls an unchanged list costs a few bytes."""
+    tag = hashlib.blake2b(body, digest_size=12).hexdigest()
+    held = request.if_none_match
+    if held is not None and any(e.value == tag for e in held):
+        resp = web.Response(status=304)
+    else:
+        resp = _json_bytes(body)
+    resp.etag = tag
+    resp.headers["Cache-Control"] = "private, no-cache"
+    return resp
+
+
 async def list_workers(request: web.Request) -> web.Response:
     require_admin(request)
     admin = _dash(request).admin
     if validate.is_paged(request.query):
-        return _json_bytes(await admin.page_workers(request.query))
+        return _revalidated(request, await admin.page_workers(request.query))
     status = request.query.get("status") or None
-    return _json_bytes(await admin.list_workers_json(status))
+    return _revalidated(request, await admin.list_workers_json(status))
 
 
 async def workers_summary(request: web.Request) -> web.Response:
     require_admin(request)
-    return _json_bytes(await _dash(request).admin.summary())
+    return _revalidated(request, await _dash(request).admin.summary())
 
 
 async def show_worker(request: web.Request) -> web.Response:

@@ -31,6 +31,10 @@ from vectis.dashboard.openapi import (
 from vectis.dashboard.validate import MAX_PAGE
 
 WORKERS: Schema = {"type": "array", "items": ref("Worker")}
+NOT_MODIFIED: Schema = {
+    "description": "If-None-Match named the answer's current ETag: nothing changed (no body); "
+    "every 200 here carries an ETag, so a page that polls pays only for changes"
+}
 
 
 def query_param(name: str, schema: Schema, description: str) -> Schema:
@@ -122,6 +126,7 @@ def paths() -> dict[str, Schema]:
                         "without limit, cursor, q or dns_status: every worker (status filters), "
                         "as before; with any of them: a page and the next page's cursor",
                     ),
+                    "304": NOT_MODIFIED,
                     **responses("BadRequest"),
                     **ADMIN_READ,
                 },
@@ -155,7 +160,11 @@ def paths() -> dict[str, Schema]:
             "get": operation(
                 "workersSummary",
                 "Counts by status and DNS status, and the total",
-                {"200": answer(ref("FleetSummary"), "the counts"), **ADMIN_READ},
+                {
+                    "200": answer(ref("FleetSummary"), "the counts"),
+                    "304": NOT_MODIFIED,
+                    **ADMIN_READ,
+                },
                 tag=worker_ops,
                 security=READ_AUTH,
             )

@@ -20,6 +20,7 @@ from vectis.dashboard.model import Changes, Token, Worker, worker_json
 #: Status changes kept per worker.
 HISTORY_KEEP = 200
 
+
 @dataclass(frozen=True, slots=True)
 class WorkerQuery:
     """A selection of workers in list order (created_at, id), one page after `after`.

@@ -33,7 +33,8 @@ export async function api(method, path, body, { quiet401 = false } = {}) {
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       credentials: "same-origin",
-      cache: "no-store",
+      // GETs revalidate: the dashboard answers 304 to an unchanged list or summary.
+      cache: SAFE.has(method) ? "no-cache" : "no-store",
     });
   } catch {
     throw new ApiError(0, "network", "The dashboard did not answer; check the connection.");

@@ -1,5 +1,7 @@
-// The fleet view: one row per worker, counts and filters, Sync and Sync all.
-// Rows are kept by worker id and updated in place, so a refresh never moves focus.
+// The fleet view: one page of workers at a time, counts from the summary, filters and search
+// run by the dashboard, Sync and Sync all (a background job whose progress is shown).
+// Rows are kept by worker id and updated in place, so a refresh never moves focus; the
+// dashboard answers an unchanged page or summary with 304, so an idle page costs little.
 
 import { api } from "./api.js";
 import { DNS_STATUSES, STATUSES } from "./contract.js";
@@ -19,10 +21,17 @@ import { gauge, rowGauges, updateGauge } from "./stats.js";
 const rows = new Map(); // id -> {el, parts, worker}
 const syncing = new Set();
 const notes = new Map(); // id -> {text, kind, until}: an action's outcome, shown for a while
+const PAGE_SIZE = 100;
+const JOB_KEY = "vectis.syncAllJob";
 let workers = [];
 let filter = "all";
 let search = "";
+let searchTimer = 0;
+let cursors = [""]; // the cursor of each page visited; the last one is shown
+let nextCursor = null;
+let summary = null;
 let syncAllRunning = false;
+let jobTimer = 0;
 
 export function initFleet() {
   const chips = $("status-filter");
@@ -43,10 +52,33 @@ export function initFleet() {
     );
   }
   $("fleet-search").addEventListener("input", (event) => {
-    search = event.target.value.trim().toLowerCase();
-    applyFilter();
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => {
+      search = event.target.value.trim();
+      firstPage();
+    }, 250);
   });
   $("sync-all").addEventListener("click", syncAll);
+  $("page-prev").addEventListener("click", () => {
+    if (cursors.length > 1) {
+      cursors.pop();
+      refreshFleet();
+    }
+  });
+  $("page-next").addEventListener("click", () => {
+    if (nextCursor) {
+      cursors.push(nextCursor);
+      refreshFleet();
+    }
+  });
+  // A Sync all left running on another visit of the page: follow it again.
+  const job = sessionStorage.getItem(JOB_KEY);
+  if (job) followJob(job);
+}
+
+function firstPage() {
+  cursors = [""];
+  refreshFleet();
 }
 
 function cap(text) {
@@ -58,13 +90,33 @@ function setFilter(status) {
   for (const chip of $("status-filter").children) {
     chip.setAttribute("aria-pressed", chip.dataset.filter === status ? "true" : "false");
   }
-  applyFilter();
+  firstPage();
+}
+
+function pageQuery() {
+  const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  const cursor = cursors[cursors.length - 1];
+  if (cursor) query.set("cursor", cursor);
+  if (filter !== "all") query.set("status", filter);
+  if (search) query.set("q", search);
+  return query.toString();
 }
 
 export async function refreshFleet() {
   try {
-    const data = await api("GET", "/infra/workers");
-    render(Array.isArray(data?.workers) ? data.workers : []);
+    const [counts, page] = await Promise.all([
+      api("GET", "/infra/workers/summary"),
+      api("GET", `/infra/workers?${pageQuery()}`),
+    ]);
+    summary = counts && typeof counts === "object" ? counts : null;
+    const list = Array.isArray(page?.workers) ? page.workers : [];
+    if (!list.length && cursors.length > 1) {
+      // The page emptied (workers left): show the one before it.
+      cursors.pop();
+      return refreshFleet();
+    }
+    nextCursor = typeof page?.next_cursor === "string" ? page.next_cursor : null;
+    render(list);
     setText($("fleet-error"), "");
     setText($("fleet-updated"), new Date().toLocaleTimeString());
   } catch (err) {
@@ -73,9 +125,7 @@ export async function refreshFleet() {
 }
 
 function render(list) {
-  workers = list
-    .filter((w) => w && typeof w.id === "string")
-    .sort((a, b) => a.id.localeCompare(b.id));
+  workers = list.filter((w) => w && typeof w.id === "string");
   const seen = new Set();
   const container = $("workers");
   let previous = null;
@@ -100,7 +150,17 @@ function render(list) {
     }
   }
   updateCounts();
+  updatePager();
   applyFilter();
+}
+
+function updatePager() {
+  const first = (cursors.length - 1) * PAGE_SIZE;
+  $("page-prev").hidden = cursors.length <= 1;
+  $("page-next").hidden = !nextCursor;
+  $("fleet-pager").hidden = cursors.length <= 1 && !nextCursor;
+  const shown = workers.length ? `Workers ${first + 1}–${first + workers.length}` : "";
+  setText($("page-info"), shown);
 }
 
 function field(label, valueEl) {
@@ -209,9 +269,9 @@ function updateRowGauges(row, stats) {
 }
 
 function updateCounts() {
-  const counts = { all: workers.length };
-  for (const status of STATUSES) counts[status] = 0;
-  for (const worker of workers) counts[statusOf(worker.status)] += 1;
+  const by = summary && typeof summary.status === "object" ? summary.status : {};
+  const counts = { all: typeof summary?.total === "number" ? summary.total : 0 };
+  for (const status of STATUSES) counts[status] = typeof by[status] === "number" ? by[status] : 0;
   for (const chip of $("status-filter").children) {
     const count = counts[chip.dataset.filter] ?? 0;
     setText(chip.querySelector(".chip-count"), count);
@@ -220,30 +280,19 @@ function updateCounts() {
   }
 }
 
-function matches(worker) {
-  if (filter !== "all" && statusOf(worker.status) !== filter) return false;
-  if (!search) return true;
-  const haystack = [worker.id, worker.subdomain, worker.ip, worker.hostname]
-    .filter((v) => typeof v === "string")
-    .join(" ")
-    .toLowerCase();
-  return haystack.includes(search);
-}
-
+// The dashboard filtered the page; what is left here is the message for an empty one.
 function applyFilter() {
-  let shown = 0;
-  for (const row of rows.values()) {
-    const visible = matches(row.worker);
-    if (row.el.hidden === visible) row.el.hidden = !visible;
-    if (visible) shown += 1;
-  }
   const empty = $("fleet-empty");
   if (workers.length === 0) {
-    setText(empty, "No workers yet. Create an enrollment token, then run its install command on a server.");
-  } else if (shown === 0) {
-    setText(empty, "No worker matches this filter.");
+    const fleetEmpty = !summary || summary.total === 0;
+    setText(
+      empty,
+      fleetEmpty
+        ? "No workers yet. Create an enrollment token, then run its install command on a server."
+        : "No worker matches this filter.",
+    );
   }
-  empty.hidden = shown !== 0;
+  empty.hidden = workers.length !== 0;
 }
 
 async function syncOne(id) {
@@ -284,15 +333,6 @@ function mergeWorker(worker) {
   applyFilter();
 }
 
-function countsText(data) {
-  const source = data && typeof data === "object" ? (data.counts ?? data.outcomes ?? data) : {};
-  const parts = [];
-  for (const [key, value] of Object.entries(source)) {
-    if (typeof value === "number" && key !== "total" && key !== "duration") parts.push(`${value} ${key}`);
-  }
-  return parts.length ? parts.join(", ") : "done";
-}
-
 // A Sync all outcome belongs to the visit it was pressed in: coming back to the fleet from
 // another view, the rows tell the present and an old banner would contradict them.
 export function clearSyncAllOutcome() {
@@ -303,25 +343,64 @@ export function clearSyncAllOutcome() {
 }
 
 async function syncAll() {
-  const button = $("sync-all");
   if (syncAllRunning) return;
-  syncAllRunning = true;
-  button.setAttribute("aria-disabled", "true");
-  const outcome = $("sync-all-outcome");
-  setText(outcome, `Syncing ${workers.length} worker${workers.length === 1 ? "" : "s"}…`);
-  outcome.className = "outcome busy";
-  for (const row of rows.values()) updateRow(row);
   try {
-    const data = await api("POST", "/infra/workers/sync");
-    const at = new Date().toLocaleTimeString();
-    setText(outcome, `Sync all finished at ${at}: ${countsText(data)}.`);
-    outcome.className = "outcome good";
+    const job = await api("POST", "/infra/workers/sync?background=true");
+    if (!job || typeof job.id !== "string") throw new Error("the dashboard answered no job");
+    sessionStorage.setItem(JOB_KEY, job.id);
+    showJob(job);
+    followJob(job.id);
   } catch (err) {
+    const outcome = $("sync-all-outcome");
     setText(outcome, `Sync all failed: ${err.message}`);
     outcome.className = "outcome bad";
-  } finally {
-    syncAllRunning = false;
-    button.setAttribute("aria-disabled", "false");
   }
-  await refreshFleet();
+}
+
+// Poll the job twice a second while it runs; its outcome stays until the view is left.
+function followJob(id) {
+  clearTimeout(jobTimer);
+  const poll = async () => {
+    let job;
+    try {
+      job = await api("GET", `/infra/jobs/${encodeURIComponent(id)}`);
+    } catch (err) {
+      if (err.status === 404) sessionStorage.removeItem(JOB_KEY);
+      setSyncAllRunning(false);
+      return;
+    }
+    showJob(job);
+    if (job?.state === "running") {
+      jobTimer = setTimeout(poll, 500);
+    } else {
+      sessionStorage.removeItem(JOB_KEY);
+      await refreshFleet();
+    }
+  };
+  poll();
+}
+
+function showJob(job) {
+  const outcome = $("sync-all-outcome");
+  const running = job?.state === "running";
+  setSyncAllRunning(running);
+  const n = (key) => (typeof job?.[key] === "number" ? job[key] : 0);
+  if (running) {
+    setText(outcome, `Syncing ${n("done")} of ${n("total")} workers… ${n("failed")} failed so far.`);
+    outcome.className = "outcome busy";
+  } else if (job?.state === "done") {
+    const at = new Date(job.finished_at || Date.now()).toLocaleTimeString();
+    setText(outcome, `Sync all finished at ${at}: ${n("synced")} synced, ${n("failed")} failed, ${n("outdated")} outdated.`);
+    outcome.className = n("failed") ? "outcome warn" : "outcome good";
+  } else {
+    setText(outcome, `Sync all failed: ${job?.error || "see the dashboard's log"}`);
+    outcome.className = "outcome bad";
+  }
+}
+
+function setSyncAllRunning(running) {
+  if (syncAllRunning === running) return;
+  syncAllRunning = running;
+  $("sync-all").setAttribute("aria-disabled", running ? "true" : "false");
+  for (const row of rows.values()) updateRow(row);
 }
