@@ -92,6 +92,25 @@ MIGRATIONS: list[str] = [
         next_at DOUBLE PRECISION NOT NULL DEFAULT 0
     );
     """,
+    # 2: what dashboard replicas on one database share (replicas.py, postgres_replicas.py):
+    # the nonces of signed calls, the page's sessions, and each worker's next periodic sync.
+    """
+    CREATE TABLE nonces (
+        nonce TEXT COLLATE "C" PRIMARY KEY,
+        owner TEXT COLLATE "C" NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX nonces_owner ON nonces (owner, expires_at);
+    CREATE INDEX nonces_expiry ON nonces (expires_at);
+    CREATE TABLE sessions (
+        id_hash TEXT COLLATE "C" PRIMARY KEY,
+        csrf TEXT COLLATE "C" NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX sessions_expiry ON sessions (expires_at);
+    ALTER TABLE workers ADD COLUMN sweep_due_at DOUBLE PRECISION NOT NULL DEFAULT 0;
+    CREATE INDEX workers_sweep_due ON workers (sweep_due_at);
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
