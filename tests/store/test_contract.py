@@ -21,6 +21,7 @@ from vectis.dashboard.model import (
     after_config,
     after_dns,
     after_failure,
+    after_heartbeat,
     after_sync,
 )
 from vectis.dashboard.store import HISTORY_KEEP, Registration, Store, WorkerQuery
@@ -81,6 +82,39 @@ async def test_registration_rules(store: Store) -> None:
     assert await store.get_worker("x-y-0004") is None
     assert await store.worker_secrets() == {w.id: SECRET, w2.id: "cd" * 32}
     assert [h["cause"] for h in await store.history(w.id)] == ["registered"]
+
+
+async def test_tls_pins_are_kept_and_only_replaced_by_a_report_with_a_pin(store: Store) -> None:
+    pin, new_pin = "1f" * 32, "2e" * 32
+    first = Registration("10.0.0.1", 3000, SECRET, None, None, None, pin)
+    w, created = await store.register(first, "z.test", lambda: "tls-fox-0001", NOW)
+    assert created and (w.tls_pin, w.tls_pin_next) == (pin, None)
+    assert await store.get_worker(w.id) == w
+    # A rotation under way: both keys stored, then the old one dropped.
+    later = NOW + timedelta(seconds=1)
+    (w,) = await store.update_workers(
+        [w.id],
+        lambda x: after_heartbeat(
+            x, later, ip=x.ip, port=x.port, version=None, applied_revision=None,
+            tls_pin=pin, tls_pin_next=new_pin,
+        ),
+        later,
+    )  # fmt: skip
+    assert (await store.get_worker(w.id)) == w and (w.tls_pin, w.tls_pin_next) == (pin, new_pin)
+    (w,) = await store.update_workers(
+        [w.id],
+        lambda x: after_heartbeat(
+            x, later, ip=x.ip, port=x.port, version=None, applied_revision=None, tls_pin=new_pin
+        ),
+        later,
+    )
+    assert (w.tls_pin, w.tls_pin_next) == (new_pin, None)
+    # A registration or heartbeat without a pin never moves the worker back to plain HTTP.
+    again = Registration("10.0.0.1", 3000, SECRET, None, None, None)
+    w, created = await store.register(again, "z.test", lambda: "never-0002", later)
+    assert not created and w.tls_pin == new_pin
+    got = await store.get_worker(w.id)
+    assert got is not None and (got.tls_pin, got.tls_pin_next) == (new_pin, None)
 
 
 async def test_token_use_limit_is_atomic(store: Store, second: Store) -> None:

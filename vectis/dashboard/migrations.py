@@ -78,6 +78,12 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX workers_list_order ON workers (created_at, id);
     """,
+    # 5: the worker's pinned TLS key (SHA-256 of its SubjectPublicKeyInfo, hex), and the next
+    # one while a key rotation is pending (docs/protocol.md#tls).
+    """
+    ALTER TABLE workers ADD COLUMN tls_pin TEXT;
+    ALTER TABLE workers ADD COLUMN tls_pin_next TEXT;
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

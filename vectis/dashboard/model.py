@@ -54,6 +54,10 @@ class Worker:
     metadata_json: str | None
     created_at: str
     updated_at: str
+    # SHA-256 (hex) of the worker's TLS public key: synced over TLS accepting that key only;
+    # None: a plain-HTTP worker. `tls_pin_next` is accepted too while a key rotation is pending.
+    tls_pin: str | None = None
+    tls_pin_next: str | None = None
 
     @property
     def record(self) -> SyncRecord:
@@ -85,6 +89,7 @@ def new_worker(
     hostname: str | None,
     version: str | None,
     now: datetime,
+    tls_pin: str | None = None,
 ) -> Worker:
     """A freshly registered worker: `pending` until first reached, its DNS record pending."""
     at = iso(now)
@@ -111,6 +116,7 @@ def new_worker(
         metadata_json=None,
         created_at=at,
         updated_at=at,
+        tls_pin=tls_pin,
     )
 
 
@@ -138,6 +144,18 @@ def moved(w: Worker, ip: str, port: int, now: datetime) -> Worker:
         dns_next_at=next_at,
         updated_at=iso(now),
     )
+
+
+def pinned(w: Worker, pin: str | None, pin_next: str | None, now: datetime) -> Worker:
+    """The TLS pins a registration or signed heartbeat reports (docs/protocol.md#tls).
+
+    A report without a pin keeps the stored ones: no report moves a worker back to plain HTTP.
+    """
+    if pin_next == pin:
+        pin_next = None
+    if pin is None or (pin, pin_next) == (w.tls_pin, w.tls_pin_next):
+        return w
+    return replace(w, tls_pin=pin, tls_pin_next=pin_next, updated_at=iso(now))
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,9 +199,11 @@ def after_heartbeat(
     port: int,
     version: str | None,
     applied_revision: int | None,
+    tls_pin: str | None = None,
+    tls_pin_next: str | None = None,
 ) -> tuple[Worker, Changes]:
-    """A verified heartbeat is a successful exchange; it may also carry a new address."""
-    w = moved(w, ip, port, now)
+    """A verified heartbeat is a successful exchange; it may also carry a new address or key."""
+    w = pinned(moved(w, ip, port, now), tls_pin, tls_pin_next, now)
     applied = w.applied_revision if applied_revision is None else applied_revision
     up_to_date = applied >= w.desired_revision
     rec, change = succeeded(w.record, now, up_to_date=up_to_date, cause="heartbeat")

@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from vectis.dashboard import schemas
-from vectis.dashboard.model import Token, Worker, moved, new_worker, worker_object
+from vectis.dashboard.model import Token, Worker, moved, new_worker, pinned, worker_object
 from vectis.dashboard.settings import redact_url
 from vectis.dashboard.store import HISTORY_KEEP, Mutation, Registration, Store, secret_hash
 from vectis.errors import ConfigError, Conflict, Unauthorized
@@ -110,6 +110,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX sessions_expiry ON sessions (expires_at);
     ALTER TABLE workers ADD COLUMN sweep_due_at DOUBLE PRECISION NOT NULL DEFAULT 0;
     CREATE INDEX workers_sweep_due ON workers (sweep_due_at);
+    """,
+    # 3: the worker's pinned TLS key and the next one while a rotation is pending (SQLite's 5).
+    """
+    ALTER TABLE workers ADD COLUMN tls_pin TEXT COLLATE "C",
+        ADD COLUMN tls_pin_next TEXT COLLATE "C";
     """,
 ]
 
@@ -332,6 +337,7 @@ class PostgresStore(Store):
                         version=reg.version or w.version,
                         updated_at=iso(now),
                     )
+                w = pinned(w, reg.tls_pin, None, now)
                 await conn.execute(_UPDATE_WORKER, *_values(w)[1:], w.id)
                 return w, False
             if holder is not None:
@@ -359,6 +365,7 @@ class PostgresStore(Store):
                     reg.hostname,
                     reg.version,
                     now,
+                    reg.tls_pin,
                 )
                 await conn.execute(_INSERT_WORKER, *_values(w), digest)
                 pending = SyncStatus.PENDING

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from vectis.dashboard.list_cache import ListCache, bump
 from vectis.dashboard.migrations import migrate
-from vectis.dashboard.model import Token, Worker, moved, new_worker
+from vectis.dashboard.model import Token, Worker, moved, new_worker, pinned
 from vectis.dashboard.store import (
     HISTORY_KEEP,
     Mutation,
@@ -244,6 +244,7 @@ class SQLiteStore(Store):
                         version=reg.version or w.version,
                         updated_at=iso(now),
                     )
+                w = pinned(w, reg.tls_pin, None, now)
                 db.execute(_UPDATE_WORKER, (*_values(w)[1:], w.id))
                 self._touch([w.id])
                 return w, False
@@ -271,6 +272,7 @@ class SQLiteStore(Store):
                     reg.hostname,
                     reg.version,
                     now,
+                    reg.tls_pin,
                 )
                 db.execute(_INSERT_WORKER, (*_values(w), digest))
                 self._touch([w.id])

@@ -76,6 +76,7 @@ class Registration:
     hostname: str | None
     version: str | None
     token_id: str | None  # None: the VECTIS_TOKEN given at start (no use limit)
+    tls_pin: str | None = None  # SHA-256 of the worker's TLS public key; None: plain HTTP
 
 
 class Store(ABC):
