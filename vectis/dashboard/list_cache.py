@@ -65,7 +65,7 @@ _BUMP = (
     "INSERT INTO meta (key, value) VALUES (?, '1') "
     "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
 )
-_REV = "SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?"
+REV_QUERY = "SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?"
 
 Row = tuple[str, str, bytes]  # created_at, status, rendered object
 
@@ -107,7 +107,7 @@ class ListCache:
         db.execute("BEGIN")
         try:
             with self.lock:
-                row = db.execute(_REV, (REV_KEY,)).fetchone()  # this opens the snapshot
+                row = db.execute(REV_QUERY, (REV_KEY,)).fetchone()  # this opens the snapshot
                 dirty, self._dirty = self._dirty, set()
                 everything, self._everything = self._everything, False
                 own, self._own = self._own, 0
