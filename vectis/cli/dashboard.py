@@ -80,3 +80,48 @@ def serve(
         database_url=database_url,
     )
     run(settings)
+
+
+@app.command("migrate-store")
+def migrate_store(
+    to: Annotated[
+        str,
+        typer.Option("--to", help="postgresql://user@host/db: the database to move the fleet into"),
+    ],
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="The data dir of the SQLite registry [VECTIS_DATA_DIR]"),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Move into a database that holds other data too (kept)")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON document on stdout")] = False,
+) -> None:
+    """Copy the SQLite registry (workers, secrets, history, tokens, settings) into PostgreSQL.
+
+    Stop the dashboard first. Safe to run again; workers keep their ids and secrets.
+    """
+    import asyncio
+
+    from vectis.cli.render import emit_json, say, table
+    from vectis.dashboard.settings import load_settings
+    from vectis.dashboard.store_move import move_store
+
+    settings = load_settings(
+        os.environ, data_dir=str(data_dir) if data_dir else None, database_url=to
+    )
+    assert settings.database_url is not None
+    report = asyncio.run(move_store(settings.db_path, settings.database_url, force=force))
+    if json_out:
+        emit_json(report.to_json())
+        return
+    rows = [
+        ("workers", f"{report.workers} ({report.workers_updated} there already)"),
+        ("history entries", report.history),
+        ("enrollment tokens", report.tokens),
+        ("settings (meta)", report.meta),
+        ("DNS records to delete", report.dns_orphans),
+    ]
+    table(f"Moved {report.source} to {report.target}", ["what", "rows"], rows)
+    for line in report.foreign:
+        say(f"kept in the target: {line}")

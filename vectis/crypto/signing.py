@@ -248,6 +248,19 @@ class RequestVerifier:
         `admit`, when given, sees a request that passed every check but the nonce's memory and
         may refuse it (by raising); a refused request leaves no nonce behind.
         """
+        req = self.authenticate(header, method, path, body, now=now)
+        if self.nonces.seen(req.nonce, now):
+            raise AuthFailure("replayed nonce")
+        if admit is not None:
+            admit(req)
+        self.nonces.remember(req.nonce, req.ts + NONCE_TTL, now, req.worker_id)
+        return req
+
+    def authenticate(
+        self, header: str | None, method: str, path: str, body: bytes, *, now: float
+    ) -> SignedRequest:
+        """Steps 1 to 5 of the order of checks, everything before the nonce's: a receiver
+        that keeps its nonces elsewhere (dashboard replicas share theirs) does the rest."""
         req = parse_authorization(header)
         key = self.key_for(req.worker_id)
         if key is None:
@@ -261,11 +274,6 @@ class RequestVerifier:
             raise AuthFailure(f"timestamp {req.ts} outside the {MAX_SKEW} s window")
         if req.ts < self.start_second:
             raise AuthFailure("timestamp before this receiver started")
-        if self.nonces.seen(req.nonce, now):
-            raise AuthFailure("replayed nonce")
-        if admit is not None:
-            admit(req)
-        self.nonces.remember(req.nonce, req.ts + NONCE_TTL, now, req.worker_id)
         return req
 
 

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 
 from vectis.dashboard import auth, validate
+from vectis.dashboard.replicas import MemorySessions, SessionStore
 from vectis.dashboard.settings import DashboardSettings
 from vectis.dashboard.store import Store
 from vectis.errors import BadRequest, Unauthorized
@@ -21,12 +22,17 @@ class Access:
     """The admin token's hash, web sessions and the failure limiter."""
 
     def __init__(
-        self, settings: DashboardSettings, store: Store, clock: Callable[[], float]
+        self,
+        settings: DashboardSettings,
+        store: Store,
+        clock: Callable[[], float],
+        sessions: SessionStore | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
-        self.sessions = auth.Sessions()
+        # Replicas on one database share theirs: a login on one is a session on every one.
+        self.sessions = sessions or MemorySessions()
         self.limiter = auth.FailureLimiter(window=settings.auth_window)
         self.generated_admin_token: str | None = None
         self._admin_hash = ""
@@ -95,7 +101,7 @@ class Access:
                 r.refused,
             )
 
-    def login(self, address: str, body: bytes) -> tuple[str, str]:
+    async def login(self, address: str, body: bytes) -> tuple[str, str]:
         """Check the admin token of a login form; a new (session id, CSRF token)."""
         self.refuse_blocked(address)
         try:
@@ -104,5 +110,5 @@ class Access:
             token = None
         if not isinstance(token, str) or not self.is_admin_token(token):
             raise self.failed_attempt(address, "bad admin token at login")
-        sid, session = self.sessions.create(self.clock())
+        sid, session = await self.sessions.create(self.clock())
         return sid, session.csrf

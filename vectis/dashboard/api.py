@@ -36,7 +36,7 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
 
 
-def require_admin(request: web.Request) -> None:
+async def require_admin(request: web.Request) -> None:
     """Bearer admin token, or a session cookie (plus the CSRF header on changes)."""
     dash = _dash(request)
     header = request.headers.get("Authorization")
@@ -45,7 +45,7 @@ def require_admin(request: web.Request) -> None:
         if dash.access.is_admin_token(auth.bearer(header)):
             return
         raise dash.access.failed_attempt(_address(request), "bad admin token")
-    session = dash.access.sessions.get(request.cookies.get(auth.SESSION_COOKIE), time.time())
+    session = await dash.access.sessions.get(request.cookies.get(auth.SESSION_COOKIE), time.time())
     if session is None:
         raise Unauthorized("no admin token or session")
     if request.method not in ("GET", "HEAD", "OPTIONS"):
@@ -119,7 +119,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     body = await read_body(request)
-    sid, csrf = _dash(request).access.login(_address(request), body)
+    sid, csrf = await _dash(request).access.login(_address(request), body)
     resp = _json({"csrf": csrf})
     resp.set_cookie(
         auth.SESSION_COOKIE,
@@ -137,17 +137,17 @@ async def logout(request: web.Request) -> web.Response:
     """End the session; a live session's cookie needs its CSRF header, like any other change."""
     dash = _dash(request)
     sid = request.cookies.get(auth.SESSION_COOKIE)
-    found = dash.access.sessions.get(sid, time.time())
+    found = await dash.access.sessions.get(sid, time.time())
     if found is not None:
         _check_csrf(request, found)
-    dash.access.sessions.drop(sid)
+    await dash.access.sessions.drop(sid)
     resp = _json({"authenticated": False})
     resp.del_cookie(auth.SESSION_COOKIE, path="/")
     return resp
 
 
 async def session(request: web.Request) -> web.Response:
-    found = _dash(request).access.sessions.get(
+    found = await _dash(request).access.sessions.get(
         request.cookies.get(auth.SESSION_COOKIE), time.time()
     )
     if found is None:
@@ -177,7 +177,7 @@ def _revalidated(request: web.Request, body: bytes) -> web.Response:
 
 
 async def list_workers(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     admin = _dash(request).admin
     if validate.is_paged(request.query):
         return _revalidated(request, await admin.page_workers(request.query))
@@ -186,22 +186,22 @@ async def list_workers(request: web.Request) -> web.Response:
 
 
 async def workers_summary(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     return _revalidated(request, await _dash(request).admin.summary())
 
 
 async def show_worker(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     return _json(await _dash(request).admin.show_worker(_worker_id(request)))
 
 
 async def sync_worker(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     return _json(await _dash(request).sweeps.sync_worker(_worker_id(request)))
 
 
 async def sync_all(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     background = request.query.get("background", "false")
     if background not in ("true", "false"):
         raise BadRequest("'background' must be true or false")
@@ -213,40 +213,40 @@ async def sync_all(request: web.Request) -> web.Response:
 
 
 async def show_job(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     job = _dash(request).sweeps.job(request.match_info["job_id"])
     return _json_bytes(schemas.encode(job.model()))
 
 
 async def set_config(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     body = await read_body(request)
     return _json(await _dash(request).admin.set_config(_worker_id(request), body))
 
 
 async def delete_worker(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     return _json(await _dash(request).admin.delete_worker(_worker_id(request)))
 
 
 async def create_token(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     body = await read_body(request)
     return _json(await _dash(request).admin.create_token(body), 201)
 
 
 async def list_tokens(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     return _json({"tokens": await _dash(request).admin.list_tokens()})
 
 
 async def revoke_token(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     return _json(await _dash(request).admin.revoke_token(request.match_info["token_id"]))
 
 
 async def metrics(request: web.Request) -> web.Response:
-    require_admin(request)
+    await require_admin(request)
     text = await _dash(request).admin.metrics_text()
     return web.Response(
         body=text.encode("utf-8"),

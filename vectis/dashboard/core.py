@@ -65,8 +65,12 @@ class Dashboard:
         self.settings = settings
         self.clock = clock
         self.store = store or _create_store(settings)
+        # Replicas on one PostgreSQL database share nonces, sessions, the sweep and the DNS
+        # lead (replicas.py); None: this process keeps them in memory.
+        self.shared = self.store.shared()
+        shared = self.shared
         backend = dns or create_backend(settings.dns_backend, settings.zone, settings.dns_options)
-        self.metrics = Metrics()
+        self.metrics = Metrics(settings.replica_name)
         self.keys = KeyRing()
         self.syncer = Syncer(
             self.store,
@@ -77,8 +81,10 @@ class Dashboard:
             stats_limit=settings.worker_stats_limit,
             clock=clock,
         )
-        self.dns = Provisioning(settings, self.store, backend, clock)
-        self.access = Access(settings, self.store, clock)
+        self.dns = Provisioning(
+            settings, self.store, backend, clock, shared.dns_lead if shared else None
+        )
+        self.access = Access(settings, self.store, clock, shared.sessions if shared else None)
         self.enrollment = Enrollment(
             settings,
             self.store,
@@ -96,6 +102,7 @@ class Dashboard:
             self.metrics,
             clock=clock,
             dns_due=self.dns.due,
+            shared=shared,
         )
         self.admin = Admin(
             self.store,
@@ -105,7 +112,14 @@ class Dashboard:
             now=self.now,
             forget_calls=self.worker_calls.forget,
         )
-        self.sweeps = Sweeps(self.store, self.syncer, self.keys, self.admin, settings.sync_interval)
+        self.sweeps = Sweeps(
+            self.store,
+            self.syncer,
+            self.keys,
+            self.admin,
+            settings.sync_interval,
+            shared.sweeps if shared else None,
+        )
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -123,4 +137,6 @@ class Dashboard:
         await self.sweeps.close()
         await self.syncer.close()
         await self.dns.backend.close()
+        if self.shared is not None:
+            await self.shared.close()
         await self.store.close()

@@ -15,6 +15,7 @@ from typing import Any
 from vectis import __version__
 from vectis.crypto.secrets import key_from_secret
 from vectis.crypto.signing import (
+    NONCE_TTL,
     AuthFailure,
     NonceShareFull,
     NonceStoreFull,
@@ -27,6 +28,7 @@ from vectis.dashboard.budgets import CallBudget
 from vectis.dashboard.keyring import KeyRing
 from vectis.dashboard.metrics import Metrics
 from vectis.dashboard.model import Worker, after_heartbeat
+from vectis.dashboard.replicas import MemoryNonces, NonceLedger, Shared
 from vectis.dashboard.settings import DashboardSettings
 from vectis.dashboard.store import Store
 from vectis.dashboard.syncer import Syncer
@@ -48,6 +50,7 @@ class WorkerCalls:
         *,
         clock: Callable[[], float],
         dns_due: Callable[[], None],
+        shared: Shared | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -57,12 +60,15 @@ class WorkerCalls:
         self.clock = clock
         self.dns_due = dns_due
         self.calls = CallBudget(settings.worker_calls_per_minute)
+        share = self.calls.nonce_share(settings.nonce_capacity)
         self.verifier = RequestVerifier(
-            keys.get,
-            start_time=clock(),
-            nonce_capacity=settings.nonce_capacity,
-            nonce_share=self.calls.nonce_share(settings.nonce_capacity),
+            keys.get, start_time=clock(), nonce_capacity=settings.nonce_capacity
         )
+        # Replicas on one database share the nonces (a replay to another one is refused);
+        # the call budget stays each replica's own.
+        self.shared = shared is not None
+        ledger = shared.nonces if shared is not None else MemoryNonces
+        self.nonces: NonceLedger = ledger(settings.nonce_capacity, share)
 
     def forget(self, worker_id: str) -> None:
         """A deleted worker's budget."""
@@ -73,7 +79,7 @@ class WorkerCalls:
     ) -> tuple[bytes, str]:
         """Verify, record, and answer (body, X-Vectis-Signature)."""
         try:
-            req = self._verify(worker_id, path, authorization, body, "heartbeat")
+            req = await self._verify(worker_id, path, authorization, body, "heartbeat")
         except Unauthorized:
             self.metrics.heartbeats["unauthorized"] += 1
             raise
@@ -86,6 +92,8 @@ class WorkerCalls:
         at = datetime.fromtimestamp(self.clock(), UTC)
 
         def mutate(w: Worker) -> Any:
+            if self.shared and w.secret != key.hex():
+                return None  # rotated through another replica: the key held here is retired
             return after_heartbeat(
                 w,
                 at,
@@ -97,7 +105,9 @@ class WorkerCalls:
 
         changed = await self.store.update_workers([worker_id], mutate, at)
         if not changed:
-            raise Unauthorized("worker was deleted")
+            if self.shared:
+                await self._reload_key(worker_id)
+            raise Unauthorized("worker was deleted or its secret changed")
         w = changed[0]
         self.metrics.heartbeats["ok"] += 1
         if w.dns_status == "pending":
@@ -119,7 +129,7 @@ class WorkerCalls:
         the switch is done. A repeat signed with the new secret, naming it again, is a success
         with nothing to change: the worker was cut off before it could record the first answer.
         """
-        req = self._verify(worker_id, path, authorization, body, "rotation")
+        req = await self._verify(worker_id, path, authorization, body, "rotation")
         new = validate.new_secret(validate.json_object(body))
         current = self.keys.get(worker_id)
         assert current is not None  # the request verified with it
@@ -145,10 +155,15 @@ class WorkerCalls:
         key = key_from_secret(new)
         return answer, sign_response(key, worker_id, req.nonce, 200, answer, ts=int(self.clock()))
 
-    def _verify(
+    async def _verify(
         self, worker_id: str, path: str, authorization: str | None, body: bytes, what: str
     ) -> SignedRequest:
-        """A worker's signed request for `worker_id`, or Unauthorized (the reason logged)."""
+        """A worker's signed request for `worker_id`, or Unauthorized (the reason logged).
+
+        The checks in their documented order (docs/protocol.md#signed-requests): the
+        verifier's up to the timestamp, then the nonce, the budget, and only then is the nonce
+        kept. A replay that raced its original past the nonce check is refused when kept.
+        """
         now = self.clock()
 
         def within_budget(req: SignedRequest) -> None:
@@ -162,9 +177,12 @@ class WorkerCalls:
                 )
 
         try:
-            req = self.verifier.verify(
-                authorization, "POST", path, body, now=now, admit=within_budget
-            )
+            req = await self._authenticate(worker_id, path, authorization, body, now)
+            if await self.nonces.seen(req.nonce, now):
+                raise AuthFailure("replayed nonce")
+            within_budget(req)
+            if not await self.nonces.remember(req.nonce, req.ts + NONCE_TTL, now, req.worker_id):
+                raise AuthFailure("replayed nonce")
         except AuthFailure as exc:
             log.info("%s for %s refused: %s", what, worker_id[:64], exc.reason)
             raise Unauthorized(exc.reason) from None
@@ -178,3 +196,27 @@ class WorkerCalls:
             log.info("%s path names %s but is signed by %s", what, worker_id[:64], req.worker_id)
             raise Unauthorized("signed for another worker")
         return req
+
+    async def _authenticate(
+        self, worker_id: str, path: str, authorization: str | None, body: bytes, now: float
+    ) -> SignedRequest:
+        """Steps 1 to 5; a replica that does not know the worker's key, or holds an old one,
+        reads it from the store once and tries again (it registered or rotated elsewhere)."""
+        try:
+            return self.verifier.authenticate(authorization, "POST", path, body, now=now)
+        except AuthFailure:
+            if not self.shared or not await self._reload_key(worker_id):
+                raise
+        return self.verifier.authenticate(authorization, "POST", path, body, now=now)
+
+    async def _reload_key(self, worker_id: str) -> bool:
+        """The stored secret of `worker_id` into the key ring; whether that changed it."""
+        w = await self.store.get_worker(worker_id)
+        held = self.keys.get(worker_id)
+        if w is None:
+            self.keys.drop(worker_id)
+            return False
+        if held is not None and held.hex() == w.secret:
+            return False
+        self.keys.set(worker_id, w.secret)
+        return True

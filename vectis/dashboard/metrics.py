@@ -5,15 +5,23 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
+from vectis import __version__
 from vectis.contract import STATUSES
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+def _label(value: str) -> str:
+    """A label value in the exposition format's escapes."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 class Metrics:
     """Counters and one histogram; rendered with the live worker counts on each scrape."""
 
-    def __init__(self) -> None:
+    def __init__(self, replica: str = "") -> None:
+        #: which dashboard process counted: replicas on one database each count their own
+        self.replica = replica
         self.syncs: Counter[str] = Counter()
         self.registrations: Counter[str] = Counter()
         self.heartbeats: Counter[str] = Counter()
@@ -32,6 +40,10 @@ class Metrics:
 
     def render(self, workers_by_status: Mapping[str, int]) -> str:
         out = [
+            "# HELP vectis_dashboard_info The dashboard replica these counters are from.",
+            "# TYPE vectis_dashboard_info gauge",
+            f'vectis_dashboard_info{{replica="{_label(self.replica)}",'
+            f'version="{_label(__version__)}"}} 1',
             "# HELP vectis_workers Registered workers by sync status.",
             "# TYPE vectis_workers gauge",
         ]

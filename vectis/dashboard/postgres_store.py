@@ -24,8 +24,17 @@ import asyncpg  # type: ignore[import-untyped]
 
 from vectis.dashboard import schemas
 from vectis.dashboard.model import Token, Worker, moved, new_worker, pinned, worker_object
+from vectis.dashboard.replicas import Shared
 from vectis.dashboard.settings import redact_url
-from vectis.dashboard.store import HISTORY_KEEP, Mutation, Registration, Store, secret_hash
+from vectis.dashboard.store import (
+    HISTORY_KEEP,
+    Mutation,
+    Registration,
+    Store,
+    Summary,
+    WorkerQuery,
+    secret_hash,
+)
 from vectis.errors import ConfigError, Conflict, Unauthorized
 from vectis.status import StatusChange, SyncStatus, iso
 
@@ -179,6 +188,15 @@ _HEALTH_TTL = 1.0
 _HEALTH_TIMEOUT = 1.0
 
 
+# What a search (WorkerQuery.q) looks in.
+_SEARCHED = ("id", "subdomain", "hostname", "ip")
+
+
+def _like_escape(text: str) -> str:
+    """`text` matched literally by (I)LIKE, whose default escape is the backslash."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _worker(row: Any) -> Worker:
     return Worker(*row)
 
@@ -248,6 +266,12 @@ class PostgresStore(Store):
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
+
+    def shared(self) -> Shared:
+        """Replicas on this database share nonces, sessions, the sweep and the DNS lead."""
+        from vectis.dashboard import postgres_replicas
+
+        return postgres_replicas.shared(self)
 
     async def healthy(self) -> bool:
         if self._pool is None:
@@ -392,6 +416,45 @@ class PostgresStore(Store):
         workers = await self.list_workers(status)
         parts = [schemas.encode(worker_object(w, dns_provisions=dns_provisions)) for w in workers]
         return b'{"workers":[' + b",".join(parts) + b"]}"
+
+    async def page_workers(self, query: WorkerQuery) -> list[Worker]:
+        where: list[str] = []
+        args: list[object] = []
+
+        def arg(value: object) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if query.status is not None:
+            where.append(f"status = {arg(query.status)}")
+        if query.dns_status is not None:
+            where.append(f"dns_status = {arg(query.dns_status)}")
+        if query.after is not None:
+            where.append(f"(created_at, id) > ({arg(query.after[0])}, {arg(query.after[1])})")
+        if query.q:
+            # ILIKE under COLLATE "C" folds ASCII letters only, as SQLite's LIKE does.
+            pattern = arg("%" + _like_escape(query.q) + "%")
+            where.append("(" + " OR ".join(f"{c} ILIKE {pattern}" for c in _SEARCHED) + ")")
+        sql = _SELECT_WORKER
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at, id"
+        if query.limit is not None:
+            sql += f" LIMIT {arg(query.limit)}"
+        return [_worker(r) for r in await self.pool.fetch(sql, *args)]
+
+    async def summary(self) -> Summary:
+        by_status: dict[str, int] = {}
+        by_dns: dict[str, int] = {}
+        total = 0
+        rows = await self.pool.fetch(
+            "SELECT status, dns_status, count(*) FROM workers GROUP BY status, dns_status"
+        )
+        for status, dns, n in rows:
+            by_status[status] = by_status.get(status, 0) + n
+            by_dns[dns] = by_dns.get(dns, 0) + n
+            total += n
+        return Summary(total, by_status, by_dns)
 
     async def worker_secrets(self) -> dict[str, str]:
         rows = await self.pool.fetch("SELECT id, secret FROM workers")

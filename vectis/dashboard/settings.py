@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,11 @@ BODY_LIMIT = 1024 * 1024
 DEFAULT_WORKER_CALLS = 30
 #: Bytes of stats, and of metadata, that one worker's answer may make the dashboard keep.
 DEFAULT_WORKER_STATS_LIMIT = 16 * 1024
+
+
+def default_replica_name() -> str:
+    """How /metrics names this dashboard when VECTIS_REPLICA_NAME is unset: host and pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -78,6 +84,8 @@ class DashboardSettings:
     #: VECTIS_DATABASE_URL: a postgresql:// URL (PostgreSQL store), or None (SQLite in data_dir);
     #: it may hold a password, so it is never shown (`redact_url`).
     database_url: str | None = field(default=None, repr=False)
+    #: VECTIS_REPLICA_NAME: how /metrics names this dashboard process (default host-pid)
+    replica_name: str = ""
 
     @property
     def db_path(self) -> Path:
@@ -206,6 +214,7 @@ def load_settings(
     s.worker_calls_per_minute = env_int(
         env, "VECTIS_WORKER_CALLS_PER_MINUTE", DEFAULT_WORKER_CALLS, 10, 100_000
     )
+    s.replica_name = env_text(env, "VECTIS_REPLICA_NAME") or default_replica_name()
     s.worker_stats_limit = env_int(
         env, "VECTIS_WORKER_STATS_LIMIT", DEFAULT_WORKER_STATS_LIMIT, 1024, 512 * 1024
     )

@@ -14,8 +14,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from vectis.dashboard.model import Changes, Token, Worker, worker_json
+
+if TYPE_CHECKING:
+    from vectis.dashboard.replicas import Shared
 
 #: Status changes kept per worker.
 HISTORY_KEEP = 200
@@ -91,6 +95,11 @@ class Store(ABC):
     async def healthy(self) -> bool:
         """Whether the store can serve now (/healthz); cheap, and bounded in time."""
         return True
+
+    def shared(self) -> Shared | None:
+        """What dashboard replicas on this store share (replicas.py); None: this store has
+        one dashboard, which keeps nonces, sessions and its sweep in memory."""
+        return None
 
     @abstractmethod
     async def get_meta(self, key: str) -> str | None: ...

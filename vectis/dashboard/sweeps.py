@@ -18,6 +18,7 @@ from vectis.dashboard import schemas
 from vectis.dashboard.admin import Admin
 from vectis.dashboard.keyring import KeyRing, WithCurrentSecrets
 from vectis.dashboard.model import Worker
+from vectis.dashboard.replicas import SweepClaims
 from vectis.dashboard.store import Store
 from vectis.dashboard.syncer import SweepCounts, Syncer
 from vectis.errors import NotFound
@@ -27,6 +28,11 @@ log = logging.getLogger("vectis.dashboard")
 
 
 JOBS_KEPT = 20
+#: Workers one replica claims at a time, per unit of sync concurrency: enough to keep its pool
+#: busy, few enough that replicas claiming side by side split a fleet between them.
+CLAIM_PER_TASK = 2
+#: The longest a replica waits before it looks for due workers again (and the shortest).
+CLAIM_POLL = (0.05, 5.0)
 
 
 class Job:
@@ -79,9 +85,17 @@ class Sweeps:
     """`POST /infra/workers/<id>/sync`, `POST /infra/workers/sync` and the periodic sweep."""
 
     def __init__(
-        self, store: Store, syncer: Syncer, keys: KeyRing, admin: Admin, interval: float
+        self,
+        store: Store,
+        syncer: Syncer,
+        keys: KeyRing,
+        admin: Admin,
+        interval: float,
+        claims: SweepClaims | None = None,
     ) -> None:
         self.store = store
+        #: None: this dashboard alone sweeps the fleet; else replicas claim workers in turn
+        self.claims = claims
         self.syncer = syncer
         self.keys = keys
         self.admin = admin
@@ -91,6 +105,7 @@ class Sweeps:
 
     async def sync_worker(self, worker_id: str) -> dict[str, Any]:
         stored = await self.admin.worker(worker_id)
+        self._learn_keys([stored])
         w = await self.syncer.sync_one(self.keys.current(stored))
         if w is None:
             raise NotFound(f"worker {worker_id[:64]!r} was deleted during the sync")
@@ -98,7 +113,9 @@ class Sweeps:
 
     async def sync_all(self, job: Job | None = None) -> SweepCounts:
         started = time.perf_counter()
-        workers = WithCurrentSecrets(await self.store.list_workers(), self.keys)
+        listed = await self.store.list_workers()
+        self._learn_keys(listed)
+        workers = WithCurrentSecrets(listed, self.keys)
         if job is not None:
             job.total = len(workers)
         counts = await self.syncer.sweep(workers, job.stored if job is not None else None)
@@ -151,9 +168,47 @@ class Sweeps:
 
     async def forever(self) -> None:
         """Sync every worker each `interval` seconds (the first sweep after one interval)."""
+        if self.claims is not None:
+            await self._shared_forever(self.claims)
+            return
         while True:
             await asyncio.sleep(self.interval)
             try:
                 await self.sync_all()
             except Exception:
                 log.exception("periodic sync sweep failed")
+
+    def _learn_keys(self, workers: list[Worker]) -> None:
+        """Replicas: records just read hold the secrets other replicas registered or rotated,
+        which the key ring of this one may not know yet."""
+        if self.claims is None:
+            return
+        for w in workers:
+            held = self.keys.get(w.id)
+            if held is None or held.hex() != w.secret:
+                self.keys.set(w.id, w.secret)
+
+    async def _shared_forever(self, claims: SweepClaims) -> None:
+        """Replicas on one database: sync the workers this replica claims as they fall due.
+
+        A claim makes each worker due again one interval later, whoever synced it; so every
+        worker is synced once an interval by one replica, and those of a replica that died
+        fall to the others when they are due again.
+        """
+        chunk = CLAIM_PER_TASK * self.syncer.concurrency
+        low, high = CLAIM_POLL
+        while True:
+            pause = min(high, self.interval)
+            try:
+                batch = await claims.claim(self.interval, chunk)
+                self._learn_keys(batch)
+                if batch:
+                    counts = await self.syncer.sweep(WithCurrentSecrets(batch, self.keys))
+                    log.debug("synced %d claimed workers: %d failed", counts.total, counts.failed)
+                    continue
+                due = await claims.next_due()
+                if due is not None:
+                    pause = max(low, min(pause, due))
+            except Exception:
+                log.exception("periodic sync sweep failed")
+            await asyncio.sleep(pause)

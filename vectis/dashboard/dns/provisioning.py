@@ -17,6 +17,7 @@ from typing import Any
 
 from vectis.dashboard.dns.base import DNSBackend
 from vectis.dashboard.model import Worker, after_dns
+from vectis.dashboard.replicas import AlwaysLeader, Leadership
 from vectis.dashboard.settings import DashboardSettings
 from vectis.dashboard.store import Store
 from vectis.untrusted import shown
@@ -39,11 +40,14 @@ class Provisioning:
         store: Store,
         backend: DNSBackend,
         clock: Callable[[], float],
+        lead: Leadership | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.backend = backend
         self.clock = clock
+        #: replicas on one database: only the one that holds the lead changes DNS
+        self.lead = lead or AlwaysLeader()
         self._wake = asyncio.Event()
 
     def due(self) -> None:
@@ -62,6 +66,11 @@ class Provisioning:
     async def remove(self, subdomain: str) -> None:
         """Delete a deleted worker's record now, or queue it to be retried."""
         if not self.backend.provisions:
+            return
+        if self.lead.shared:
+            # Replicas: the one running the DNS loop deletes it, in its next batch.
+            await self.store.add_dns_orphan(subdomain, self.clock())
+            self.due()
             return
         try:
             await asyncio.wait_for(self.backend.delete(subdomain), DNS_TIMEOUT)
@@ -103,13 +112,26 @@ class Provisioning:
         return float("inf")
 
     async def forever(self) -> None:
-        """Provision pending records, retrying failures with exponential backoff."""
+        """Provision pending records, retrying failures with exponential backoff.
+
+        Of replicas on one database, only the one holding the lead runs a pass; the others
+        try to take it at each poll, so a replica that dies is replaced within a poll or two.
+        """
         if not self.backend.provisions:
             return
+        try:
+            await self._forever()
+        finally:
+            await self.lead.release()
+
+    async def _forever(self) -> None:
         while True:
             self._wake.clear()
             pause = DNS_POLL
             try:
+                if not await self.lead.held():
+                    await asyncio.sleep(pause)
+                    continue
                 now = self.clock()
                 due = await self.store.dns_due(now, DNS_BATCH)
                 orphans = await self.store.dns_orphans_due(now, DNS_BATCH)
