@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -82,13 +83,23 @@ def wait_ready(url: str, proc: Proc | None = None, timeout: float = 20) -> None:
         if proc is not None and not proc.alive():
             raise AssertionError(f"process exited with {proc.popen.returncode}:\n{proc.output}")
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
+            with urllib.request.urlopen(url, timeout=1, context=_any_key(url)) as resp:
                 if resp.status == 200:
                     return
         except (OSError, urllib.error.URLError):
             pass
         time.sleep(0.05)
     raise AssertionError(f"{url} not ready after {timeout} s:\n{proc.output if proc else ''}")
+
+
+def _any_key(url: str) -> ssl.SSLContext | None:
+    """For an https:// readiness URL: a pinned worker's self-signed key (checked elsewhere)."""
+    if not url.startswith("https://"):
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def until(check: Callable[[], Any], what: str, timeout: float = 15) -> Any:

@@ -25,6 +25,7 @@ from vectis.errors import ConfigError
 DEFAULT_CONFIG_DIR = "/etc/vectis"
 CONF_NAME = "worker.conf"
 SECRET_NAME = "worker.secret"  # noqa: S105 (a file name)
+TLS_NAME = "worker.tls.pem"  # the TLS key and its self-signed certificate (worker/tls.py)
 
 
 def config_dir() -> Path:
@@ -38,6 +39,11 @@ def conf_path() -> Path:
 
 def secret_path() -> Path:
     return config_dir() / SECRET_NAME
+
+
+def tls_file() -> Path:
+    """`worker.tls.pem`: present, the daemon serves TLS; absent, plain HTTP."""
+    return config_dir() / TLS_NAME
 
 
 def load_toml(path: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,16 @@ HOST = "127.0.0.1"
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 PR_SET_PDEATHSIG = 1
+
+
+def _any_key(url: str) -> ssl.SSLContext | None:
+    """For the worker's https:// readiness URL: its self-signed key (the dashboard pins it)."""
+    if not url.startswith("https://"):
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 class _Stop(Exception):
@@ -121,7 +132,7 @@ class Demo:
                 )
             with (
                 contextlib.suppress(OSError),
-                urllib.request.urlopen(url, timeout=1) as resp,  # noqa: S310 (loopback)
+                urllib.request.urlopen(url, timeout=1, context=_any_key(url)) as resp,  # noqa: S310
             ):
                 if resp.status == 200:
                     return
@@ -186,7 +197,8 @@ def _bring_up(demo: Demo) -> None:
         daemons.append(demo.start(conf_dir.name, ["worker", "serve"], env))
     demo.wait_ready(dashboard, f"{demo.url}/healthz")
     for (_, port), daemon in zip(demo.workers, daemons, strict=True):
-        demo.wait_ready(daemon, f"http://{HOST}:{port}/healthz")
+        # `worker init` made a TLS key: the daemon serves TLS (its key is pinned by the dashboard).
+        demo.wait_ready(daemon, f"https://{HOST}:{port}/healthz")
 
     _print("Vectis demo: a dashboard and its workers on this machine.")
     _print()

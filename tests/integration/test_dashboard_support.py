@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.support import Proc, free_port, http, running
-from vectis.configfile import locked_conf
+from vectis.configfile import TLS_NAME, locked_conf
 from vectis.crypto.secrets import create_secret_file
+from vectis.worker.tls import create_tls_file, read_pin
 
 ADMIN = "admin-token-for-tests-0123456789abcdef"
 ENROLL = "enroll-token-for-tests-0123456789abcdef"
@@ -103,6 +104,11 @@ class WorkerHost:
     def secret(self) -> str:
         return (self.conf_dir / "worker.secret").read_text().strip()
 
+    @property
+    def tls_pin(self) -> str | None:
+        """The pin of this worker's TLS key; None without one."""
+        return read_pin(self.conf_dir / TLS_NAME)
+
     def env(self, **extra: str) -> dict[str, str]:
         return {"VECTIS_CONFIG_DIR": str(self.conf_dir), **extra}
 
@@ -117,11 +123,13 @@ class WorkerHost:
                 conf.settings.dashboard_url = dashboard_url
 
 
-def worker_host(conf_dir: Path, port: int | None = None) -> WorkerHost:
-    """A fresh worker secret and a worker.conf listening on a loopback port."""
+def worker_host(conf_dir: Path, port: int | None = None, *, tls: bool = False) -> WorkerHost:
+    """A fresh worker secret and a worker.conf listening on a loopback port; `tls`: a TLS key."""
     port = port or free_port()
     create_secret_file(conf_dir / "worker.secret")
     os.chmod(conf_dir / "worker.secret", 0o600)
+    if tls:
+        create_tls_file(conf_dir / TLS_NAME)
     with locked_conf(conf_dir / "worker.conf") as conf:
         conf.settings.host = "127.0.0.1"
         conf.settings.port = port
@@ -131,9 +139,10 @@ def worker_host(conf_dir: Path, port: int | None = None) -> WorkerHost:
 @contextmanager
 def worker_daemon(host: WorkerHost, log: Path) -> Iterator[Proc]:
     """A real `vectis worker serve` for this host."""
+    scheme = "https" if (host.conf_dir / TLS_NAME).exists() else "http"
     with running(
         ["worker", "serve", "--host", "127.0.0.1", "--port", str(host.port)],
-        ready_url=f"http://127.0.0.1:{host.port}/healthz",
+        ready_url=f"{scheme}://127.0.0.1:{host.port}/healthz",
         log=log,
         env=host.env(),
     ) as proc:

@@ -111,7 +111,7 @@ def _flows(tmp_path: Path, url: str, knot: Any) -> None:
     daemon_env = w.env(VECTIS_PUBLIC_IP="127.0.0.1")
     with running(
         serve,
-        ready_url=f"http://127.0.0.1:{w.port}/healthz",
+        ready_url=f"https://127.0.0.1:{w.port}/healthz",
         log=tmp_path / "worker1.log",
         env=daemon_env,
     ):
@@ -170,7 +170,7 @@ def _flows(tmp_path: Path, url: str, knot: Any) -> None:
     moved_env = w.env(VECTIS_PUBLIC_IP="127.0.0.2")
     with running(
         [*serve, "--host", "127.0.0.2"],
-        ready_url=f"http://127.0.0.2:{w.port}/healthz",
+        ready_url=f"https://127.0.0.2:{w.port}/healthz",
         log=tmp_path / "worker2.log",
         env=moved_env,
     ):

@@ -117,7 +117,8 @@ def test_no_secret_token_or_signature_leaks(tmp_path: Path) -> None:
         "VECTIS_PUBLIC_IP": "127.0.0.1",
         "VECTIS_HEARTBEAT_INTERVAL": "3600",
     }
-    cap.cli("worker init", ["worker", "init", "--json"], wenv, code=None)
+    # Plain HTTP: the recording proxy must read the signed syncs to collect their signatures.
+    cap.cli("worker init", ["worker", "init", "--no-tls", "--json"], wenv, code=None)
     secret = (conf_dir / "worker.secret").read_text().strip()
     token_file = tmp_path / "enroll.token"
     token_file.write_text(ENROLL + "\n")

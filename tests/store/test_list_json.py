@@ -59,7 +59,7 @@ _FIELDS = [
     *("id", "subdomain", "ip", "port", "status", "dns_status", "dns_error", "last_sync"),
     *("last_error", "consecutive_failures", "version", "version_current", "desired_revision"),
     "applied_revision",
-    *("stats", "hostname", "metadata", "created_at", "updated_at"),
+    *("stats", "hostname", "metadata", "created_at", "updated_at", "tls_pin"),
 ]
 
 

@@ -347,12 +347,22 @@ def _check(call: Callable[[], object], refused: list[str], expected: tuple[objec
     assert named & set(refused), (message, refused)
 
 
+PIN = (
+    st.binary(min_size=32, max_size=32).map(lambda b: (b.hex(), b.hex())),
+    _refused(
+        st.binary(min_size=32, max_size=32).map(lambda b: b.hex().upper() + "A")
+        | st.binary(max_size=31).map(bytes.hex)
+        | st.binary(min_size=33, max_size=40).map(bytes.hex)
+        | NOT_TEXT
+    ),
+)
 REGISTRATION = {
     "ip": IP,
     "secret": SECRET,
     "port": PORT,
     "hostname": _text(255),
     "version": _text(64),
+    "tls_pin": PIN,
 }
 
 
@@ -364,7 +374,14 @@ def _check_registration(
     required = ("ip", "secret")
     refused = [n for n, o in outcome.items() if o is BAD or (o is None and n in required)]
     port = DEFAULT_PORT if outcome["port"] is None else outcome["port"]
-    expected = (outcome["ip"], port, outcome["secret"], outcome["hostname"], outcome["version"])
+    expected = (
+        outcome["ip"],
+        port,
+        outcome["secret"],
+        outcome["hostname"],
+        outcome["version"],
+        outcome["tls_pin"],
+    )
     _check(lambda: validate.registration(parse(doc), NETS), refused, expected)
 
 

@@ -19,7 +19,7 @@ def status(
     import os
 
     from vectis.cli.render import emit_json, fields, say
-    from vectis.configfile import read_conf, secret_path
+    from vectis.configfile import read_conf, secret_path, tls_file
     from vectis.crypto.secrets import read_secret_file
     from vectis.worker.local import probe_service, resolve_settings, status_exit_code, status_report
 
@@ -32,7 +32,9 @@ def status(
         read_secret_file(secret)
     else:
         say(f"no worker secret at {secret} yet: run 'vectis worker init' to set this worker up")
-    report = status_report(conf, settings, probe_service(settings.host, settings.port))
+    report = status_report(
+        conf, settings, probe_service(settings.host, settings.port, tls=tls_file().exists())
+    )
     if json_output:
         emit_json(report)
     else:

@@ -43,15 +43,22 @@ def init(
     host: Annotated[
         str | None, typer.Option(help="The daemon's listen address (env VECTIS_WORKER_HOST).")
     ] = None,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            help="Make the TLS key the daemon serves its port with, if missing (--no-tls: "
+            "make none; an existing key is kept either way)."
+        ),
+    ] = True,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
-    """Create the worker secret if missing and write settings to worker.conf (idempotent)."""
+    """Create the worker secret and TLS key if missing, write settings to worker.conf."""
     import os
 
     from vectis.worker.local import init_worker
 
     done = init_worker(
-        dashboard_url=dashboard_url or None, port=port, host=host or None, env=os.environ
+        dashboard_url=dashboard_url or None, port=port, host=host or None, env=os.environ, tls=tls
     )
     if json_output:
         emit_json(done)
@@ -60,6 +67,12 @@ def init(
         say(f"created the worker secret {done['secret_path']} (mode 0600)")
     else:
         say(f"kept the existing worker secret {done['secret_path']}")
+    if done["tls_created"]:
+        say(f"created the TLS key {done['tls_path']} (mode 0600), pin {done['tls_pin']}")
+    elif done["tls_pin"] is not None:
+        say(f"kept the existing TLS key {done['tls_path']}, pin {done['tls_pin']}")
+    else:
+        say("no TLS key: the daemon serves plain HTTP")
     for key, value in done["changed"].items():
         say(f"set {key} = {value} in {done['conf_path']}")
     if not done["changed"]:

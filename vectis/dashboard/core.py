@@ -80,6 +80,7 @@ class Dashboard:
             networks=settings.worker_networks,
             stats_limit=settings.worker_stats_limit,
             clock=clock,
+            require_tls=settings.require_tls,
         )
         self.dns = Provisioning(
             settings, self.store, backend, clock, shared.dns_lead if shared else None

@@ -77,10 +77,10 @@ class Enrollment:
             ] += 1
             raise
         try:
-            ip, port, secret, hostname, version = validate.registration(
+            ip, port, secret, hostname, version, pin = validate.registration(
                 validate.json_object(body), self.settings.worker_networks
             )
-            reg = Registration(ip, port, secret, hostname, version, token_id)
+            reg = Registration(ip, port, secret, hostname, version, token_id, pin)
             w, created = await self.store.register(
                 reg, self.settings.zone, new_worker_id, self.now()
             )

@@ -86,9 +86,9 @@ class WorkerCalls:
         # Answer with the key that signed the request, even if a rotation lands meanwhile.
         key = self.keys.get(worker_id)
         assert key is not None  # the request verified with it
-        ip, port, version, applied = validate.heartbeat(
-            validate.json_object(body), self.settings.worker_networks
-        )
+        doc = validate.json_object(body)
+        ip, port, version, applied = validate.heartbeat(doc, self.settings.worker_networks)
+        pin, pin_next = validate.heartbeat_pins(doc)
         at = datetime.fromtimestamp(self.clock(), UTC)
 
         def mutate(w: Worker) -> Any:
@@ -101,6 +101,8 @@ class WorkerCalls:
                 port=port or w.port,
                 version=version,
                 applied_revision=applied,
+                tls_pin=pin,
+                tls_pin_next=pin_next,
             )
 
         changed = await self.store.update_workers([worker_id], mutate, at)

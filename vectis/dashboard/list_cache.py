@@ -50,6 +50,7 @@ _FIELD_SQL = {
     "metadata": "json(CASE WHEN json_valid(metadata_json) THEN metadata_json END)",
     "created_at": "created_at",
     "updated_at": "updated_at",
+    "tls_pin": "tls_pin",
 }
 if tuple(_FIELD_SQL) != schemas.Worker.__struct_fields__:
     raise RuntimeError("list_cache._FIELD_SQL must render exactly the fields of schemas.Worker")

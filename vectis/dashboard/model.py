@@ -281,6 +281,7 @@ def worker_object(
         metadata=_stored_json(w.metadata_json),
         created_at=w.created_at,
         updated_at=w.updated_at,
+        tls_pin=w.tls_pin,
     )
 
 

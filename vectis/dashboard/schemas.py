@@ -19,6 +19,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from vectis import contract
+from vectis.crypto.pinning import PIN_PATTERN
 from vectis.status import SyncStatus
 
 T = TypeVar("T")
@@ -54,6 +55,14 @@ Secret = Annotated[
         "hex characters, an even count, not degenerate (at least half its bytes distinct)",
     ),
 ]
+Pin = Annotated[
+    str,
+    Meta(
+        pattern=PIN_PATTERN,
+        description="SHA-256 (lowercase hex) of the worker's TLS SubjectPublicKeyInfo: the "
+        "dashboard syncs it over TLS accepting that key only (docs/protocol.md#tls)",
+    ),
+]
 Hostname = Annotated[str, Meta(max_length=contract.HOSTNAME_MAX)]
 Version = Annotated[str, Meta(max_length=contract.VERSION_MAX)]
 JsonObject = Annotated[dict[str, Any], Meta(description="a JSON object")]
@@ -80,6 +89,7 @@ class RegistrationBody(Struct, kw_only=True):
     port: Port | None = None
     hostname: Hostname | None = None
     version: Version | None = None
+    tls_pin: Pin | None = None
 
 
 class HeartbeatBody(Struct, kw_only=True):
@@ -89,6 +99,17 @@ class HeartbeatBody(Struct, kw_only=True):
     port: Port | None = None
     version: Version | None = None
     applied_revision: Revision | None = None
+    tls_pin: Pin | None = None
+    tls_pin_next: (
+        Annotated[
+            str,
+            Meta(
+                pattern=PIN_PATTERN,
+                description="while a key rotation is pending: the next key, accepted too",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class RotationBody(Struct, kw_only=True):
@@ -163,6 +184,13 @@ class Worker(Struct, kw_only=True, forbid_unknown_fields=True):
     metadata: Annotated[msgspec.Raw, Meta(extra_json_schema=_object_or_null("host facts"))]
     created_at: Time
     updated_at: Time
+    tls_pin: (
+        Annotated[
+            str,
+            Meta(description="the pinned TLS key's SHA-256; null: synced over plain HTTP"),
+        ]
+        | None
+    ) = None
 
 
 class HistoryEntry(Struct, kw_only=True, forbid_unknown_fields=True):

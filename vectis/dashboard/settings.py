@@ -22,6 +22,7 @@ from vectis.envsettings import (
     LISTEN_PORT_RANGE,
     NONCE_CAPACITY_RANGE,
     check_int,
+    env_bool,
     env_float,
     env_int,
     env_text,
@@ -81,6 +82,8 @@ class DashboardSettings:
     worker_networks: tuple[Network, ...] = ()
     worker_calls_per_minute: int = DEFAULT_WORKER_CALLS
     worker_stats_limit: int = DEFAULT_WORKER_STATS_LIMIT
+    #: VECTIS_REQUIRE_TLS: refuse to sync a worker that has no pinned TLS key (plain HTTP)
+    require_tls: bool = False
     #: VECTIS_DATABASE_URL: a postgresql:// URL (PostgreSQL store), or None (SQLite in data_dir);
     #: it may hold a password, so it is never shown (`redact_url`).
     database_url: str | None = field(default=None, repr=False)
@@ -218,4 +221,5 @@ def load_settings(
     s.worker_stats_limit = env_int(
         env, "VECTIS_WORKER_STATS_LIMIT", DEFAULT_WORKER_STATS_LIMIT, 1024, 512 * 1024
     )
+    s.require_tls = env_bool(env, "VECTIS_REQUIRE_TLS")
     return s

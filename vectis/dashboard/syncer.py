@@ -17,6 +17,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,12 @@ FLUSH_AFTER = 0.5
 HANDBACK_DELAY = 0.01
 
 Outcome = SyncReply | str  # a verified reply, or the cause of the failure
+#: Sessions kept to resume, one per pinned worker; past this many the cache starts again.
+SESSIONS_KEPT = 200_000
+REQUIRE_TLS_CAUSE = (
+    "refused: this worker serves plain HTTP and the dashboard requires TLS (VECTIS_REQUIRE_TLS); "
+    "run 'vectis worker init' on it (or its install.sh again), then restart its daemon"
+)
 T = TypeVar("T")
 
 
@@ -210,6 +217,7 @@ class Syncer:
         networks: tuple[Network, ...] = (),
         stats_limit: int = 16 * 1024,
         clock: Callable[[], float] = time.time,
+        require_tls: bool = False,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -221,6 +229,11 @@ class Syncer:
         self.clock = clock
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self.sync_loop = SyncLoop()
+        self.require_tls = require_tls
+        self.tls_context = sync_http.client_context()
+        # Used on the sync loop only: each pinned worker's last TLS session, to resume.
+        self._sessions: dict[str, tuple[tuple[frozenset[str], str, int], ssl.SSLSession]] = {}
+        self.tls_reused = 0  # TLS syncs that resumed a session (the benchmark prints it)
 
     async def start(self) -> None:
         """Start the sync loop's thread; each sync makes its own short connection (sync_http)."""
@@ -249,6 +262,9 @@ class Syncer:
         problem = self._address_problem(w.ip)
         if problem is not None:
             return f"refused: {problem}"
+        tls = self._terms(w)
+        if tls is None and self.require_tls:
+            return REQUIRE_TLS_CAUSE
         key = key_from_secret(w.secret)
         body = w.sync_body()
         nonce = new_nonce(os.urandom)
@@ -260,19 +276,25 @@ class Syncer:
         limit = 2 * self.stats_limit + ANSWER_OVERHEAD
         try:
             answer = await sync_http.post(
-                w.ip, w.port, "/sync", headers, body, timeout=self.timeout, limit=limit
+                w.ip, w.port, "/sync", headers, body, timeout=self.timeout, limit=limit, tls=tls
             )
         except TimeoutError:
             log.info("sync %s: no answer within %g s", w.id, self.timeout)
             return unreachable
         except sync_http.AnswerTooLarge:
             return f"bad answer: larger than {limit} bytes"
+        except sync_http.TlsFailed as exc:
+            self._sessions.pop(w.id, None)
+            log.info("sync %s: %s", w.id, exc)
+            return f"identity mismatch: {where} did not prove the pinned TLS key ({exc})"
         except sync_http.WireError as exc:
             log.info("sync %s: %s", w.id, exc)
             return mismatch
         except OSError as exc:
             log.info("sync %s: %s", w.id, (exc.strerror or type(exc).__name__).lower())
             return unreachable
+        if tls is not None:
+            self._keep_session(w, tls)
         if answer.status != 200:
             log.info("sync %s: http %d", w.id, answer.status)
             return mismatch
@@ -283,6 +305,25 @@ class Syncer:
             log.info("sync %s: %s", w.id, exc.reason)
             return mismatch
         return read_reply(w.id, answer.body, self.stats_limit)
+
+    def _terms(self, w: Worker) -> sync_http.Pinned | None:
+        """The TLS terms of a pinned worker (its last session resumed), None for a plain one."""
+        if w.tls_pin is None:
+            return None
+        pins = frozenset((w.tls_pin, w.tls_pin_next) if w.tls_pin_next else (w.tls_pin,))
+        kept = self._sessions.get(w.id)
+        # A session is resumed only on the terms it was made under: a rotation's end (fewer
+        # pins) or a new address makes a full handshake, and the key is checked afresh.
+        session = kept[1] if kept is not None and kept[0] == (pins, w.ip, w.port) else None
+        return sync_http.Pinned(self.tls_context, pins, session)
+
+    def _keep_session(self, w: Worker, tls: sync_http.Pinned) -> None:
+        if tls.session is None:
+            return
+        if len(self._sessions) >= SESSIONS_KEPT and w.id not in self._sessions:
+            self._sessions.clear()
+        self.tls_reused += tls.reused
+        self._sessions[w.id] = ((tls.pins, w.ip, w.port), tls.session)
 
     async def _safe_exchange(self, w: Worker) -> tuple[Outcome, float]:
         started = time.perf_counter()

@@ -70,8 +70,8 @@ def _as(doc: dict[str, Any], model: type[T]) -> T:
 
 def registration(
     doc: dict[str, Any], networks: tuple[Network, ...]
-) -> tuple[str, int, str, str | None, str | None]:
-    """(ip, port, secret, hostname, version) of an auto-register body."""
+) -> tuple[str, int, str, str | None, str | None, str | None]:
+    """(ip, port, secret, hostname, version, tls_pin) of an auto-register body."""
     body = _as(doc, schemas.RegistrationBody)
     ip = unicast_ip(body.ip, networks)
     problem = secret_problem(body.secret)
@@ -83,6 +83,7 @@ def registration(
         body.secret,
         _readable(body.hostname, "hostname", contract.HOSTNAME_MAX),
         _readable(body.version, "version", contract.VERSION_MAX),
+        body.tls_pin,
     )
 
 
@@ -94,6 +95,12 @@ def heartbeat(
     ip = unicast_ip(body.ip, networks) if body.ip is not None else None
     version = _readable(body.version, "version", contract.VERSION_MAX)
     return ip, body.port, version, body.applied_revision
+
+
+def heartbeat_pins(doc: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(tls_pin, tls_pin_next) of a heartbeat body (docs/protocol.md#tls); each may be absent."""
+    body = _as(doc, schemas.HeartbeatBody)
+    return body.tls_pin, body.tls_pin_next
 
 
 def new_secret(doc: dict[str, Any]) -> str:

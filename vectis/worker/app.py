@@ -33,6 +33,7 @@ from vectis.errors import (
     Unauthorized,
     VectisError,
 )
+from vectis.worker import tls
 from vectis.worker.local import ServeSettings, resolve_settings
 from vectis.worker.notify import notify
 from vectis.worker.requestlog import SUMMARY_INTERVAL, RequestLog
@@ -224,7 +225,12 @@ def create_app(
     return app
 
 
-async def _serve(settings: ServeSettings, runtime: WorkerRuntime, sampler: StatsSampler) -> None:
+async def _serve(
+    settings: ServeSettings,
+    runtime: WorkerRuntime,
+    sampler: StatsSampler,
+    served: tls.ServedKey | None = None,
+) -> None:
     app = create_app(runtime, sampler)
     httpserver.quiet_parser_errors()
     runner = httpserver.Runner(
@@ -235,7 +241,13 @@ async def _serve(settings: ServeSettings, runtime: WorkerRuntime, sampler: Stats
         **httpserver.runner_options(),
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    site = web.TCPSite(
+        runner,
+        settings.host,
+        settings.port,
+        reuse_address=True,
+        ssl_context=served.context if served is not None else None,
+    )
     try:
         await site.start()
     except OSError as exc:
@@ -248,13 +260,22 @@ async def _serve(settings: ServeSettings, runtime: WorkerRuntime, sampler: Stats
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     who = runtime.worker_id or "not registered: /sync answers 401 until registration"
+    how = f"TLS, pin {served.pin}" if served is not None else "plain HTTP: no TLS key"
     log.info(
-        "vectis %s worker listening on %s:%d (%s)", __version__, settings.host, settings.port, who
+        "vectis %s worker listening on %s:%d (%s; %s)",
+        __version__,
+        settings.host,
+        settings.port,
+        how,
+        who,
     )
+    watch = asyncio.create_task(served.watch()) if served is not None else None
     notify("READY=1")
     await stop.wait()
     log.info("stopping")
     notify("STOPPING=1")
+    if watch is not None:
+        watch.cancel()
     await runner.cleanup()
     log.info("stopped")
 
@@ -268,10 +289,11 @@ def run(*, host: str | None, port: int | None, ip: str | None) -> None:
     conf = read_conf(path)
     key = key_from_secret(read_secret_file(secret_path()))
     settings = resolve_settings(conf, os.environ, host=host, port=port, ip=ip)
+    served = tls.served_key(secret_path())  # never made here: no key, plain HTTP as before
 
     async def main() -> None:
         runtime = WorkerRuntime(path, key, settings, conf=conf, clock=time.time)
         sampler = StatsSampler(settings.stats_mounts)
-        await _serve(settings, runtime, sampler)
+        await _serve(settings, runtime, sampler, served)
 
     asyncio.run(main())

@@ -10,6 +10,7 @@ docs/protocol.md#heartbeat and docs/protocol.md#statuses.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import sys
@@ -18,15 +19,16 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from vectis import __version__
 from vectis.config import WorkerConf, check_url
-from vectis.configfile import locked_conf, read_conf, secret_path
+from vectis.configfile import locked_conf, read_conf, secret_path, tls_file
 from vectis.crypto.secrets import key_from_secret, read_secret_file
-from vectis.envsettings import env_text
+from vectis.envsettings import env_bool, env_text
 from vectis.errors import BadRequest, ConfigError, ExitCode, Unauthorized, VectisError
 from vectis.status import StatusChange, SyncStatus, failed, iso, succeeded
-from vectis.worker import client, rotation
+from vectis.worker import client, rotation, tls
 from vectis.worker.local import worker_port
 from vectis.worker.publicip import IPSettings, detect_public_ip
 
@@ -133,6 +135,33 @@ def _require_url(url: str | None) -> str:
     return url
 
 
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it is not resolved here, so it is not known to be local
+
+
+def check_transport(url: str, env: Mapping[str, str], what: str) -> None:
+    """Refuse to send `what` over plain HTTP to a host that is not this machine.
+
+    The enrollment token and the heartbeats would cross the network in clear; the operator
+    may say so explicitly with VECTIS_ALLOW_PLAIN_HTTP=1 (docs/protocol.md#tls).
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "http" or _loopback(parts.hostname or ""):
+        return
+    if env_bool(env, "VECTIS_ALLOW_PLAIN_HTTP"):
+        return
+    raise ConfigError(
+        f"refusing to send {what} to {parts.scheme}://{parts.netloc} over plain HTTP: use the "
+        "dashboard's https:// URL (README: serving the dashboard over HTTPS), or set "
+        "VECTIS_ALLOW_PLAIN_HTTP=1 to send it in clear anyway"
+    )
+
+
 def _port(options: FlowOptions, conf: WorkerConf) -> int:
     """--port, else VECTIS_WORKER_PORT, else worker.conf's port."""
     return worker_port(options.env, options.port) or conf.settings.port
@@ -193,6 +222,7 @@ def register(options: FlowOptions, clock: Clock = _utcnow) -> FlowResult:
             )
         return FlowResult("none", conf, NotRegistered(f"not registered: {HOW_TO_REGISTER}"))
     url = _require_url(url)
+    check_transport(url, options.env, "the enrollment token")
     secret = read_secret_file(secret_path())
     port = _port(options, conf)
     previous_id = conf.state.id
@@ -205,6 +235,9 @@ def register(options: FlowOptions, clock: Clock = _utcnow) -> FlowResult:
             "version": __version__,
             "port": port,
         }
+        pin = tls.read_pin(tls_file())
+        if pin is not None:
+            payload["tls_pin"] = pin
         reg = client.register(url, options.token, payload)
     except BadRequest:
         raise
@@ -263,6 +296,7 @@ def sync(options: FlowOptions, clock: Clock = _utcnow) -> FlowResult:
             return register(options, clock)
         return FlowResult("none", conf, NotRegistered(f"not registered: {HOW_TO_REGISTER}"))
     url = _require_url(_dashboard_url(options, conf))
+    check_transport(url, options.env, "a heartbeat")
     key = key_from_secret(read_secret_file(secret_path()))
     port = _port(options, conf)
     worker_id = conf.state.id
@@ -279,6 +313,7 @@ def sync(options: FlowOptions, clock: Clock = _utcnow) -> FlowResult:
         "version": __version__,
         "port": port,
         "applied_revision": conf.state.applied_revision,
+        **tls.reported_pins(tls_file()),
     }
     try:
         answer = _heartbeat(url, worker_id, key, payload)
@@ -314,4 +349,5 @@ def rotate_secret(options: FlowOptions) -> rotation.RotationResult:
     if not conf.registered or conf.state.id is None:
         raise NotRegistered(f"not registered, so there is no secret to rotate: {HOW_TO_REGISTER}")
     url = _require_url(_dashboard_url(options, conf))
+    check_transport(url, options.env, "a new secret")
     return rotation.rotate(url, conf.state.id, secret_path())

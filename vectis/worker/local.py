@@ -127,19 +127,26 @@ def probe_address(host: str) -> str:
     return host.strip("[]")
 
 
-def probe_service(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> bool:
+def probe_service(
+    host: str, port: int, timeout: float = PROBE_TIMEOUT, *, tls: bool = False
+) -> bool:
     """Whether the daemon answers `GET /healthz` with 200 {"status": "ok"} in time.
 
     A plain socket and HTTP/1.0: http.client would cost `vectis status` more to import
-    (email, ssl) than the whole probe takes.
+    (email) than the whole probe takes. `tls`: the daemon serves TLS (its key is not checked:
+    this asks only whether something answers on this machine's port).
     """
+    import contextlib
     import json
     import socket
     import time
 
     deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((probe_address(host), port), timeout=timeout) as sock:
+        with (
+            socket.create_connection((probe_address(host), port), timeout=timeout) as plain,
+            _tls_client(plain) if tls else contextlib.nullcontext(plain) as sock,
+        ):
             sock.sendall(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
             answer = b""
             while len(answer) < 4096:
@@ -158,6 +165,15 @@ def probe_service(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> bool:
         return bool(json.loads(body) == {"status": "ok"})
     except ValueError:
         return False
+
+
+def _tls_client(sock: Any) -> Any:
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx.wrap_socket(sock)
 
 
 def status_report(conf: WorkerConf, settings: ServeSettings, running: bool) -> dict[str, Any]:
@@ -196,8 +212,11 @@ def init_worker(
     port: int | None,
     host: str | None,
     env: Mapping[str, str] | None = None,
+    tls: bool = True,
 ) -> dict[str, Any]:
-    """Create the secret if missing and write the given settings; keep state and unknown keys.
+    """Create the secret and the TLS key if missing, write the given settings; keep the rest.
+
+    The TLS key (worker.tls.pem) is made once and never replaced here; `tls=False` makes none.
 
     A flag left out is taken from its variable in `env` (VECTIS_DASHBOARD_URL,
     VECTIS_WORKER_PORT, VECTIS_WORKER_HOST).
@@ -213,9 +232,14 @@ def init_worker(
             dashboard_url = check_url(dashboard_url, "--dashboard-url")
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
+    from vectis.worker.tls import create_tls_file, read_pin, tls_path
+
     secret = secret_path()
     created = create_secret_file(secret)
     read_secret_file(secret)  # an existing secret with loose permissions fails here, not later
+    tls_file = tls_path(secret)
+    tls_created = create_tls_file(tls_file) if tls else False
+    pin = read_pin(tls_file)
     changed: dict[str, Any] = {}
     with locked_conf() as conf:
         s = conf.settings
@@ -226,6 +250,9 @@ def init_worker(
     return {
         "secret_path": str(secret),
         "secret_created": created,
+        "tls_path": str(tls_file),
+        "tls_created": tls_created,
+        "tls_pin": pin,
         "conf_path": str(conf_path()),
         "changed": changed,
         "registered": conf.registered,
