@@ -104,15 +104,28 @@ def test_healthz_answers_503_while_the_database_is_down(tmp_path: Path) -> None:
         with running(args, ready_url=None, log=tmp_path / "health.log", env=env) as proc:
             base = f"http://127.0.0.1:{args[args.index('--port') + 1]}"
             wait_ready(base + "/healthz", proc, 20)
+            dash = Dash(base, proc, tmp_path / "health-data")
+            assert dash.call("GET", "/infra/workers")[0] == 200
             server.stop()
             assert _until(lambda: _health(base) == 503), proc.output
             status, _, raw = http("GET", base + "/healthz")
             assert status == 503 and json.loads(raw)["status"] == "unavailable"
+            # Calls that need the database are refused with 503 and Retry-After, never a 500.
+            status, headers, raw = http(
+                "GET", base + "/infra/workers", headers={"Authorization": f"Bearer {ADMIN}"}
+            )
+            assert status == 503, raw
+            assert json.loads(raw)["error"] == "unavailable" and headers["Retry-After"] == "1"
             server.start()
             assert _until(lambda: _health(base) == 200), proc.output
-            # Back in service: the pool has replaced the connections the restart cut.
-            dash = Dash(base, proc, tmp_path / "health-data")
-            assert _until(lambda: dash.call("GET", "/infra/workers")[0] == 200), proc.output
+            # Back in service: the pool replaces the connections the restart cut; meanwhile
+            # every answer is a 200 or a 503, never a 500.
+            codes: list[int] = []
+            assert _until(
+                lambda: codes.append(dash.call("GET", "/infra/workers")[0]) or codes[-1] == 200
+            ), proc.output
+            assert set(codes) <= {200, 503}, codes
+            assert "unexpected error" not in proc.output
             assert dash.register(worker_host(tmp_path / "w").secret, free_port())[0] == 201
     finally:
         server.destroy()

@@ -52,7 +52,21 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             resp.headers["Allow"] = exc.headers["Allow"]
     except (asyncio.CancelledError, ConnectionResetError):
         raise
-    except Exception:
+    except Exception as exc:
+        if request.app[DASHBOARD].store.unavailable(exc):
+            log.warning(
+                "%s %s: the database is unreachable (%s)",
+                request.method,
+                request.path,
+                type(exc).__name__,
+            )
+            resp = web.json_response(
+                {"error": "unavailable", "message": "the database is unreachable; retry shortly"},
+                status=503,
+            )
+            resp.headers["Retry-After"] = "1"
+            resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+            return resp
         log.exception("unexpected error in %s %s", request.method, request.path)
         resp = web.json_response(
             {"error": "internal", "message": "internal error; see the dashboard's log"},

@@ -273,6 +273,14 @@ class PostgresStore(Store):
 
         return postgres_replicas.shared(self)
 
+    def unavailable(self, exc: BaseException) -> bool:
+        if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError):
+            return True
+        if isinstance(exc, asyncpg.PostgresError):
+            # The server going away: admin shutdown, too many connections while it restarts.
+            return exc.sqlstate is not None and exc.sqlstate[:2] in ("08", "57", "53")
+        return isinstance(exc, ConnectionError | TimeoutError)
+
     async def healthy(self) -> bool:
         if self._pool is None:
             return False

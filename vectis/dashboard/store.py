@@ -92,6 +92,11 @@ class Store(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    def unavailable(self, exc: BaseException) -> bool:
+        """Whether `exc` says the store cannot be reached now (a restart, a cut connection):
+        the caller answers 503 and retries, rather than report an internal error."""
+        return False
+
     async def healthy(self) -> bool:
         """Whether the store can serve now (/healthz); cheap, and bounded in time."""
         return True
