@@ -71,7 +71,7 @@ class AccessLog(AbstractAccessLogger):
         )
 
 
-class _Bare(web.Response):
+class BareResponse(web.Response):
     """An answer that names no software, even where no `on_response_prepare` hook runs."""
 
     async def _prepare_headers(self) -> None:
@@ -96,7 +96,7 @@ class _QuietRequestHandler(web.RequestHandler):
     ) -> web.StreamResponse:
         super().handle_error(request, status, exc, None)  # logs (shortened by the filter)
         code = "bad_request" if status == 400 else "internal" if status == 500 else "error"
-        resp = _Bare(
+        resp = BareResponse(
             status=status,
             body=b'{"error":"%s","message":"the request could not be parsed"}' % code.encode()
             if status < 500
@@ -167,9 +167,12 @@ async def read_body(request: web.Request, cap: int, timeout: float = BODY_TIMEOU
         raise PayloadTooLarge(f"the body is over {cap} bytes")
     try:
         if request.content.is_eof():
-            # The whole body came with the headers (the usual small /sync): nothing to wait
-            # for, so no timer is armed and cancelled on the hot path.
-            return await request.read()
+            # The whole body came with the headers (the usual small /sync): taken as it lies,
+            # with no timer armed and cancelled and no read loop on the hot path.
+            data = request.content.read_nowait()
+            if len(data) > cap:
+                raise PayloadTooLarge(f"the body is over {cap} bytes")
+            return data
         async with asyncio.timeout(timeout):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:

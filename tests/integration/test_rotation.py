@@ -29,6 +29,7 @@ from tests.integration.test_dashboard_support import (
 from tests.support import Proc, free_port, http, run_cli, running, until
 from vectis.crypto.secrets import generate_secret
 from vectis.crypto.signing import new_nonce, sign_request, verify_response
+from vectis.worker.runtime import RECHECK_INTERVAL
 
 HEARTBEAT = {"ip": "127.0.0.1", "applied_revision": 0}
 
@@ -139,7 +140,9 @@ def test_rotation_while_syncs_and_heartbeats_run(tmp_path: Path) -> None:
             code, beat, out = cli(host, "sync", "--json")
             assert (code, beat["action"], beat["sync_status"]) == (0, "heartbeat", "synced"), out
 
-            # The old secret opens nothing: not the worker's /sync, not the dashboard.
+            # The old secret opens nothing: not the worker's /sync (which looks at the secret
+            # files at most every RECHECK_INTERVAL), not the dashboard.
+            time.sleep(RECHECK_INTERVAL)
             worker_url = f"http://127.0.0.1:{host.port}"
             assert post_signed(worker_url, old, wid, "/sync", {"revision": 0, "config": {}}) == 401
             heartbeat = f"/infra/workers/{wid}/heartbeat"
@@ -186,6 +189,7 @@ def test_a_daemon_finishes_an_interrupted_rotation_by_itself(tmp_path: Path) -> 
             assert not (host.conf_dir / "worker.secret.next").exists()
             until(lambda: "finished the pending secret rotation" in wproc.output, "its log")
             assert dash.sync(wid)["status"] == "synced"
+            time.sleep(RECHECK_INTERVAL)  # the daemon's /sync looks at the files this often
             worker_url = f"http://127.0.0.1:{host.port}"
             assert post_signed(worker_url, old, wid, "/sync", {"revision": 0, "config": {}}) == 401
         assert old not in wproc.output and new not in wproc.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -183,6 +184,31 @@ def test_parse_authorization_only_raises_auth_failure(header: str | None) -> Non
         got.sig
     )
     assert int(header.split(".")[2]) == got.ts
+
+
+@PROPS
+@given(
+    header=st.one_of(
+        headers,
+        st.builds(
+            lambda wid, ts, nonce, sig: f"Bearer v1.{wid}.{ts}.{nonce}.{sig}",
+            st.from_regex(r"[a-z0-9]+(-[a-z0-9]+)*", fullmatch=True),
+            st.from_regex(r"[0-9]{1,11}", fullmatch=True),
+            st.from_regex(r"[A-Za-z0-9_-]{21,23}", fullmatch=True),
+            st.from_regex(r"[A-Za-z0-9_-]{42,44}", fullmatch=True),
+        ),
+    )
+)
+def test_the_fast_parse_agrees_with_the_checks_one_by_one(header: str | None) -> None:
+    # Headers of the right shape with every kind of last character, length and id: the one-regex
+    # path and the separate checks accept the same headers and read the same parts.
+    def outcome(parse: Callable[[str | None], s.SignedRequest]) -> s.SignedRequest | None:
+        try:
+            return parse(header)
+        except s.AuthFailure:
+            return None
+
+    assert outcome(s.parse_authorization) == outcome(s._parse_with_reason)
 
 
 @PROPS

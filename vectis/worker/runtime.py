@@ -119,6 +119,18 @@ class WorkerRuntime:
                 raise AuthFailure(f"{first.reason} (pending secret: {second.reason})") from None
             return req, pending
 
+    def authenticated(
+        self, header: str | None, method: str, path: str, body: bytes
+    ) -> tuple[SignedRequest, bytes] | None:
+        """The hot path of `authenticate`, without a coroutine: the verified request when no
+        look at the files is due; None when `authenticate` must decide (due, or refused)."""
+        if self._monotonic() >= self._next_look:
+            return None
+        try:
+            return self.verify(header, method, path, body)
+        except AuthFailure:
+            return None
+
     async def authenticate(
         self, header: str | None, method: str, path: str, body: bytes
     ) -> tuple[SignedRequest, bytes]:
@@ -194,6 +206,13 @@ class WorkerRuntime:
 
     def _outdated_because(self, conf: WorkerConf) -> str | None:
         return facts_changed(conf, self.settings.port, self.settings.ip)
+
+    def noted(self, revision: int) -> SyncOutcome | None:
+        """The hot path of `sync_succeeded`, without a coroutine: the outcome of a sync that
+        changes nothing but last_sync (kept in memory); None when it must be written."""
+        if self._needs_write(revision, self.clock()):
+            return None
+        return SyncOutcome(self.conf.state.id or "", self.conf.state.applied_revision, False)
 
     async def sync_succeeded(self, revision: int, config: dict[str, Any]) -> SyncOutcome:
         """Record a verified `/sync`: apply a newer revision and move the status, persisted."""
