@@ -70,7 +70,11 @@ def test_one_nonce_capacity_range_on_both_sides(tmp_path: Path) -> None:
     worker = run_cli(["worker", "serve"], env=env, timeout=30)
     dashboard = run_cli(["dashboard", "serve", "--port", "0"], env=env, timeout=30)
     assert worker.returncode == dashboard.returncode == 3
-    assert worker.stderr == dashboard.stderr == (
-        f"vectis: VECTIS_NONCE_CAPACITY: must be an integer from {low} to {high}, "
-        f"not '{2**31}'\n"
+    assert (
+        worker.stderr
+        == dashboard.stderr
+        == (
+            f"vectis: VECTIS_NONCE_CAPACITY: must be an integer from {low} to {high}, "
+            f"not '{2**31}'\n"
+        )
     )
