@@ -361,7 +361,7 @@ def test_vectis_sync_entry_point(worker: Path, dashboard: Dashboard) -> None:
 
 
 def test_next_delay_backs_off_with_jitter() -> None:
-    from vectis.worker.agent import MAX_BACKOFF, next_delay
+    from vectis.worker.heartbeat_loop import MAX_BACKOFF, next_delay
 
     assert next_delay(60, 0, lambda: 0.5) == 60
     assert next_delay(60, 0, lambda: 0.0) == pytest.approx(54)
@@ -387,9 +387,9 @@ async def test_heartbeat_loop_reports_and_survives_failures(
     import asyncio
     import logging
 
-    from vectis.worker.agent import heartbeat_loop
+    from vectis.worker.heartbeat_loop import heartbeat_loop
 
-    caplog.set_level(logging.INFO, logger="vectis.worker.agent")
+    caplog.set_level(logging.INFO, logger="vectis.worker.heartbeat_loop")
     task = asyncio.create_task(heartbeat_loop("198.51.100.20", 3000, 0.2))
     await _until(lambda: "not registered yet" in caplog.text)
     assert dashboard.heartbeats == []

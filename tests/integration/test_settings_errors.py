@@ -12,7 +12,7 @@ from vectis.config import WorkerConf
 from vectis.dashboard.settings import load_settings
 from vectis.envsettings import NONCE_CAPACITY_RANGE
 from vectis.errors import ConfigError
-from vectis.worker.local import resolve_settings
+from vectis.worker.host import resolve_settings
 
 # Each command reaches the port only after what comes before it in its flow is in place:
 # a registered worker with a dashboard URL, and a token for `register`.

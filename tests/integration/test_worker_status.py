@@ -18,7 +18,7 @@ from tests.support import child_env, free_port, run_cli, running
 from vectis.configfile import conf_path, locked_conf, secret_path
 from vectis.crypto.secrets import create_secret_file
 from vectis.status import SyncRecord, SyncStatus
-from vectis.worker.local import probe_address
+from vectis.worker.host import probe_address
 
 FIELDS = {
     "id",

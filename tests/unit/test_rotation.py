@@ -20,7 +20,7 @@ from vectis.dashboard.sqlite_store import SQLiteStore
 from vectis.dashboard.store import Registration
 from vectis.errors import ConfigError, Conflict, Unauthorized
 from vectis.worker import rotation
-from vectis.worker.local import resolve_settings
+from vectis.worker.host import resolve_settings
 from vectis.worker.runtime import WorkerRuntime
 
 WID = "brave-otter-3f2a"

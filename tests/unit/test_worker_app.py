@@ -21,7 +21,7 @@ from vectis.contract import MAX_REVISION
 from vectis.crypto.secrets import generate_secret, key_from_secret
 from vectis.crypto.signing import SIGNATURE_HEADER, new_nonce, sign_request, verify_response
 from vectis.worker.app import create_app, parse_sync_body
-from vectis.worker.local import resolve_settings
+from vectis.worker.host import resolve_settings
 from vectis.worker.runtime import RECHECK_INTERVAL, WorkerRuntime
 from vectis.worker.stats import StatsSampler
 

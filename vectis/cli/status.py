@@ -21,7 +21,7 @@ def status(
     from vectis.cli.render import emit_json, fields, say
     from vectis.configfile import read_conf, secret_path, tls_file
     from vectis.crypto.secrets import read_secret_file
-    from vectis.worker.local import probe_service, resolve_settings, status_exit_code, status_report
+    from vectis.worker.host import probe_service, resolve_settings, status_exit_code, status_report
 
     conf = read_conf()
     settings = resolve_settings(conf, os.environ)

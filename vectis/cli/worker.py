@@ -55,7 +55,7 @@ def init(
     """Create the worker secret and TLS key if missing, write settings to worker.conf."""
     import os
 
-    from vectis.worker.local import init_worker
+    from vectis.worker.host import init_worker
 
     done = init_worker(
         dashboard_url=dashboard_url or None, port=port, host=host or None, env=os.environ, tls=tls

@@ -41,7 +41,7 @@ from vectis.errors import (
     VectisError,
 )
 from vectis.worker import tls
-from vectis.worker.local import ServeSettings, resolve_settings
+from vectis.worker.host import ServeSettings, resolve_settings
 from vectis.worker.notify import notify
 from vectis.worker.requestlog import SUMMARY_INTERVAL, RequestLog
 from vectis.worker.runtime import FLUSH_INTERVAL, WorkerRuntime
@@ -284,7 +284,7 @@ def _heartbeat(settings: ServeSettings) -> Coroutine[Any, Any, None]:
     Started even before a dashboard URL is known: the loop reads worker.conf on every beat and
     waits quietly until a registration writes the URL and id there.
     """
-    from vectis.worker.agent import heartbeat_loop
+    from vectis.worker.heartbeat_loop import heartbeat_loop
 
     return heartbeat_loop(settings.ip, settings.port, settings.heartbeat_interval)
 

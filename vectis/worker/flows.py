@@ -29,7 +29,7 @@ from vectis.envsettings import env_bool, env_text
 from vectis.errors import BadRequest, ConfigError, ExitCode, Unauthorized, VectisError
 from vectis.status import StatusChange, SyncStatus, failed, iso, succeeded
 from vectis.worker import client, rotation, tls
-from vectis.worker.local import worker_port
+from vectis.worker.host import worker_port
 from vectis.worker.publicip import IPSettings, detect_public_ip
 
 Clock = Callable[[], datetime]

@@ -30,7 +30,7 @@ from vectis.crypto.signing import (
 )
 from vectis.errors import VectisError
 from vectis.status import SyncRecord, SyncStatus, iso, succeeded
-from vectis.worker.local import ServeSettings, facts_changed
+from vectis.worker.host import ServeSettings, facts_changed
 from vectis.worker.rotation import SecretFiles
 
 log = logging.getLogger("vectis.worker")

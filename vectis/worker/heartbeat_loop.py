@@ -18,7 +18,7 @@ from typing import TypeVar
 from vectis.errors import VectisError
 from vectis.worker import flows
 
-log = logging.getLogger("vectis.worker.agent")
+log = logging.getLogger("vectis.worker.heartbeat_loop")
 
 MAX_BACKOFF = 900.0
 FIRST_BEAT_MAX = 5.0

@@ -11,7 +11,7 @@ import pytest
 from vectis import __version__
 from vectis.config import WorkerConf, parse_worker_conf
 from vectis.errors import BadRequest, ConfigError
-from vectis.worker.local import facts_changed, resolve_settings
+from vectis.worker.host import facts_changed, resolve_settings
 from vectis.worker.notify import notify
 
 
