@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from vectis.cli import admin, dnscmd
+from vectis.cli import admin, dnscmd, tokens
 
 app = typer.Typer(
     help="Run the dashboard, or manage a running one.",
@@ -16,7 +16,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(admin.workers_app, name="workers")
-app.add_typer(admin.tokens_app, name="tokens")
+app.add_typer(tokens.tokens_app, name="tokens")
 app.add_typer(dnscmd.app, name="dns")
 
 
