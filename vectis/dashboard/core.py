@@ -136,6 +136,7 @@ class Dashboard:
 
     async def stop(self) -> None:
         await self.sweeps.close()
+        await self.worker_calls.close()
         await self.syncer.close()
         await self.dns.backend.close()
         if self.shared is not None:

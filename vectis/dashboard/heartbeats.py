@@ -7,8 +7,10 @@ budget of calls a minute before its nonce is kept, and answered signed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,8 +35,17 @@ from vectis.dashboard.settings import DashboardSettings
 from vectis.dashboard.store import Store
 from vectis.dashboard.syncer import Syncer
 from vectis.errors import ServiceUnavailable, TooManyRequests, Unauthorized
+from vectis.status import iso
 
 log = logging.getLogger("vectis.dashboard")
+
+
+SEEN_FLUSH = 1.0  # seconds between writes of last-seen times
+
+
+def _only_seen(before: Worker, after: Worker) -> bool:
+    """Whether `after` differs from `before` in nothing but when the worker was last seen."""
+    return replace(after, last_sync=before.last_sync, updated_at=before.updated_at) == before
 
 
 class WorkerCalls:
@@ -67,8 +78,50 @@ class WorkerCalls:
         # Replicas on one database share the nonces (a replay to another one is refused);
         # the call budget stays each replica's own.
         self.shared = shared is not None
+        self._seen: dict[str, datetime] = {}  # worker id -> last seen, not yet stored
+        self._flusher: asyncio.Task[None] | None = None
         ledger = shared.nonces if shared is not None else MemoryNonces
         self.nonces: NonceLedger = ledger(settings.nonce_capacity, share)
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_seen(), name="vectis-seen")
+
+    async def _flush_seen(self) -> None:
+        """Write the last-seen times of heartbeats that changed nothing else, once a second."""
+        while self._seen:
+            await asyncio.sleep(SEEN_FLUSH)
+            await self.write_seen()
+
+    async def write_seen(self) -> None:
+        """Store the last-seen times gathered since the last write (also at shutdown)."""
+        if not self._seen:
+            return
+        seen, self._seen = self._seen, {}
+        now = datetime.fromtimestamp(self.clock(), UTC)
+
+        def mutate(w: Worker) -> Any:
+            at = iso(seen[w.id])
+            if w.last_sync is not None and w.last_sync >= at:
+                return None
+            return replace(w, last_sync=at, updated_at=at), []
+
+        try:
+            await self.store.update_workers(list(seen), mutate, now)
+        except Exception:
+            log.exception(
+                "storing %d workers' last-seen times failed; kept for the next try", len(seen)
+            )
+            for worker_id, at in seen.items():
+                self._seen.setdefault(worker_id, at)
+
+    async def close(self) -> None:
+        """Write what is still gathered and stop the writer."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.write_seen()
 
     def forget(self, worker_id: str) -> None:
         """A deleted worker's budget."""
@@ -105,12 +158,24 @@ class WorkerCalls:
                 tls_pin_next=pin_next,
             )
 
-        changed = await self.store.update_workers([worker_id], mutate, at)
-        if not changed:
-            if self.shared:
-                await self._reload_key(worker_id)
-            raise Unauthorized("worker was deleted or its secret changed")
-        w = changed[0]
+        # A heartbeat that changes nothing but the time the worker was last seen answers from
+        # a read; those times are written together, once a second (`_flush_seen`). Anything
+        # else it changes is written before the answer.
+        w = None
+        current = await self.store.get_worker(worker_id)
+        if current is not None:
+            out = mutate(current)
+            if out is not None and not out[1] and _only_seen(current, out[0]):
+                w = out[0]
+                self._seen[worker_id] = at
+                self._start_flusher()
+        if w is None:
+            changed = await self.store.update_workers([worker_id], mutate, at)
+            if not changed:
+                if self.shared:
+                    await self._reload_key(worker_id)
+                raise Unauthorized("worker was deleted or its secret changed")
+            w = changed[0]
         self.metrics.heartbeats["ok"] += 1
         if w.dns_status == "pending":
             self.dns_due()
