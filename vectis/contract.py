@@ -32,6 +32,74 @@ SECRET_HEX_MIN, SECRET_HEX_MAX = 32, 128
 #: A token's use limit.
 MAX_USES_MAX = 2**31
 
+#: A worker's labels (Kubernetes' rules): a key is an optional DNS-subdomain prefix and `/`,
+#: then a name of 1 to 63 letters, digits, `-`, `_`, `.` that starts and ends alphanumeric; a
+#: value is empty or shaped like a name.
+LABEL_NAME_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+LABEL_PREFIX_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+LABEL_PREFIX_MAX = 253
+LABEL_KEY_MAX = LABEL_PREFIX_MAX + 1 + 63
+LABEL_VALUE_MAX = 63
+#: Labels on one worker.
+LABELS_MAX = 64
+
+#: A config group's name: DNS-label safe, so it reads well in `group:<name>` and in a URL.
+GROUP_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+#: The same, as an aiohttp route placeholder.
+GROUP_NAME_ROUTE = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+#: A config group's priority: on a conflicting key the higher one wins.
+GROUP_PRIORITY_MIN, GROUP_PRIORITY_MAX = -1_000_000, 1_000_000
+#: Config groups a dashboard keeps, and the length of a selector.
+GROUPS_MAX = 1000
+SELECTOR_MAX = 2000
+
+
+def label_key_problem(key: str) -> str | None:
+    """What is wrong with a label key, or None."""
+    import re
+
+    prefix, slash, name = key.rpartition("/")
+    if slash and (
+        not prefix
+        or len(prefix) > LABEL_PREFIX_MAX
+        or not re.fullmatch(LABEL_PREFIX_PATTERN, prefix)
+    ):
+        return f"label key {key[:80]!r}: the prefix before '/' must be a DNS subdomain"
+    if not re.fullmatch(LABEL_NAME_PATTERN, name):
+        return (
+            f"label key {key[:80]!r}: 1 to 63 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit (after an optional 'prefix/')"
+        )
+    return None
+
+
+def label_value_problem(key: str, value: str) -> str | None:
+    """What is wrong with a label's value, or None."""
+    import re
+
+    if not re.fullmatch(LABEL_VALUE_PATTERN, value):
+        return (
+            f"label {key[:80]!r}: the value must be empty or 1 to 63 letters, digits, '-', "
+            "'_' or '.', starting and ending with a letter or digit"
+        )
+    return None
+
+
+def labels_problem(labels: object) -> str | None:
+    """What is wrong with a labels object (a JSON object of strings), or None."""
+    if not isinstance(labels, dict):
+        return "labels must be an object of strings"
+    if len(labels) > LABELS_MAX:
+        return f"at most {LABELS_MAX} labels"
+    for key, value in labels.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            return "labels must be an object of strings"
+        problem = label_key_problem(key) or label_value_problem(key, value)
+        if problem:
+            return problem
+    return None
+
 
 def page_module() -> str:
     """The page's ES module of these facts (served as /static/contract.js)."""
