@@ -31,6 +31,11 @@ DESCRIPTION_MAX = 200
 SECRET_HEX_MIN, SECRET_HEX_MAX = 32, 128
 #: A token's use limit.
 MAX_USES_MAX = 2**31
+#: Why a worker's apply command failed (`exit 1: <stderr tail>`), as the worker reports it in
+#: its /sync answer and heartbeat: readable text of at most this many characters.
+APPLY_ERROR_MAX = 400
+#: The prefix of a dashboard's `last_error` for a worker whose apply failed.
+APPLY_FAILED = "apply failed"
 
 #: A worker's labels (Kubernetes' rules): a key is an optional DNS-subdomain prefix and `/`,
 #: then a name of 1 to 63 letters, digits, `-`, `_`, `.` that starts and ends alphanumeric; a
