@@ -11,6 +11,12 @@ Layout of `worker.conf`::
     heartbeat_interval = 60
     ip_sources = ["https://api.ipify.org", ...]  # optional
     stats_mounts = ["/"]
+    apply_file = "/etc/myservice/vectis.json"    # optional: where the applied config is written
+    apply_command = "systemctl reload myservice"  # optional: run after writing it (/bin/sh -c)
+    apply_timeout = 30                           # seconds before the command is killed
+
+    [labels]                                     # sent at registration (vectis register --label)
+    role = "edge"
 
     [state]                                      # registration state, written by vectis
     id = "brave-otter-3f2a"
@@ -24,8 +30,13 @@ Layout of `worker.conf`::
     reported_port = 3000                         # facts last told to the dashboard
     reported_version = "0.1.0"
     dashboard_version = "0.1.0"                  # the dashboard's, from its last answer
+    pending_revision = 4                         # received, not applied yet (absent: none)
+    apply_error = "exit 1: ..."                  # why the last apply failed (absent: none)
+    apply_error_at = "2026-11-27T12:00:05Z"
 
     [config]                                     # the config the dashboard pushed (applied)
+
+    [pending_config]                             # the config of pending_revision
 
     [[history]]                                  # the last status changes
     at = "..."; status = "synced"; previous = "pending"; cause = "registered"
@@ -40,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from vectis.contract import MAX_REVISION, PORT_MAX, PORT_MIN
+from vectis.contract import MAX_REVISION, PORT_MAX, PORT_MIN, labels_problem
 from vectis.errors import ConfigError
 from vectis.status import StatusChange, SyncRecord, SyncStatus
 
@@ -48,6 +59,11 @@ DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 3000
 DEFAULT_HEARTBEAT_INTERVAL = 60.0
 HISTORY_LIMIT = 50
+#: Seconds an apply command may run before its process group is killed.
+DEFAULT_APPLY_TIMEOUT = 30.0
+APPLY_TIMEOUT_RANGE = (0.1, 86400.0)
+#: The longest apply_file path and apply_command text accepted.
+APPLY_TEXT_MAX = 4096
 
 
 @dataclass
@@ -58,6 +74,9 @@ class WorkerSettings:
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     ip_sources: list[str] | None = None
     stats_mounts: list[str] = field(default_factory=lambda: ["/"])
+    apply_file: str | None = None
+    apply_command: str | None = None
+    apply_timeout: float = DEFAULT_APPLY_TIMEOUT
 
 
 @dataclass
@@ -70,6 +89,9 @@ class WorkerState:
     reported_port: int | None = None
     reported_version: str | None = None
     dashboard_version: str | None = None
+    pending_revision: int | None = None
+    apply_error: str | None = None
+    apply_error_at: str | None = None
 
 
 @dataclass
@@ -77,6 +99,8 @@ class WorkerConf:
     settings: WorkerSettings = field(default_factory=WorkerSettings)
     state: WorkerState = field(default_factory=WorkerState)
     config: dict[str, Any] = field(default_factory=dict)
+    pending_config: dict[str, Any] | None = None
+    labels: dict[str, str] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -120,14 +144,16 @@ class _Reader:
             raise self.fail(key, f"must be an integer from {low} to {high}")
         return value
 
-    def num(self, key: str, default: float, low: float) -> float:
+    def num(self, key: str, default: float, low: float, high: float = math.inf) -> float:
         value = self.table.get(key, default)
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
             or not math.isfinite(value)
-            or value < low
+            or not low <= value <= high
         ):
+            if math.isfinite(high):
+                raise self.fail(key, f"must be a number from {low:g} to {high:g}")
             raise self.fail(key, f"must be a finite number of at least {low:g}")
         return float(value)
 
@@ -156,6 +182,47 @@ def toml_problem(value: Any, where: str) -> str | None:
     return None
 
 
+def check_apply_file(value: str) -> str:
+    """An absolute path for the applied config; raise ValueError otherwise."""
+    if not value.startswith("/") or "\0" in value or len(value) > APPLY_TEXT_MAX:
+        raise ValueError(
+            f"must be an absolute path (starting with /) of at most {APPLY_TEXT_MAX} characters"
+        )
+    if value.endswith("/"):
+        raise ValueError("must name a file, not a folder (it ends with /)")
+    return value
+
+
+def check_apply_command(value: str) -> str:
+    """A shell command line (run by /bin/sh -c); raise ValueError otherwise."""
+    if not value.strip() or "\0" in value or len(value) > APPLY_TEXT_MAX:
+        raise ValueError(
+            f"must be a shell command of 1 to {APPLY_TEXT_MAX} characters, without NUL"
+        )
+    return value
+
+
+def parse_label(item: str) -> tuple[str, str]:
+    """`KEY=VALUE` as (key, value) under the labels rules; raise ValueError otherwise."""
+    key, eq, value = item.strip().partition("=")
+    if not eq:
+        raise ValueError(f"label {item[:80]!r}: write KEY=VALUE")
+    key, value = key.strip(), value.strip()
+    problem = labels_problem({key: value})
+    if problem:
+        raise ValueError(problem)
+    return key, value
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """`k=v,k2=v2` (VECTIS_LABELS) as a labels object; raise ValueError otherwise."""
+    labels = dict(parse_label(part) for part in text.split(",") if part.strip())
+    problem = labels_problem(labels)
+    if problem:
+        raise ValueError(problem)
+    return labels
+
+
 def check_url(value: str, what: str = "URL") -> str:
     """An http(s) URL with a host; raise ValueError otherwise."""
     parts = urlsplit(value)
@@ -179,6 +246,14 @@ def parse_worker_conf(doc: dict[str, Any], source: str) -> WorkerConf:
     settings.heartbeat_interval = top.num("heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL, 1)
     settings.ip_sources = top.str_list("ip_sources")
     settings.stats_mounts = top.str_list("stats_mounts") or ["/"]
+    for key, check in (("apply_file", check_apply_file), ("apply_command", check_apply_command)):
+        text = top.str_(key)
+        if text is not None:
+            try:
+                setattr(settings, key, check(text))
+            except ValueError as exc:
+                raise top.fail(key, str(exc)) from None
+    settings.apply_timeout = top.num("apply_timeout", DEFAULT_APPLY_TIMEOUT, *APPLY_TIMEOUT_RANGE)
 
     st = top.sub("state")
     state = WorkerState(id=st.str_("id"), subdomain=st.str_("subdomain"), ip=st.str_("ip"))
@@ -203,13 +278,27 @@ def parse_worker_conf(doc: dict[str, Any], source: str) -> WorkerConf:
     state.reported_port = st.int_("reported_port", None, PORT_MIN, PORT_MAX)
     state.reported_version = st.str_("reported_version")
     state.dashboard_version = st.str_("dashboard_version")
+    state.pending_revision = st.int_("pending_revision", None, 0, MAX_REVISION)
+    state.apply_error = st.str_("apply_error")
+    state.apply_error_at = st.str_("apply_error_at")
 
     config = top.sub("config").table
+    pending_config = top.sub("pending_config").table if "pending_config" in doc else None
+    labels = top.sub("labels").table
+    problem = labels_problem(labels)
+    if problem:
+        raise top.fail("labels", problem)
     history = doc.get("history", [])
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         raise top.fail("history", "must be an array of tables")
     return WorkerConf(
-        settings, state, copy.deepcopy(config), copy.deepcopy(history), copy.deepcopy(doc)
+        settings,
+        state,
+        copy.deepcopy(config),
+        copy.deepcopy(pending_config),
+        dict(labels),
+        copy.deepcopy(history),
+        copy.deepcopy(doc),
     )
 
 
@@ -231,6 +320,11 @@ def render_worker_conf(conf: WorkerConf) -> dict[str, Any]:
     doc["heartbeat_interval"] = int(hb) if hb == int(hb) else hb
     _put(doc, "ip_sources", s.ip_sources)
     doc["stats_mounts"] = s.stats_mounts
+    _put(doc, "apply_file", s.apply_file)
+    _put(doc, "apply_command", s.apply_command)
+    at = s.apply_timeout
+    _put(doc, "apply_timeout", None if at == DEFAULT_APPLY_TIMEOUT else at)
+    _put(doc, "labels", dict(conf.labels) or None)
     state = doc.setdefault("state", {})
     st = conf.state
     for key, value in (
@@ -245,9 +339,13 @@ def render_worker_conf(conf: WorkerConf) -> dict[str, Any]:
         ("reported_port", st.reported_port),
         ("reported_version", st.reported_version),
         ("dashboard_version", st.dashboard_version),
+        ("pending_revision", st.pending_revision),
+        ("apply_error", st.apply_error),
+        ("apply_error_at", st.apply_error_at),
     ):
         _put(state, key, value)
     doc["config"] = copy.deepcopy(conf.config)
+    _put(doc, "pending_config", copy.deepcopy(conf.pending_config))
     if conf.history:
         doc["history"] = copy.deepcopy(conf.history)
     else:

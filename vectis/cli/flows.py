@@ -47,6 +47,15 @@ PortOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+LabelOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--label",
+        help="A label KEY=VALUE to register with (repeatable; env VECTIS_LABELS=k=v,k2=v2; "
+        "else worker.conf's; remembered).",
+        show_default=False,
+    ),
+]
 
 
 def _run(
@@ -57,6 +66,7 @@ def _run(
     ip: str | None,
     port: int | None,
     as_json: bool,
+    labels: list[str] | None = None,
 ) -> None:
     import os
 
@@ -67,6 +77,7 @@ def _run(
         dashboard_url=dashboard_url,
         ip=ip,
         port=port,
+        labels=labels,
     )
     result = flows.register(options) if use_case == "register" else flows.sync(options)
     _render(result, as_json)
@@ -105,9 +116,10 @@ def register(
     ip: IpOpt = None,
     port: PortOpt = None,
     as_json: JsonOpt = False,
+    label: LabelOpt = None,
 ) -> None:
     """Register this worker with the dashboard (needs an enrollment token)."""
-    _run("register", token, token_file, dashboard_url, ip, port, as_json)
+    _run("register", token, token_file, dashboard_url, ip, port, as_json, label)
 
 
 def sync(

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from vectis import __version__
-from vectis.cli import dashboard, flows, status, worker
+from vectis.cli import configcmd, dashboard, flows, status, worker
 from vectis.cli.render import emit_json, say
 from vectis.errors import ExitCode, VectisError
 
@@ -45,6 +45,7 @@ def _root(
 
 app.add_typer(worker.app, name="worker")
 app.add_typer(dashboard.app, name="dashboard")
+app.add_typer(configcmd.app, name="config")
 app.command("status")(status.status)
 app.command("register")(flows.register)
 app.command("sync")(flows.sync)

@@ -151,6 +151,7 @@ class WorkerCalls:
                 w,
                 at,
                 ip=ip or w.ip,
+        apply_error = validate.heartbeat_apply_error(doc)
                 port=port or w.port,
                 version=version,
                 applied_revision=applied,
@@ -165,6 +166,7 @@ class WorkerCalls:
         current = await self.store.get_worker(worker_id)
         if current is not None:
             out = mutate(current)
+                apply_error=apply_error,
             if out is not None and not out[1] and _only_seen(current, out[0]):
                 w = out[0]
                 self._seen[worker_id] = at

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from vectis import __version__, sync_body
+from vectis.contract import APPLY_FAILED
 from vectis.dashboard import schemas
 from vectis.status import (
     StatusChange,
@@ -166,6 +167,17 @@ class SyncReply:
     version: str | None
     stats_json: str | None
     metadata_json: str | None
+    #: The revision the worker's apply command is working on, and why its last apply failed.
+    applying_revision: int | None = None
+    apply_error: str | None = None
+
+
+def apply_note(applied: int, desired: int, applying: int | None, error: str | None) -> str | None:
+    """The `last_error` of a worker reached but behind (docs/protocol.md#statuses): its apply
+    failed (`apply failed: <cause>`, `; retrying` while another attempt runs), else None."""
+    if applied >= desired or error is None:
+        return None
+    return f"{APPLY_FAILED}: {error}" + ("; retrying" if applying is not None else "")
 
 
 def after_sync(w: Worker, now: datetime, reply: SyncReply) -> tuple[Worker, Changes]:
@@ -174,7 +186,12 @@ def after_sync(w: Worker, now: datetime, reply: SyncReply) -> tuple[Worker, Chan
     cause = "sync succeeded"
     if up_to_date and w.status == SyncStatus.OUTDATED.value:
         cause = f"applied config revision {reply.applied_revision}"
-    rec, change = succeeded(w.record, now, up_to_date=up_to_date, cause=cause)
+    note = apply_note(
+        reply.applied_revision, w.desired_revision, reply.applying_revision, reply.apply_error
+    )
+    rec, change = succeeded(w.record, now, up_to_date=up_to_date, cause=note or cause)
+    if note is not None:
+        rec = replace(rec, last_error=note)
     w = replace(
         w.with_record(rec, now),
         applied_revision=reply.applied_revision,
@@ -201,12 +218,17 @@ def after_heartbeat(
     applied_revision: int | None,
     tls_pin: str | None = None,
     tls_pin_next: str | None = None,
+    apply_error: str | None = None,
 ) -> tuple[Worker, Changes]:
-    """A verified heartbeat is a successful exchange; it may also carry a new address or key."""
+    """A verified heartbeat is a successful exchange; it may also carry a new address or key,
+    or why the worker's apply failed."""
     w = pinned(moved(w, ip, port, now), tls_pin, tls_pin_next, now)
     applied = w.applied_revision if applied_revision is None else applied_revision
     up_to_date = applied >= w.desired_revision
-    rec, change = succeeded(w.record, now, up_to_date=up_to_date, cause="heartbeat")
+    note = apply_note(applied, w.desired_revision, None, apply_error)
+    rec, change = succeeded(w.record, now, up_to_date=up_to_date, cause=note or "heartbeat")
+    if note is not None:
+        rec = replace(rec, last_error=note)
     w = replace(
         w.with_record(rec, now),
         applied_revision=applied,

@@ -140,6 +140,17 @@ class TokenRequest(Struct, kw_only=True):
 
 
 class Registered(Struct, kw_only=True):
+    apply_error: (
+        Annotated[
+            str,
+            Meta(
+                max_length=contract.APPLY_ERROR_MAX,
+                description="why the worker's apply command failed (readable text); null or "
+                "absent when its last apply succeeded",
+            ),
+        ]
+        | None
+    ) = None
     id: WorkerId
     subdomain: str
     ip: str

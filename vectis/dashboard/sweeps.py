@@ -167,12 +167,21 @@ class Sweeps:
                 await task
 
     async def forever(self) -> None:
-        """Sync every worker each `interval` seconds (the first sweep after one interval)."""
+        """Sync every worker each `interval` seconds (the first sweep after one interval).
+
+        Sweeps start on a fixed cadence, not an interval after the previous one ended: a
+        sweep of a large fleet takes a good part of the interval, and waiting a whole
+        interval after it would sync each worker less often than once an interval. A sweep
+        that overruns its interval is followed at once by the next.
+        """
         if self.claims is not None:
             await self._shared_forever(self.claims)
             return
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.interval
         while True:
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            due = max(due + self.interval, loop.time())
             try:
                 await self.sync_all()
             except Exception:

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from vectis.addresses import Network, worker_address_problem
-from vectis.contract import MAX_REVISION, VERSION_MAX
+from vectis.contract import APPLY_ERROR_MAX, MAX_REVISION, VERSION_MAX
 from vectis.crypto.secrets import key_from_secret
 from vectis.crypto.signing import (
     SIGNATURE_HEADER,
@@ -92,6 +92,8 @@ class _Answer(msgspec.Struct):
     applied_revision: Any = None
     version: Any = None
     stats: msgspec.Raw = _NULL
+    applying_revision: Any = None
+    apply_error: Any = None
     metadata: msgspec.Raw = _NULL
 
 
@@ -129,11 +131,23 @@ def read_reply(worker_id: str, raw: bytes, stats_limit: int) -> Outcome:
         if version is not None:
             version = readable(version, "version", VERSION_MAX)
         return SyncReply(
+        applying = doc.applying_revision
+        if applying is not None and (
+            isinstance(applying, bool)
+            or not isinstance(applying, int)
+            or not 0 <= applying <= MAX_REVISION
+        ):
+            return "bad answer: applying_revision is neither null nor a valid revision"
+        apply_error = doc.apply_error
+        if apply_error is not None:
+            apply_error = readable(apply_error, "apply_error", APPLY_ERROR_MAX)
             applied_revision=applied,
             version=version,
             stats_json=_raw_object(doc.stats, "stats", stats_limit),
             metadata_json=_raw_object(doc.metadata, "metadata", stats_limit),
         )
+            applying_revision=applying,
+            apply_error=apply_error or None,
     except ValueError as exc:
         return f"bad answer: {exc}"
 

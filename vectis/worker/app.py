@@ -154,23 +154,33 @@ LAST_BODY = web.AppKey("last_body", LastBody)
 class LastAnswer:
     """The last `/sync` answer body and its SHA-256.
 
-    It changes only with the worker id, the applied revision or the stats (at most once per
-    the sampler's ttl), so the JSON is built and hashed once, not once per request.
+    It changes only with the worker id, the applied revision, the apply under way or its
+    error, or the stats (at most once per the sampler's ttl), so the JSON is built and hashed
+    once, not once per request.
     """
 
     def __init__(self) -> None:
-        self._of: tuple[str, int, str] | None = None
+        self._of: tuple[str, int, str, int | None, str | None] | None = None
         self.body = b""
         self.sha256 = ""
 
-    def get(self, worker_id: str, applied_revision: int, stats: str) -> tuple[bytes, str]:
+    def get(
+        self,
+        worker_id: str,
+        applied_revision: int,
+        stats: str,
+        applying: int | None = None,
+        apply_error: str | None = None,
+    ) -> tuple[bytes, str]:
         """(body, its SHA-256 hex) for these facts; `stats` is the sampler's JSON fragment."""
-        of = (worker_id, applied_revision, stats)
+        of = (worker_id, applied_revision, stats, applying, apply_error)
         if of != self._of:
             self.body = (
                 f'{{"status":"online","version":{json.dumps(__version__)},'
                 f'"worker_id":{json.dumps(worker_id)},'
-                f'"applied_revision":{applied_revision},{stats}}}'
+                f'"applied_revision":{applied_revision},'
+                f'"applying_revision":{json.dumps(applying)},'
+                f'"apply_error":{json.dumps(apply_error)},{stats}}}'
             ).encode()
             self.sha256 = body_sha256(self.body)
             self._of = of
@@ -205,7 +215,11 @@ async def _sync(app: web.Application, request: web.Request) -> web.Response:
     revision, config = app[LAST_BODY].parse(body)
     outcome = rt.noted(revision) or await rt.sync_succeeded(revision, config)
     answer, answer_hash = app[LAST_ANSWER].get(
-        signed.worker_id, outcome.applied_revision, app[SAMPLER].json_fragment()
+        signed.worker_id,
+        outcome.applied_revision,
+        app[SAMPLER].json_fragment(),
+        rt.applying,
+        rt.conf.state.apply_error,
     )
     sig = sign_response(
         key, signed.worker_id, signed.nonce, 200, answer, ts=int(rt.clock()), body_hash=answer_hash
@@ -258,8 +272,13 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
     tasks = [asyncio.create_task(rt.flush_every(app[FLUSH_EVERY]), name="flush-last-sync")]
     tasks.append(asyncio.create_task(_summaries(app[REQUEST_LOG]), name="request-summary"))
-    tasks.append(asyncio.create_task(_heartbeat(rt.settings), name="heartbeat"))
+    beat_now = asyncio.Event()
+    if rt.applier is not None:
+        rt.applied_hook = beat_now.set  # the dashboard hears of an apply's outcome at once
+    tasks.append(asyncio.create_task(_heartbeat(rt, beat_now), name="heartbeat"))
     yield
+    if rt.applier is not None:
+        await rt.applier.close()
     for task in tasks:
         task.cancel()
     for task in tasks:
@@ -278,15 +297,18 @@ async def _summaries(request_log: RequestLog) -> None:
         request_log.summarise()
 
 
-def _heartbeat(settings: ServeSettings) -> Coroutine[Any, Any, None]:
+def _heartbeat(rt: WorkerRuntime, beat_now: asyncio.Event) -> Coroutine[Any, Any, None]:
     """The heartbeat loop (docs/protocol.md#heartbeat).
 
     Started even before a dashboard URL is known: the loop reads worker.conf on every beat and
-    waits quietly until a registration writes the URL and id there.
+    waits quietly until a registration writes the URL and id there. A newer revision in a
+    heartbeat's answer goes to the applier, like one from `/sync`.
     """
     from vectis.worker.heartbeat_loop import heartbeat_loop
 
-    return heartbeat_loop(settings.ip, settings.port, settings.heartbeat_interval)
+    s = rt.settings
+    offer = rt.offer if rt.applier is not None else None
+    return heartbeat_loop(s.ip, s.port, s.heartbeat_interval, offer=offer, beat_now=beat_now)
 
 
 def create_app(

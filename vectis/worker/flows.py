@@ -29,10 +29,12 @@ from vectis.envsettings import env_bool, env_text
 from vectis.errors import BadRequest, ConfigError, ExitCode, Unauthorized, VectisError
 from vectis.status import StatusChange, SyncStatus, failed, iso, succeeded
 from vectis.worker import client, rotation, tls
-from vectis.worker.host import worker_port
+from vectis.worker.host import apply_settings, labels_given, worker_port
 from vectis.worker.publicip import IPSettings, detect_public_ip
 
 Clock = Callable[[], datetime]
+#: Takes a revision newer than the applied one, and its config, to apply (the daemon's applier).
+Offer = Callable[[int, dict[str, Any]], None]
 
 HOW_TO_REGISTER = (
     "run 'VECTIS_TOKEN=<enrollment token> vectis register --dashboard-url <URL>' "
@@ -60,6 +62,11 @@ class FlowOptions:
     ip: str | None = None
     port: int | None = None
     env: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    #: --label KEY=VALUE flags of `vectis register` (else VECTIS_LABELS, else worker.conf's)
+    labels: list[str] | None = None
+    #: With an apply file or command set, a newer revision from a heartbeat goes here; without
+    #: it (`vectis sync`), the daemon applies it on its next exchange, as its own user.
+    offer: Offer | None = None
 
 
 @dataclass
@@ -223,6 +230,9 @@ def register(options: FlowOptions, clock: Clock = _utcnow) -> FlowResult:
         return FlowResult("none", conf, NotRegistered(f"not registered: {HOW_TO_REGISTER}"))
     url = _require_url(url)
     check_transport(url, options.env, "the enrollment token")
+    labels = labels_given(options.env, options.labels)
+    if labels is None:
+        labels = conf.labels
     secret = read_secret_file(secret_path())
     port = _port(options, conf)
     previous_id = conf.state.id
@@ -238,6 +248,8 @@ def register(options: FlowOptions, clock: Clock = _utcnow) -> FlowResult:
         pin = tls.read_pin(tls_file())
         if pin is not None:
             payload["tls_pin"] = pin
+        if labels:
+            payload["labels"] = labels
         reg = client.register(url, options.token, payload)
     except BadRequest:
         raise
@@ -249,6 +261,7 @@ def register(options: FlowOptions, clock: Clock = _utcnow) -> FlowResult:
             conf.state.applied_revision = 0
         # Remembered like the URL: the port told to the dashboard is the daemon's port.
         conf.settings.dashboard_url, conf.settings.port = url, port
+        conf.labels = dict(labels)
         st = conf.state
         st.id, st.subdomain, st.ip = reg.id, reg.subdomain, reg.ip
         st.reported_port, st.reported_version = port, __version__
@@ -313,8 +326,11 @@ def sync(options: FlowOptions, clock: Clock = _utcnow) -> FlowResult:
         "version": __version__,
         "port": port,
         "applied_revision": conf.state.applied_revision,
+        "apply_error": conf.state.apply_error,
         **tls.reported_pins(tls_file()),
     }
+    applies = apply_settings(conf, options.env).enabled
+    offered: tuple[int, dict[str, Any]] | None = None
     try:
         answer = _heartbeat(url, worker_id, key, payload)
     except (Unauthorized, client.UnknownWorker) as exc:
@@ -333,13 +349,18 @@ def sync(options: FlowOptions, clock: Clock = _utcnow) -> FlowResult:
             and answer.config is not None
             and answer.revision > st.applied_revision
         ):
-            conf.config, st.applied_revision, applied = answer.config, answer.revision, True
+            if applies:
+                offered = (answer.revision, answer.config)
+            else:
+                conf.config, st.applied_revision, applied = answer.config, answer.revision, True
         conf.settings.dashboard_url, conf.settings.port = url, port
         st.ip, st.reported_port, st.reported_version = ip, port, __version__
         st.dashboard_version = answer.dashboard_version
         cause = f"heartbeat ({changed})" if changed else "heartbeat"
         st.sync, change = succeeded(st.sync, clock(), cause=cause)
         conf.record(change)
+    if offered is not None and options.offer is not None:
+        options.offer(*offered)
     return FlowResult("heartbeat", conf, config_applied=applied)
 
 

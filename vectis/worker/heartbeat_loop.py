@@ -13,7 +13,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from vectis.errors import VectisError
 from vectis.worker import flows
@@ -64,9 +64,12 @@ async def _in_daemon_thread(fn: Callable[[], T]) -> T:
     return await future
 
 
-def beat(ip_override: str | None, port: int) -> flows.FlowResult:
-    """One heartbeat, exactly as `vectis sync` sends it, without an enrollment token."""
-    return flows.sync(flows.FlowOptions(token=None, ip=ip_override, port=port))
+def beat(ip_override: str | None, port: int, offer: flows.Offer | None = None) -> flows.FlowResult:
+    """One heartbeat, exactly as `vectis sync` sends it, without an enrollment token.
+
+    `offer`: where a newer revision in the answer goes when an apply command is set.
+    """
+    return flows.sync(flows.FlowOptions(token=None, ip=ip_override, port=port, offer=offer))
 
 
 def _describe(result: flows.FlowResult) -> str:
@@ -77,15 +80,39 @@ def _describe(result: flows.FlowResult) -> str:
     return text
 
 
-async def heartbeat_loop(ip_override: str | None, port: int, interval: float) -> None:
-    """Send a heartbeat soon after start, then every `interval` seconds; runs until cancelled."""
+async def heartbeat_loop(
+    ip_override: str | None,
+    port: int,
+    interval: float,
+    *,
+    offer: flows.Offer | None = None,
+    beat_now: asyncio.Event | None = None,
+) -> None:
+    """Send a heartbeat soon after start, then every `interval` seconds; runs until cancelled.
+
+    `offer` (called on this loop) takes a newer revision from an answer; `beat_now` set sends
+    the next heartbeat at once (an apply ended: the dashboard hears of it now).
+    """
     failures = 0
     waiting_for_registration = False
     delay = random.uniform(0, min(interval, FIRST_BEAT_MAX))  # noqa: S311 (jitter, not crypto)
+    loop = asyncio.get_running_loop()
+    from_thread: flows.Offer | None = None
+    if offer is not None:
+        take = offer
+
+        def from_thread(revision: int, config: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(take, revision, config)
+
     while True:
-        await asyncio.sleep(delay)
+        if beat_now is None:
+            await asyncio.sleep(delay)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(beat_now.wait(), delay)
+            beat_now.clear()
         try:
-            result = await _in_daemon_thread(lambda: beat(ip_override, port))
+            result = await _in_daemon_thread(lambda: beat(ip_override, port, from_thread))
         except VectisError as exc:
             failures += 1
             log.warning("heartbeat failed (%d in a row): %s", failures, exc.message)

@@ -13,8 +13,19 @@ from typing import Any
 
 from vectis import __version__
 from vectis.addresses import unicast
-from vectis.config import DEFAULT_PORT, WorkerConf, check_url
+from vectis.config import (
+    APPLY_TIMEOUT_RANGE,
+    DEFAULT_APPLY_TIMEOUT,
+    DEFAULT_PORT,
+    WorkerConf,
+    check_apply_command,
+    check_apply_file,
+    check_url,
+    parse_label,
+    parse_labels,
+)
 from vectis.configfile import conf_path, locked_conf, secret_path
+from vectis.contract import APPLY_FAILED
 from vectis.envsettings import (
     FOREVER,
     NONCE_CAPACITY_RANGE,
@@ -42,6 +53,21 @@ STATUS_EXIT = {
 
 
 @dataclass(frozen=True, slots=True)
+class ApplySettings:
+    """How a pushed config is applied: the file it is written to, the command run after it,
+    and that command's time limit (README: applying a pushed config). Neither file nor command:
+    applying a config is storing it in worker.conf, as before."""
+
+    file: str | None = None
+    command: str | None = None
+    timeout: float = DEFAULT_APPLY_TIMEOUT
+
+    @property
+    def enabled(self) -> bool:
+        return self.file is not None or self.command is not None
+
+
+@dataclass(frozen=True, slots=True)
 class ServeSettings:
     """What `vectis worker serve` runs with, after flag > env > worker.conf > default."""
 
@@ -54,6 +80,7 @@ class ServeSettings:
     stats_mounts: tuple[str, ...]
     max_body: int = MAX_BODY
     access_log: bool = False  # VECTIS_ACCESS_LOG: one line per request, successes too
+    apply: ApplySettings = ApplySettings()
 
 
 def check_ip(value: str, what: str = "--ip") -> str:
@@ -69,6 +96,36 @@ def worker_port(env: Mapping[str, str], flag: int | None) -> int | None:
     if flag is not None:
         return check_int(flag, "--port", *PORT_RANGE)
     return env_int(env, "VECTIS_WORKER_PORT", None, *PORT_RANGE)
+
+
+def apply_settings(conf: WorkerConf, env: Mapping[str, str]) -> ApplySettings:
+    """VECTIS_APPLY_FILE, VECTIS_APPLY_COMMAND, VECTIS_APPLY_TIMEOUT over worker.conf's keys."""
+    s = conf.settings
+    values: dict[str, str | None] = {"file": s.apply_file, "command": s.apply_command}
+    for key, name, check in (
+        ("file", "VECTIS_APPLY_FILE", check_apply_file),
+        ("command", "VECTIS_APPLY_COMMAND", check_apply_command),
+    ):
+        raw = env_text(env, name)
+        if raw is not None:
+            try:
+                values[key] = check(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+    timeout = env_float(env, "VECTIS_APPLY_TIMEOUT", None, *APPLY_TIMEOUT_RANGE)
+    return ApplySettings(values["file"], values["command"], timeout or s.apply_timeout)
+
+
+def labels_given(env: Mapping[str, str], flags: list[str] | None) -> dict[str, str] | None:
+    """--label KEY=VALUE (repeatable), else VECTIS_LABELS (`k=v,k2=v2`); None when neither."""
+    try:
+        if flags:
+            labels = dict(parse_label(item) for item in flags)
+            return parse_labels(",".join(f"{k}={v}" for k, v in labels.items()))
+        raw = env_text(env, "VECTIS_LABELS")
+        return None if raw is None else parse_labels(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{'--label' if flags else 'VECTIS_LABELS'}: {exc}") from None
 
 
 def resolve_settings(
@@ -100,6 +157,7 @@ def resolve_settings(
         dashboard_url=url or s.dashboard_url,
         stats_mounts=tuple(s.stats_mounts),
         access_log=env_bool(env, "VECTIS_ACCESS_LOG"),
+        apply=apply_settings(conf, env),
     )
 
 
@@ -181,6 +239,9 @@ def status_report(conf: WorkerConf, settings: ServeSettings, running: bool) -> d
     st = conf.state
     record = st.sync
     why = facts_changed(conf, settings.port, settings.ip)
+    if why is None and st.apply_error is not None and st.id is not None:
+        # The dashboard counts this worker as behind too (docs/protocol.md#statuses).
+        why = f"{APPLY_FAILED}: {st.apply_error}"
     if why is not None:
         record, _ = outdated(record, datetime.now(UTC), why)
     return {
@@ -198,6 +259,26 @@ def status_report(conf: WorkerConf, settings: ServeSettings, running: bool) -> d
         "version": __version__,
         "dashboard_version": st.dashboard_version,
         "outdated_reason": why if record.status is SyncStatus.OUTDATED else None,
+        "pending_revision": st.pending_revision,
+        "apply_error": st.apply_error,
+    }
+
+
+def config_report(conf: WorkerConf, apply: ApplySettings) -> dict[str, Any]:
+    """The fields of `vectis config show` (documented in the README), from plain data."""
+    st = conf.state
+    return {
+        "id": st.id,
+        "applied_revision": st.applied_revision,
+        "config": conf.config,
+        "pending_revision": st.pending_revision,
+        "pending_config": conf.pending_config,
+        "apply_error": st.apply_error,
+        "apply_error_at": st.apply_error_at,
+        "apply_file": apply.file,
+        "apply_command": apply.command,
+        "apply_timeout": apply.timeout,
+        "labels": conf.labels,
     }
 
 

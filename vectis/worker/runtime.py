@@ -30,12 +30,17 @@ from vectis.crypto.signing import (
 )
 from vectis.errors import VectisError
 from vectis.status import SyncRecord, SyncStatus, iso, succeeded
+from vectis.worker.apply import Applier
 from vectis.worker.host import ServeSettings, facts_changed
 from vectis.worker.rotation import SecretFiles
 
 log = logging.getLogger("vectis.worker")
 
 FLUSH_INTERVAL = 60.0
+#: How long a `/sync` that hands a new revision to the apply command waits for its outcome
+#: before answering that the revision is being applied: well under the dashboard's timeout
+#: (VECTIS_SYNC_TIMEOUT, default 5 s), long enough for a quick reload to be answered at once.
+APPLY_WAIT = 0.5
 #: How long the hot path trusts its last look at worker.conf and the secret files: under load
 #: three stat() calls per request cost about 7% of the daemon's time (issue 16).
 RECHECK_INTERVAL = 0.5
@@ -95,6 +100,12 @@ class WorkerRuntime:
         self._pending_at: float | None = None
         self._reload_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
+        self.applied_hook: Callable[[], None] | None = None  # after each apply attempt
+        self.applier: Applier | None = None
+        if settings.apply.enabled:
+            self.applier = Applier(
+                settings.apply, path, done=self._apply_ended, monotonic=monotonic
+            )
 
     def _key_for(self, worker_id: str) -> bytes | None:
         # Only this worker's own id is known; before registration nothing is.
@@ -151,6 +162,30 @@ class WorkerRuntime:
     @property
     def worker_id(self) -> str | None:
         return self.conf.state.id
+
+    @property
+    def applying(self) -> int | None:
+        """The newest revision being applied or waiting to be (docs/protocol.md#sync)."""
+        return None if self.applier is None else self.applier.applying
+
+    async def _apply_ended(self) -> None:
+        await self.refresh()
+        if self.applied_hook is not None:
+            self.applied_hook()
+
+    def offer(self, revision: int, config: dict[str, Any]) -> None:
+        """Hand a received revision to the applier when it is newer than the applied one."""
+        if self._to_apply(revision):
+            assert self.applier is not None
+            self.applier.offer(revision, config, self.conf.state.id or "")
+
+    def _to_apply(self, revision: int) -> bool:
+        applier = self.applier
+        return (
+            applier is not None
+            and revision > self.conf.state.applied_revision
+            and applier.wants(revision)
+        )
 
     @property
     def pending_last_sync(self) -> str | None:
@@ -210,12 +245,20 @@ class WorkerRuntime:
     def noted(self, revision: int) -> SyncOutcome | None:
         """The hot path of `sync_succeeded`, without a coroutine: the outcome of a sync that
         changes nothing but last_sync (kept in memory); None when it must be written."""
-        if self._needs_write(revision, self.clock()):
+        if self._to_apply(revision) or self._needs_write(revision, self.clock()):
             return None
         return SyncOutcome(self.conf.state.id or "", self.conf.state.applied_revision, False)
 
     async def sync_succeeded(self, revision: int, config: dict[str, Any]) -> SyncOutcome:
-        """Record a verified `/sync`: apply a newer revision and move the status, persisted."""
+        """Record a verified `/sync`: apply a newer revision and move the status, persisted.
+
+        With an apply file or command the revision goes to the applier, and the answer waits
+        at most APPLY_WAIT for its outcome.
+        """
+        if self._to_apply(revision):
+            assert self.applier is not None
+            self.offer(revision, config)
+            await self.applier.settle(revision, APPLY_WAIT)
         at = self.clock()
         worker_id = self.conf.state.id or ""
         if not self._needs_write(revision, at):
@@ -236,7 +279,8 @@ class WorkerRuntime:
     def _needs_write(self, revision: int, at: float) -> bool:
         """Whether this sync changes more than last_sync; if not, note its time in memory."""
         # The hot path: no config to apply and the record already what a success leaves.
-        if revision > self.conf.state.applied_revision or self.conf.state.sync != self._steady:
+        stored_here = self.applier is None and revision > self.conf.state.applied_revision
+        if stored_here or self.conf.state.sync != self._steady:
             return True
         if self._pending_at is None or at > self._pending_at:
             self._pending_at = at
@@ -246,7 +290,7 @@ class WorkerRuntime:
         self, revision: int, config: dict[str, Any], now: datetime, pending: str | None
     ) -> tuple[int, bool]:
         with locked_conf(self.path) as conf:
-            applied_now = revision > conf.state.applied_revision
+            applied_now = self.applier is None and revision > conf.state.applied_revision
             if applied_now:
                 conf.config = config
                 conf.state.applied_revision = revision
