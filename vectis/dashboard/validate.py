@@ -97,13 +97,13 @@ def heartbeat(
     return ip, body.port, version, body.applied_revision
 
 
-def heartbeat_pins(doc: dict[str, Any]) -> tuple[str | None, str | None]:
 def heartbeat_apply_error(doc: dict[str, Any]) -> str | None:
     """Why the worker's apply failed, from a heartbeat body (docs/protocol.md#heartbeat)."""
     body = _as(doc, schemas.HeartbeatBody)
     return _readable(body.apply_error, "apply_error", contract.APPLY_ERROR_MAX)
 
 
+def heartbeat_pins(doc: dict[str, Any]) -> tuple[str | None, str | None]:
     """(tls_pin, tls_pin_next) of a heartbeat body (docs/protocol.md#tls); each may be absent."""
     body = _as(doc, schemas.HeartbeatBody)
     return body.tls_pin, body.tls_pin_next
