@@ -142,6 +142,7 @@ class WorkerCalls:
         doc = validate.json_object(body)
         ip, port, version, applied = validate.heartbeat(doc, self.settings.worker_networks)
         pin, pin_next = validate.heartbeat_pins(doc)
+        apply_error = validate.heartbeat_apply_error(doc)
         at = datetime.fromtimestamp(self.clock(), UTC)
 
         def mutate(w: Worker) -> Any:
@@ -151,12 +152,12 @@ class WorkerCalls:
                 w,
                 at,
                 ip=ip or w.ip,
-        apply_error = validate.heartbeat_apply_error(doc)
                 port=port or w.port,
                 version=version,
                 applied_revision=applied,
                 tls_pin=pin,
                 tls_pin_next=pin_next,
+                apply_error=apply_error,
             )
 
         # A heartbeat that changes nothing but the time the worker was last seen answers from
@@ -166,7 +167,6 @@ class WorkerCalls:
         current = await self.store.get_worker(worker_id)
         if current is not None:
             out = mutate(current)
-                apply_error=apply_error,
             if out is not None and not out[1] and _only_seen(current, out[0]):
                 w = out[0]
                 self._seen[worker_id] = at

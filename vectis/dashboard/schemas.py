@@ -110,6 +110,17 @@ class HeartbeatBody(Struct, kw_only=True):
         ]
         | None
     ) = None
+    apply_error: (
+        Annotated[
+            str,
+            Meta(
+                max_length=contract.APPLY_ERROR_MAX,
+                description="why the worker's apply command failed (readable text); null or "
+                "absent when its last apply succeeded",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class RotationBody(Struct, kw_only=True):
@@ -140,17 +151,6 @@ class TokenRequest(Struct, kw_only=True):
 
 
 class Registered(Struct, kw_only=True):
-    apply_error: (
-        Annotated[
-            str,
-            Meta(
-                max_length=contract.APPLY_ERROR_MAX,
-                description="why the worker's apply command failed (readable text); null or "
-                "absent when its last apply succeeded",
-            ),
-        ]
-        | None
-    ) = None
     id: WorkerId
     subdomain: str
     ip: str

@@ -91,9 +91,9 @@ class _Answer(msgspec.Struct):
     worker_id: Any = None
     applied_revision: Any = None
     version: Any = None
-    stats: msgspec.Raw = _NULL
     applying_revision: Any = None
     apply_error: Any = None
+    stats: msgspec.Raw = _NULL
     metadata: msgspec.Raw = _NULL
 
 
@@ -130,7 +130,6 @@ def read_reply(worker_id: str, raw: bytes, stats_limit: int) -> Outcome:
         version = doc.version
         if version is not None:
             version = readable(version, "version", VERSION_MAX)
-        return SyncReply(
         applying = doc.applying_revision
         if applying is not None and (
             isinstance(applying, bool)
@@ -141,13 +140,14 @@ def read_reply(worker_id: str, raw: bytes, stats_limit: int) -> Outcome:
         apply_error = doc.apply_error
         if apply_error is not None:
             apply_error = readable(apply_error, "apply_error", APPLY_ERROR_MAX)
+        return SyncReply(
             applied_revision=applied,
             version=version,
             stats_json=_raw_object(doc.stats, "stats", stats_limit),
             metadata_json=_raw_object(doc.metadata, "metadata", stats_limit),
-        )
             applying_revision=applying,
             apply_error=apply_error or None,
+        )
     except ValueError as exc:
         return f"bad answer: {exc}"
 
