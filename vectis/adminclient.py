@@ -10,11 +10,13 @@ import http.client
 import json
 import os
 import socket
+import ssl
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from vectis.dashboard_tls import client_context
 from vectis.envsettings import env_text
 from vectis.errors import (
     BadRequest,
@@ -117,10 +119,13 @@ class AdminClient:
         `missing` is the message for a 404 that names nothing, e.g. "no worker 'x'".
         """
         limit = self.timeout if timeout is None else timeout
-        conn_type = (
-            http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-        )
-        conn = conn_type(self.host, self.port, timeout=limit)
+        conn: http.client.HTTPConnection
+        if self.scheme == "https":
+            # The system's CAs, or VECTIS_DASHBOARD_CA's, the name checked (dashboard_tls.py).
+            context = client_context(os.environ)
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=limit, context=context)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=limit)
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         data = None
         if body is not None:
@@ -137,6 +142,12 @@ class AdminClient:
         except TimeoutError:
             raise Unreachable(
                 f"the dashboard at {self.url} did not answer within {limit:g} s"
+            ) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise Unreachable(
+                f"cannot reach the dashboard at {self.url}: its TLS certificate is not trusted "
+                f"({exc.verify_message}); for a private CA or a self-signed certificate, set "
+                "VECTIS_DASHBOARD_CA to its PEM file"
             ) from None
         except socket.gaierror as exc:
             raise Unreachable(

@@ -61,6 +61,14 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="Serve HTTPS with this PEM certificate (chain) [VECTIS_TLS_CERT]"),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(help="The PEM private key of --tls-cert [VECTIS_TLS_KEY]"),
+    ] = None,
 ) -> None:
     """Run the dashboard daemon: JSON API, web page, periodic sync (stops on SIGTERM)."""
     from vectis.dashboard.server import run
@@ -78,6 +86,8 @@ def serve(
         enroll_token_file=str(enroll_token_file) if enroll_token_file else None,
         new_admin_token=new_admin_token,
         database_url=database_url,
+        tls_cert=str(tls_cert) if tls_cert else None,
+        tls_key=str(tls_key) if tls_key else None,
     )
     run(settings)
 

@@ -169,3 +169,35 @@ def rotate_secret(
         fields([("id", data["id"]), ("rotated", data["rotated"]), ("pending", data["pending"])])
     say(f"vectis: {result.message}" if result.error is not None else result.message)
     raise typer.Exit(int(result.exit_code))
+
+
+def rotate_tls_key(
+    dashboard_url: Annotated[
+        str | None,
+        typer.Option(
+            "--dashboard-url", help="Dashboard URL (env VECTIS_DASHBOARD_URL; else worker.conf)."
+        ),
+    ] = None,
+    ip: IpOpt = None,
+    port: PortOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace this worker's TLS key: announced to the dashboard, served, then the old retired."""
+    from vectis.worker import flows
+
+    options = flows.FlowOptions(dashboard_url=dashboard_url, ip=ip, port=port)
+    result = flows.rotate_tls_key(options)
+    data = result.as_json()
+    if as_json:
+        emit_json(data)
+    else:
+        fields(
+            [
+                ("id", data["id"]),
+                ("rotated", data["rotated"]),
+                ("pending", data["pending"]),
+                ("tls pin", data["tls_pin"]),
+            ]
+        )
+    say(f"vectis: {result.message}" if result.error is not None else result.message)
+    raise typer.Exit(int(result.exit_code))

@@ -50,6 +50,7 @@ app.command("status")(status.status)
 app.command("register")(flows.register)
 app.command("sync")(flows.sync)
 app.command("rotate-secret")(flows.rotate_secret)
+app.command("rotate-tls-key")(flows.rotate_tls_key)
 app.command("demo")(flows.demo)
 
 

@@ -81,6 +81,7 @@ class Dashboard:
             stats_limit=settings.worker_stats_limit,
             clock=clock,
             require_tls=settings.require_tls,
+            keys=self.keys,
         )
         self.dns = Provisioning(
             settings, self.store, backend, clock, shared.dns_lead if shared else None

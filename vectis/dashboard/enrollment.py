@@ -91,6 +91,7 @@ class Enrollment:
             self.metrics.registrations[getattr(exc, "code", "error")] += 1
             raise
         self.keys.set(w.id, w.secret)
+        self.keys.follow_pins(w)
         self.metrics.registrations["created" if created else "updated"] += 1
         log.info(
             "%s worker %s at %s port %d",

@@ -178,6 +178,11 @@ class WorkerCalls:
                     await self._reload_key(worker_id)
                 raise Unauthorized("worker was deleted or its secret changed")
             w = changed[0]
+        if current is not None and (w.tls_pin, w.tls_pin_next) != (
+            current.tls_pin,
+            current.tls_pin_next,
+        ):
+            await self._pins_changed(w)
         self.metrics.heartbeats["ok"] += 1
         if w.dns_status == "pending":
             self.dns_due()
@@ -188,6 +193,18 @@ class WorkerCalls:
             __version__.encode(),
         )
         return answer, sign_response(key, worker_id, req.nonce, 200, answer, ts=int(self.clock()))
+
+    async def _pins_changed(self, w: Worker) -> None:
+        """New pins stored (a TLS key rotation's step): syncs from now on accept them.
+
+        A sync that set out with the earlier pins ends before the answer, on which the worker
+        may switch keys (docs/protocol.md#tls-key-rotation).
+        """
+        self.keys.set_pins(w)
+        log.info("worker %s: TLS pins %s, next %s", w.id, w.tls_pin, w.tls_pin_next)
+        running = self.syncer.running(w.id)
+        if running is not None:
+            await asyncio.shield(running)
 
     async def rotate_secret(
         self, worker_id: str, path: str, authorization: str | None, body: bytes

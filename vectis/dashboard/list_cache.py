@@ -51,6 +51,7 @@ _FIELD_SQL = {
     "created_at": "created_at",
     "updated_at": "updated_at",
     "tls_pin": "tls_pin",
+    "tls_pin_next": "tls_pin_next",
 }
 if tuple(_FIELD_SQL) != schemas.Worker.__struct_fields__:
     raise RuntimeError("list_cache._FIELD_SQL must render exactly the fields of schemas.Worker")

@@ -167,6 +167,8 @@ class SyncReply:
     version: str | None
     stats_json: str | None
     metadata_json: str | None
+    #: The pin of the TLS key the worker presented, when it was its announced next one.
+    tls_pin_next_seen: str | None = None
     #: The revision the worker's apply command is working on, and why its last apply failed.
     applying_revision: int | None = None
     apply_error: str | None = None
@@ -181,7 +183,13 @@ def apply_note(applied: int, desired: int, applying: int | None, error: str | No
 
 
 def after_sync(w: Worker, now: datetime, reply: SyncReply) -> tuple[Worker, Changes]:
-    """A successful sync: `synced` when the worker runs the desired revision, else `outdated`."""
+    """A successful sync: `synced` when the worker runs the desired revision, else `outdated`.
+
+    A worker that proved its announced next TLS key serves it now: that key is promoted and
+    the old one no longer accepted (docs/protocol.md#tls-key-rotation).
+    """
+    if reply.tls_pin_next_seen is not None and reply.tls_pin_next_seen == w.tls_pin_next:
+        w = replace(w, tls_pin=w.tls_pin_next, tls_pin_next=None)
     up_to_date = reply.applied_revision >= w.desired_revision
     cause = "sync succeeded"
     if up_to_date and w.status == SyncStatus.OUTDATED.value:
@@ -304,6 +312,7 @@ def worker_object(
         created_at=w.created_at,
         updated_at=w.updated_at,
         tls_pin=w.tls_pin,
+        tls_pin_next=w.tls_pin_next,
     )
 
 

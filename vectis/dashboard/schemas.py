@@ -202,6 +202,16 @@ class Worker(Struct, kw_only=True, forbid_unknown_fields=True):
         ]
         | None
     ) = None
+    tls_pin_next: (
+        Annotated[
+            str,
+            Meta(
+                description="the next TLS key's SHA-256 while a key rotation is pending (either "
+                "key is accepted); null otherwise"
+            ),
+        ]
+        | None
+    ) = None
 
 
 class HistoryEntry(Struct, kw_only=True, forbid_unknown_fields=True):

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 
 from vectis.dashboard.settings import DashboardSettings
@@ -16,6 +17,11 @@ log = logging.getLogger("vectis.dashboard")
 
 def run(settings: DashboardSettings) -> None:
     """Serve until told to stop; startup errors propagate as VectisError."""
+    tls = None
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        from vectis.dashboard_tls import server_context
+
+        tls = server_context(settings.tls_cert, settings.tls_key)  # exit 3 before anything
     os.umask(0o077)  # the database and its WAL files hold worker secrets
     logging.basicConfig(
         stream=sys.stdout,
@@ -25,7 +31,7 @@ def run(settings: DashboardSettings) -> None:
     # Three threads share the interpreter (the API loop, the sync loop, the store): a shorter
     # switch interval than the default 5 ms keeps an API answer from waiting on a sweep.
     sys.setswitchinterval(0.001)
-    asyncio.run(_serve(settings))
+    asyncio.run(_serve(settings, tls))
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -42,7 +48,7 @@ def _listen(host: str, port: int) -> socket.socket:
         raise ConfigError(f"cannot listen on {host}:{port} ({why})") from None
 
 
-async def _serve(settings: DashboardSettings) -> None:
+async def _serve(settings: DashboardSettings, tls: ssl.SSLContext | None = None) -> None:
     from aiohttp import web
 
     from vectis import httpserver
@@ -61,7 +67,7 @@ async def _serve(settings: DashboardSettings) -> None:
     )
     try:
         await runner.setup()
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, ssl_context=tls).start()
         dash = app[DASHBOARD]
         if dash.access.generated_admin_token:
             sys.stderr.write(
@@ -70,7 +76,8 @@ async def _serve(settings: DashboardSettings) -> None:
             )
             sys.stderr.flush()
         log.info(
-            "dashboard listening on http://%s:%d (data %s, DNS %s, zone %s)",
+            "dashboard listening on %s://%s:%d (data %s, DNS %s, zone %s)",
+            "https" if tls is not None else "http",
             settings.host,
             sock.getsockname()[1],
             settings.data_dir,

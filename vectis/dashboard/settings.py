@@ -89,6 +89,9 @@ class DashboardSettings:
     database_url: str | None = field(default=None, repr=False)
     #: VECTIS_REPLICA_NAME: how /metrics names this dashboard process (default host-pid)
     replica_name: str = ""
+    #: --tls-cert/--tls-key (VECTIS_TLS_CERT/VECTIS_TLS_KEY): serve HTTPS with them; None: HTTP
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @property
     def db_path(self) -> Path:
@@ -162,6 +165,8 @@ def load_settings(
     enroll_token_file: str | None = None,
     new_admin_token: bool = False,
     database_url: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> DashboardSettings:
     """Resolve every setting; raise ConfigError naming the flag or variable at fault."""
     s = DashboardSettings()
@@ -222,4 +227,12 @@ def load_settings(
         env, "VECTIS_WORKER_STATS_LIMIT", DEFAULT_WORKER_STATS_LIMIT, 1024, 512 * 1024
     )
     s.require_tls = env_bool(env, "VECTIS_REQUIRE_TLS")
+    cert = tls_cert or env_text(env, "VECTIS_TLS_CERT")
+    key = tls_key or env_text(env, "VECTIS_TLS_KEY")
+    if (cert is None) != (key is None):
+        raise ConfigError(
+            "--tls-cert (VECTIS_TLS_CERT) and --tls-key (VECTIS_TLS_KEY) go together: "
+            "give both to serve HTTPS, or neither"
+        )
+    s.tls_cert, s.tls_key = (Path(cert), Path(key)) if cert and key else (None, None)
     return s

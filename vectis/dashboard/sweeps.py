@@ -196,6 +196,7 @@ class Sweeps:
             held = self.keys.get(w.id)
             if held is None or held.hex() != w.secret:
                 self.keys.set(w.id, w.secret)
+            self.keys.follow_pins(w)
 
     async def _shared_forever(self, claims: SweepClaims) -> None:
         """Replicas on one database: sync the workers this replica claims as they fall due.

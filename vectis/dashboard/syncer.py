@@ -20,7 +20,7 @@ import os
 import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -37,6 +37,7 @@ from vectis.crypto.signing import (
     verify_response,
 )
 from vectis.dashboard import sync_http
+from vectis.dashboard.keyring import KeyRing
 from vectis.dashboard.metrics import Metrics
 from vectis.dashboard.model import SyncReply, Worker, after_failure, after_sync
 from vectis.dashboard.store import Store
@@ -232,6 +233,7 @@ class Syncer:
         stats_limit: int = 16 * 1024,
         clock: Callable[[], float] = time.time,
         require_tls: bool = False,
+        keys: KeyRing | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -244,6 +246,7 @@ class Syncer:
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self.sync_loop = SyncLoop()
         self.require_tls = require_tls
+        self.keys = keys  # told of pins a sync promotes (a key rotation's end)
         self.tls_context = sync_http.client_context()
         # Used on the sync loop only: each pinned worker's last TLS session, to resume.
         self._sessions: dict[str, tuple[tuple[frozenset[str], str, int], ssl.SSLSession]] = {}
@@ -318,7 +321,11 @@ class Syncer:
         except AuthFailure as exc:
             log.info("sync %s: %s", w.id, exc.reason)
             return mismatch
-        return read_reply(w.id, answer.body, self.stats_limit)
+        reply = read_reply(w.id, answer.body, self.stats_limit)
+        next_seen = tls is not None and tls.pin is not None and tls.pin == w.tls_pin_next
+        if next_seen and isinstance(reply, SyncReply):
+            reply = replace(reply, tls_pin_next_seen=w.tls_pin_next)
+        return reply
 
     def _terms(self, w: Worker) -> sync_http.Pinned | None:
         """The TLS terms of a pinned worker (its last session resumed), None for a plain one."""
@@ -400,6 +407,10 @@ class Syncer:
             self._release(outcomes)
         for w in changed:
             self.metrics.sync_done(w.status, outcomes[w.id][1])
+            outcome = outcomes[w.id][0]
+            promoted = isinstance(outcome, SyncReply) and outcome.tls_pin_next_seen is not None
+            if promoted and self.keys is not None:
+                self.keys.set_pins(w)  # the next key promoted: records read before follow
             if w.status == "failed":
                 log.info("sync %s: failed: %s", w.id, w.last_error)
         return changed

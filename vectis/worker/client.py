@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +26,7 @@ from vectis.crypto.signing import (
     sign_request,
     verify_response,
 )
+from vectis.dashboard_tls import client_context
 from vectis.errors import ExitCode, Unauthorized, Unreachable, VectisError
 
 DEFAULT_TIMEOUT = 10.0
@@ -84,14 +86,23 @@ def post(
         headers={"Content-Type": "application/json", "User-Agent": "vectis", **headers},
     )
     base = url.split("/infra/", 1)[0]
+    # https: checked against the system's CAs, or VECTIS_DASHBOARD_CA's (dashboard_tls.py).
+    context = client_context(os.environ) if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(  # noqa: S310
+            request, timeout=timeout, context=context
+        ) as response:
             return response.status, dict(response.headers), response.read(MAX_BODY + 1)
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read(MAX_BODY + 1)
     except urllib.error.URLError as exc:
         reason = exc.reason
         text = "timed out" if isinstance(reason, TimeoutError) else str(reason)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            text = (
+                f"its TLS certificate is not trusted ({reason.verify_message}); for a private "
+                "CA or a self-signed certificate, set VECTIS_DASHBOARD_CA to its PEM file"
+            )
         raise Unreachable(f"cannot reach the dashboard at {base}: {text}") from None
     except TimeoutError:
         raise Unreachable(f"cannot reach the dashboard at {base}: timed out") from None

@@ -28,8 +28,8 @@ from vectis.crypto.secrets import key_from_secret, read_secret_file
 from vectis.envsettings import env_bool, env_text
 from vectis.errors import BadRequest, ConfigError, ExitCode, Unauthorized, VectisError
 from vectis.status import StatusChange, SyncStatus, failed, iso, succeeded
-from vectis.worker import client, rotation, tls
-from vectis.worker.host import apply_settings, labels_given, worker_port
+from vectis.worker import client, key_rotation, rotation, tls
+from vectis.worker.host import apply_settings, labels_given, resolve_settings, worker_port
 from vectis.worker.publicip import IPSettings, detect_public_ip
 
 Clock = Callable[[], datetime]
@@ -372,3 +372,19 @@ def rotate_secret(options: FlowOptions) -> rotation.RotationResult:
     url = _require_url(_dashboard_url(options, conf))
     check_transport(url, options.env, "a new secret")
     return rotation.rotate(url, conf.state.id, secret_path())
+
+
+def rotate_tls_key(options: FlowOptions) -> key_rotation.KeyRotationResult:
+    """`vectis rotate-tls-key`: a new TLS key, announced, served, then the old one retired."""
+    conf = read_conf()
+    if not conf.registered or conf.state.id is None:
+        raise NotRegistered(f"not registered, so no key is pinned to rotate: {HOW_TO_REGISTER}")
+    url = _require_url(_dashboard_url(options, conf))
+    check_transport(url, options.env, "a heartbeat")
+    daemon = resolve_settings(conf, options.env, port=options.port)
+    beat = replace(options, token=None, dashboard_url=url)
+
+    def announce() -> VectisError | None:
+        return sync(beat).error
+
+    return key_rotation.rotate(conf.state.id, tls_file(), announce, (daemon.host, daemon.port))
