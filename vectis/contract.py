@@ -55,6 +55,8 @@ GROUP_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 GROUP_NAME_ROUTE = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
 #: A config group's priority: on a conflicting key the higher one wins.
 GROUP_PRIORITY_MIN, GROUP_PRIORITY_MAX = -1_000_000, 1_000_000
+#: The largest config a worker is sent (its own, a group's, or the merge of them), in bytes.
+CONFIG_LIMIT = 512 * 1024
 #: Config groups a dashboard keeps, and the length of a selector.
 GROUPS_MAX = 1000
 SELECTOR_MAX = 2000

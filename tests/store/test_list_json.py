@@ -19,6 +19,7 @@ import pytest
 
 from tests.store.conftest import Backend
 from vectis import __version__
+from vectis.dashboard import schemas
 from vectis.dashboard.model import (
     SyncReply,
     Worker,
@@ -55,19 +56,16 @@ def _refuse(name: str) -> Any:
     raise AssertionError(f"the list holds {name}, which is not JSON")
 
 
-_FIELDS = [
-    *("id", "subdomain", "ip", "port", "status", "dns_status", "dns_error", "last_sync"),
-    *("last_error", "consecutive_failures", "version", "version_current", "desired_revision"),
-    "applied_revision",
-    *("stats", "hostname", "metadata", "created_at", "updated_at", "tls_pin"),
-]
+# The API's worker object, in the order the OpenAPI schema gives.
+_FIELDS = schemas.Worker.__struct_fields__
 
 
 async def register(
     store: Store, n: int, wid: str, hostname: str | None = None, at: datetime = NOW
 ) -> Worker:
+    labels = {"n": str(n), "example.com/odd": ""} if n % 2 else None
     reg = Registration(f"10.9.{n // 250}.{n % 250 + 1}", 3000 + n % 7, f"{n:064x}", hostname,
-                       None if n % 3 else f'1.{n} "beta"', None)  # fmt: skip
+                       None if n % 3 else f'1.{n} "beta"', None, None, labels)  # fmt: skip
     w, created = await store.register(reg, "z.test", lambda: wid, at)
     assert created
     return w
@@ -208,6 +206,16 @@ async def test_every_kind_of_write_is_seen_by_the_next_list(store: Store, backen
     old = f"{4:064x}"
     assert await store.rotate_secret("alpha-ant-0004", old, "ab" * 32, NOW) is not None
     await assert_same(store)
+    # New labels, a group that selects by them, and a worker's own config.
+    await store.set_worker_settings("alpha-ant-0004", NOW, labels={"role": "edge"})
+    await assert_same(store)
+    await store.put_group("edge", "role=edge", 0, '{"g": 1}', NOW)
+    await assert_same(store)
+    await store.set_worker_settings("alpha-ant-0004", NOW, own_config_json='{"o": 2}')
+    await assert_same(store)
+    listed = json.loads(await store.list_workers_json(None, True))["workers"]
+    ant = next(w for w in listed if w["id"] == "alpha-ant-0004")
+    assert ant["labels"] == {"role": "edge"} and ant["desired_revision"] == 3
     assert await store.delete_worker("beta-elk-0003") is not None
     assert "beta-elk-0003" not in await assert_same(store)
     await register(store, 9, "aaa-new-0009", "new")

@@ -13,13 +13,13 @@ from typing import Any
 from vectis.contract import DNS_STATUSES, STATUSES
 from vectis.dashboard import auth, schemas, validate
 from vectis.dashboard.dns.provisioning import Provisioning
+from vectis.dashboard.groups import ConfigGroup, Groups
 from vectis.dashboard.keyring import KeyRing
 from vectis.dashboard.metrics import Metrics
 from vectis.dashboard.model import (
     DNS_NONE,
     Token,
     Worker,
-    after_config,
     token_json,
     worker_json,
     worker_object,
@@ -89,9 +89,11 @@ class Admin:
         )
         return schemas.encode(page)
 
-    async def summary(self) -> bytes:
-        """GET /infra/workers/summary: counts by status and DNS status, every value listed."""
-        found = await self.store.summary()
+    async def summary(self, params: Mapping[str, str] | None = None) -> bytes:
+        """GET /infra/workers/summary: counts by status and DNS status, every value listed;
+        `?selector=` counts the workers it selects."""
+        text = (params or {}).get("selector") or ""
+        found = await self.store.summary(validate.selector(text) if text else None)
         by_dns = found.by_dns_status
         if not self.dns.backend.provisions:
             by_dns = {DNS_NONE: found.total}
@@ -103,22 +105,71 @@ class Admin:
         return schemas.encode(summary)
 
     async def show_worker(self, worker_id: str) -> dict[str, Any]:
+        """The worker, its desired config, where each key of it comes from, its history."""
         w = await self.worker(worker_id)
         doc = self.render(w)
+        own = json.loads(w.own_config_json)
+        _, sources = Groups(await self.store.list_groups()).merge(json.loads(w.labels_json), own)
         doc["config"] = json.loads(w.config_json)
+        doc["own_config"] = own
+        doc["config_sources"] = sources
         doc["history"] = await self.store.history(w.id)
         return doc
 
     async def set_config(self, worker_id: str, body: bytes) -> dict[str, Any]:
+        """The worker's own config, over its groups'; a new revision if the merge changed."""
         config_json = validate.config(body)
-        at = self.now()
-        changed = await self.store.update_workers(
-            [worker_id], lambda w: after_config(w, at, config_json), at
-        )
-        if not changed:
+        w = await self.store.set_worker_settings(worker_id, self.now(), own_config_json=config_json)
+        if w is None:
             raise NotFound(f"no worker {worker_id[:64]!r}")
-        log.info("worker %s: config revision %d set", worker_id, changed[0].desired_revision)
-        return self.render(changed[0])
+        log.info("worker %s: config set; desired revision %d", worker_id, w.desired_revision)
+        return self.render(w)
+
+    async def set_labels(self, worker_id: str, body: bytes) -> dict[str, Any]:
+        """Replace the worker's labels; its groups, and so its desired config, may change."""
+        labels = validate.labels_body(body)
+        w = await self.store.set_worker_settings(worker_id, self.now(), labels=labels)
+        if w is None:
+            raise NotFound(f"no worker {worker_id[:64]!r}")
+        log.info("worker %s: labels set; desired revision %d", worker_id, w.desired_revision)
+        return self.render(w)
+
+    # -- config groups ----------------------------------------------------------------------
+
+    async def list_groups(self) -> bytes:
+        groups = [_group(g) for g in await self.store.list_groups()]
+        return schemas.encode(schemas.ConfigGroupList(groups=groups))
+
+    async def show_group(self, name: str) -> bytes:
+        g = await self.store.get_group(name)
+        if g is None:
+            raise NotFound(f"no config group {name[:64]!r}")
+        selected = await self.store.count_selected(validate.selector(g.selector))
+        return schemas.encode(schemas.ConfigGroupDetail(**_group_fields(g), selected=selected))
+
+    async def put_group(self, name: str, body: bytes) -> tuple[bytes, bool]:
+        """Create or replace a group: (the answer, created)."""
+        selector, priority, config_json = validate.config_group(body)
+        g, created, moved = await self.store.put_group(
+            name, selector, priority, config_json, self.now()
+        )
+        log.info(
+            "config group %s %s; %d workers given a new revision",
+            name,
+            "created" if created else "changed",
+            moved,
+        )
+        answer = schemas.ConfigGroupChange(**_group_fields(g), reconfigured=moved)
+        return schemas.encode(answer), created
+
+    async def delete_group(self, name: str) -> bytes:
+        found = await self.store.delete_group(name, self.now())
+        if found is None:
+            raise NotFound(f"no config group {name[:64]!r}")
+        g, moved = found
+        log.info("config group %s deleted; %d workers given a new revision", name, moved)
+        answer = schemas.ConfigGroupChange(**_group_fields(g), reconfigured=moved, deleted=True)
+        return schemas.encode(answer)
 
     async def delete_worker(self, worker_id: str) -> dict[str, Any]:
         w = await self.store.delete_worker(worker_id)
@@ -162,3 +213,19 @@ class Admin:
 
     async def metrics_text(self) -> str:
         return self.metrics.render(await self.store.status_counts())
+
+
+def _group_fields(g: ConfigGroup) -> dict[str, Any]:
+    return {
+        "name": g.name,
+        "selector": g.selector,
+        "priority": g.priority,
+        "config": json.loads(g.config_json),
+        "created_at": g.created_at,
+        "updated_at": g.updated_at,
+    }
+
+
+def _group(g: ConfigGroup) -> schemas.ConfigGroup:
+    """A group as the API answers it."""
+    return schemas.ConfigGroup(**_group_fields(g))

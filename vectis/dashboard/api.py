@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from vectis import httpserver
-from vectis.contract import WORKER_ID_ROUTE
+from vectis.contract import GROUP_NAME_ROUTE, WORKER_ID_ROUTE
 from vectis.crypto.signing import SIGNATURE_HEADER
 from vectis.dashboard import auth, dist, pages, schemas, validate
 from vectis.dashboard.core import Dashboard
@@ -187,7 +187,7 @@ async def list_workers(request: web.Request) -> web.Response:
 
 async def workers_summary(request: web.Request) -> web.Response:
     await require_admin(request)
-    return _revalidated(request, await _dash(request).admin.summary())
+    return _revalidated(request, await _dash(request).admin.summary(request.query))
 
 
 async def show_worker(request: web.Request) -> web.Response:
@@ -222,6 +222,34 @@ async def set_config(request: web.Request) -> web.Response:
     await require_admin(request)
     body = await read_body(request)
     return _json(await _dash(request).admin.set_config(_worker_id(request), body))
+
+
+async def set_labels(request: web.Request) -> web.Response:
+    await require_admin(request)
+    body = await read_body(request)
+    return _json(await _dash(request).admin.set_labels(_worker_id(request), body))
+
+
+async def list_groups(request: web.Request) -> web.Response:
+    await require_admin(request)
+    return _json_bytes(await _dash(request).admin.list_groups())
+
+
+async def show_group(request: web.Request) -> web.Response:
+    await require_admin(request)
+    return _json_bytes(await _dash(request).admin.show_group(request.match_info["name"]))
+
+
+async def put_group(request: web.Request) -> web.Response:
+    await require_admin(request)
+    body = await read_body(request)
+    answer, created = await _dash(request).admin.put_group(request.match_info["name"], body)
+    return _json_bytes(answer, 201 if created else 200)
+
+
+async def delete_group(request: web.Request) -> web.Response:
+    await require_admin(request)
+    return _json_bytes(await _dash(request).admin.delete_group(request.match_info["name"]))
 
 
 async def delete_worker(request: web.Request) -> web.Response:
@@ -316,6 +344,7 @@ async def dist_manifest(request: web.Request) -> web.Response:
 # A worker ID's shape in the route, so that the fixed paths beside it (/infra/workers/sync,
 # /auto-register) answer other methods with 405 rather than "no worker 'sync'".
 _ONE_WORKER = f"/infra/workers/{{worker_id:{WORKER_ID_ROUTE}}}"
+_ONE_GROUP = f"/infra/config/groups/{{name:{GROUP_NAME_ROUTE}}}"
 
 _ROUTES = [
     web.get("/healthz", healthz, allow_head=True),
@@ -330,6 +359,11 @@ _ROUTES = [
     web.post("/infra/workers/{worker_id}/heartbeat", heartbeat),
     web.post("/infra/workers/{worker_id}/rotate-secret", rotate_secret),
     web.put("/infra/workers/{worker_id}/config", set_config),
+    web.put("/infra/workers/{worker_id}/labels", set_labels),
+    web.get("/infra/config/groups", list_groups),
+    web.get(_ONE_GROUP, show_group),
+    web.put(_ONE_GROUP, put_group),
+    web.delete(_ONE_GROUP, delete_group),
     web.post("/infra/tokens", create_token),
     web.get("/infra/tokens", list_tokens),
     web.delete("/infra/tokens/{token_id}", revoke_token),

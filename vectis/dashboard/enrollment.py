@@ -77,10 +77,12 @@ class Enrollment:
             ] += 1
             raise
         try:
+            doc = validate.json_object(body)
             ip, port, secret, hostname, version, pin = validate.registration(
-                validate.json_object(body), self.settings.worker_networks
+                doc, self.settings.worker_networks
             )
-            reg = Registration(ip, port, secret, hostname, version, token_id, pin)
+            labels = validate.registration_labels(doc)
+            reg = Registration(ip, port, secret, hostname, version, token_id, pin, labels)
             w, created = await self.store.register(
                 reg, self.settings.zone, new_worker_id, self.now()
             )

@@ -52,6 +52,7 @@ _FIELD_SQL = {
     "updated_at": "updated_at",
     "tls_pin": "tls_pin",
     "tls_pin_next": "tls_pin_next",
+    "labels": "json(CASE WHEN json_valid(labels_json) THEN labels_json END)",
 }
 if tuple(_FIELD_SQL) != schemas.Worker.__struct_fields__:
     raise RuntimeError("list_cache._FIELD_SQL must render exactly the fields of schemas.Worker")

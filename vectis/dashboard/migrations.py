@@ -84,6 +84,30 @@ MIGRATIONS: list[str] = [
     ALTER TABLE workers ADD COLUMN tls_pin TEXT;
     ALTER TABLE workers ADD COLUMN tls_pin_next TEXT;
     """,
+    # 6: labels and config groups (groups.py). A worker's labels are kept twice: as JSON in its
+    # row, rendered as they are, and one row each in worker_labels, which selectors search by
+    # index. `own_config_json` is the config set for the worker itself; `config_json` becomes
+    # the merge of its groups' and its own.
+    """
+    ALTER TABLE workers ADD COLUMN labels_json TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE workers ADD COLUMN own_config_json TEXT NOT NULL DEFAULT '{}';
+    UPDATE workers SET own_config_json = config_json;
+    CREATE TABLE worker_labels (
+        worker_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (worker_id, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX worker_labels_selector ON worker_labels (key, value, worker_id);
+    CREATE TABLE config_groups (
+        name TEXT PRIMARY KEY,
+        selector TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        config_json TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

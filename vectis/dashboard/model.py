@@ -59,6 +59,10 @@ class Worker:
     # None: a plain-HTTP worker. `tls_pin_next` is accepted too while a key rotation is pending.
     tls_pin: str | None = None
     tls_pin_next: str | None = None
+    # The worker's labels (a JSON object of strings, keys sorted) and its own config; its
+    # desired config (`config_json`) is the merge of its groups' configs and its own (groups.py).
+    labels_json: str = "{}"
+    own_config_json: str = "{}"
 
     @property
     def record(self) -> SyncRecord:
@@ -91,6 +95,7 @@ def new_worker(
     version: str | None,
     now: datetime,
     tls_pin: str | None = None,
+    labels_json: str = "{}",
 ) -> Worker:
     """A freshly registered worker: `pending` until first reached, its DNS record pending."""
     at = iso(now)
@@ -118,6 +123,7 @@ def new_worker(
         created_at=at,
         updated_at=at,
         tls_pin=tls_pin,
+        labels_json=labels_json,
     )
 
 
@@ -245,11 +251,14 @@ def after_heartbeat(
     return w, _keep(change)
 
 
-def after_config(w: Worker, now: datetime, config_json: str) -> tuple[Worker, Changes]:
+def after_config(
+    w: Worker, now: datetime, config_json: str, reason: str | None = None
+) -> tuple[Worker, Changes]:
     """A new desired config: the revision goes up; `outdated` until the worker applies it."""
     revision = w.desired_revision + 1
     w = replace(w, desired_revision=revision, config_json=config_json, updated_at=iso(now))
-    rec, change = outdated(w.record, now, f"config revision {revision} set")
+    cause = f"config revision {revision} set" + (f" ({reason})" if reason else "")
+    rec, change = outdated(w.record, now, cause)
     return w.with_record(rec, now), _keep(change)
 
 
@@ -313,6 +322,7 @@ def worker_object(
         updated_at=w.updated_at,
         tls_pin=w.tls_pin,
         tls_pin_next=w.tls_pin_next,
+        labels=_stored_json(w.labels_json),
     )
 
 

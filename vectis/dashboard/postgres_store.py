@@ -22,9 +22,27 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
+from vectis import contract
 from vectis.dashboard import schemas
-from vectis.dashboard.model import Token, Worker, moved, new_worker, pinned, worker_object
+from vectis.dashboard.groups import (
+    ConfigGroup,
+    Groups,
+    first_config,
+    labels_json,
+    plan,
+    reconfigured,
+)
+from vectis.dashboard.model import (
+    Changes,
+    Token,
+    Worker,
+    moved,
+    new_worker,
+    pinned,
+    worker_object,
+)
 from vectis.dashboard.replicas import Shared
+from vectis.dashboard.selectors import Selector, parse
 from vectis.dashboard.settings import redact_url
 from vectis.dashboard.store import (
     HISTORY_KEEP,
@@ -125,11 +143,36 @@ MIGRATIONS: list[str] = [
     ALTER TABLE workers ADD COLUMN tls_pin TEXT COLLATE "C",
         ADD COLUMN tls_pin_next TEXT COLLATE "C";
     """,
+    # 4: labels and config groups (SQLite's 6; groups.py).
+    """
+    ALTER TABLE workers ADD COLUMN labels_json TEXT COLLATE "C" NOT NULL DEFAULT '{}',
+        ADD COLUMN own_config_json TEXT COLLATE "C" NOT NULL DEFAULT '{}';
+    UPDATE workers SET own_config_json = config_json;
+    CREATE TABLE worker_labels (
+        worker_id TEXT COLLATE "C" NOT NULL,
+        key TEXT COLLATE "C" NOT NULL,
+        value TEXT COLLATE "C" NOT NULL,
+        PRIMARY KEY (worker_id, key)
+    );
+    CREATE INDEX worker_labels_selector ON worker_labels (key, value, worker_id);
+    CREATE TABLE config_groups (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        selector TEXT COLLATE "C" NOT NULL,
+        priority BIGINT NOT NULL,
+        config_json TEXT COLLATE "C" NOT NULL,
+        created_at TEXT COLLATE "C" NOT NULL,
+        updated_at TEXT COLLATE "C" NOT NULL
+    );
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
 # Held (per transaction) while migrating, so dashboards starting together migrate once.
 _MIGRATION_LOCK = 0x76656374  # "vect"
+# Held (per transaction) by whatever merges configs: shared by a change to one worker (its
+# row is locked too), exclusive by a change to a group, so that a group change and a worker's
+# registration or relabelling in another replica never miss each other.
+_GROUPS_LOCK = 0x76677270  # "vgrp"
 
 
 async def migrate(conn: Any, target: int = LATEST) -> int:
@@ -168,6 +211,8 @@ _INSERT_WORKER = (
     f"INSERT INTO workers ({', '.join(_WORKER_COLUMNS)}, secret_hash) "  # noqa: S608
     f"VALUES ({', '.join(f'${n}' for n in range(1, len(_WORKER_COLUMNS) + 2))})"
 )
+_GROUP_COLUMNS = [f.name for f in fields(ConfigGroup)]
+_SELECT_GROUP = f"SELECT {', '.join(_GROUP_COLUMNS)} FROM config_groups"  # noqa: S608
 _TOKEN_COLUMNS = [f.name for f in fields(Token)]
 _SELECT_TOKEN = f"SELECT {', '.join(_TOKEN_COLUMNS)} FROM tokens"  # noqa: S608
 _INSERT_HISTORY = (
@@ -203,6 +248,16 @@ def _worker(row: Any) -> Worker:
 
 def _token(row: Any) -> Token:
     return Token(*row)
+
+
+def _where(selector: Selector, args: list[object]) -> str:
+    """`selector` as SQL over the workers table; its parameters appended to `args`."""
+
+    def arg(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    return selector.sql(arg)
 
 
 def _row_count(status: str) -> int:
@@ -343,6 +398,7 @@ class PostgresStore(Store):
     ) -> tuple[Worker, bool]:
         digest = secret_hash(reg.secret)
         async with self._tx() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", _GROUPS_LOCK)
             # One statement, so one snapshot: the secret's worker and the address's holder as
             # of the same moment, even while other registrations commit.
             found = [
@@ -370,7 +426,14 @@ class PostgresStore(Store):
                         updated_at=iso(now),
                     )
                 w = pinned(w, reg.tls_pin, None, now)
+                history: Changes = []
+                if reg.labels is not None and labels_json(reg.labels) != w.labels_json:
+                    w = replace(w, labels_json=labels_json(reg.labels), updated_at=iso(now))
+                    await self._set_labels(conn, w.id, reg.labels)
+                    groups = await self._groups(conn)
+                    w, history = reconfigured(w, groups, now, "labels changed") or (w, [])
                 await conn.execute(_UPDATE_WORKER, *_values(w)[1:], w.id)
+                await self._history(conn, [(w.id, c) for c in history])
                 return w, False
             if holder is not None:
                 raise Conflict(f"{reg.ip} port {reg.port} is held by another worker")
@@ -398,8 +461,11 @@ class PostgresStore(Store):
                     reg.version,
                     now,
                     reg.tls_pin,
+                    labels_json(reg.labels or {}),
                 )
+                w = first_config(w, await self._groups(conn))
                 await conn.execute(_INSERT_WORKER, *_values(w), digest)
+                await self._set_labels(conn, w.id, reg.labels or {})
                 pending = SyncStatus.PENDING
                 change = StatusChange(iso(now), pending, pending, "registered")
                 await self._history(conn, [(w.id, change)])
@@ -439,6 +505,8 @@ class PostgresStore(Store):
             where.append(f"dns_status = {arg(query.dns_status)}")
         if query.after is not None:
             where.append(f"(created_at, id) > ({arg(query.after[0])}, {arg(query.after[1])})")
+        if query.selector is not None and query.selector.requirements:
+            where.append(_where(query.selector, args))
         if query.q:
             # ILIKE under COLLATE "C" folds ASCII letters only, as SQLite's LIKE does.
             pattern = arg("%" + _like_escape(query.q) + "%")
@@ -451,12 +519,18 @@ class PostgresStore(Store):
             sql += f" LIMIT {arg(query.limit)}"
         return [_worker(r) for r in await self.pool.fetch(sql, *args)]
 
-    async def summary(self) -> Summary:
+    async def summary(self, selector: Selector | None = None) -> Summary:
         by_status: dict[str, int] = {}
         by_dns: dict[str, int] = {}
         total = 0
+        args: list[object] = []
+        where = ""
+        if selector is not None and selector.requirements:
+            where = f" WHERE {_where(selector, args)}"
         rows = await self.pool.fetch(
-            "SELECT status, dns_status, count(*) FROM workers GROUP BY status, dns_status"
+            f"SELECT status, dns_status, count(*) FROM workers{where} "  # noqa: S608
+            "GROUP BY status, dns_status",
+            *args,
         )
         for status, dns, n in rows:
             by_status[status] = by_status.get(status, 0) + n
@@ -533,6 +607,7 @@ class PostgresStore(Store):
             if row is None:
                 return None
             await conn.execute("DELETE FROM history WHERE worker_id = $1", worker_id)
+            await conn.execute("DELETE FROM worker_labels WHERE worker_id = $1", worker_id)
             return _worker(row)
 
     async def history(self, worker_id: str, limit: int = 100) -> list[dict[str, str]]:
@@ -587,6 +662,130 @@ class PostgresStore(Store):
                 next_at,
                 name,
             )
+
+    # -- labels and config groups -------------------------------------------------------------
+
+    @staticmethod
+    async def _set_labels(conn: Any, worker_id: str, labels: dict[str, str]) -> None:
+        await conn.execute("DELETE FROM worker_labels WHERE worker_id = $1", worker_id)
+        if labels:
+            await conn.execute(
+                "INSERT INTO worker_labels (worker_id, key, value) "
+                "SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS t(k, v)",
+                worker_id,
+                list(labels),
+                list(labels.values()),
+            )
+
+    @staticmethod
+    async def _group_rows(conn: Any) -> list[ConfigGroup]:
+        return [ConfigGroup(*r) for r in await conn.fetch(f"{_SELECT_GROUP} ORDER BY name")]
+
+    async def _groups(self, conn: Any) -> Groups:
+        return Groups(await self._group_rows(conn))
+
+    async def _reconfigure(
+        self, conn: Any, selectors: Sequence[Selector], now: datetime, reason: str
+    ) -> int:
+        """Merge again the config of the workers any of `selectors` selects; how many moved.
+        The caller holds the groups lock exclusively."""
+        groups = await self._groups(conn)
+        args: list[object] = []
+        where = " OR ".join(f"({_where(s, args)})" for s in selectors)
+        # Locked in id order, as update_workers does, so the two never deadlock.
+        rows = await conn.fetch(f"{_SELECT_WORKER} WHERE {where} ORDER BY id FOR UPDATE", *args)
+        planned = plan([_worker(r) for r in rows], groups, now, reason)
+        if planned:
+            await conn.executemany(_UPDATE_WORKER, [(*_values(w)[1:], w.id) for w, _ in planned])
+        await self._history(conn, [(w.id, c) for w, changes in planned for c in changes])
+        return len(planned)
+
+    async def set_worker_settings(
+        self,
+        worker_id: str,
+        now: datetime,
+        *,
+        labels: dict[str, str] | None = None,
+        own_config_json: str | None = None,
+    ) -> Worker | None:
+        async with self._tx() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", _GROUPS_LOCK)
+            row = await conn.fetchrow(f"{_SELECT_WORKER} WHERE id = $1 FOR UPDATE", worker_id)
+            if row is None:
+                return None
+            w = _worker(row)
+            reason: str | None = None  # the worker's own config: the cause says no more
+            if labels is not None:
+                w = replace(w, labels_json=labels_json(labels), updated_at=iso(now))
+                await self._set_labels(conn, w.id, labels)
+                reason = "labels changed"
+            if own_config_json is not None:
+                w = replace(w, own_config_json=own_config_json, updated_at=iso(now))
+                reason = None
+            history: Changes
+            w, history = reconfigured(w, await self._groups(conn), now, reason) or (w, [])
+            await conn.execute(_UPDATE_WORKER, *_values(w)[1:], w.id)
+            await self._history(conn, [(w.id, c) for c in history])
+            return w
+
+    async def list_groups(self) -> list[ConfigGroup]:
+        async with self.pool.acquire() as conn:
+            return await self._group_rows(conn)
+
+    async def get_group(self, name: str) -> ConfigGroup | None:
+        row = await self.pool.fetchrow(f"{_SELECT_GROUP} WHERE name = $1", name)
+        return None if row is None else ConfigGroup(*row)
+
+    async def count_selected(self, selector: Selector) -> int:
+        args: list[object] = []
+        sql = f"SELECT count(*) FROM workers WHERE {_where(selector, args)}"  # noqa: S608
+        return int(await self.pool.fetchval(sql, *args))
+
+    async def put_group(
+        self, name: str, selector: str, priority: int, config_json: str, now: datetime
+    ) -> tuple[ConfigGroup, bool, int]:
+        async with self._tx() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _GROUPS_LOCK)
+            row = await conn.fetchrow(f"{_SELECT_GROUP} WHERE name = $1", name)
+            old = None if row is None else ConfigGroup(*row)
+            if old is None:
+                count = await conn.fetchval("SELECT count(*) FROM config_groups")
+                if count >= contract.GROUPS_MAX:
+                    raise Conflict(f"at most {contract.GROUPS_MAX} config groups")
+            group = ConfigGroup(
+                name,
+                selector,
+                priority,
+                config_json,
+                old.created_at if old else iso(now),
+                iso(now),
+            )
+            await conn.execute(
+                f"INSERT INTO config_groups ({', '.join(_GROUP_COLUMNS)}) "  # noqa: S608
+                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET "
+                "selector = excluded.selector, priority = excluded.priority, "
+                "config_json = excluded.config_json, updated_at = excluded.updated_at",
+                *astuple(group),
+            )
+            selectors = [parse(selector)] + ([parse(old.selector)] if old else [])
+            moved_count = await self._reconfigure(conn, selectors, now, f"group {name} changed")
+            return group, old is None, moved_count
+
+    async def delete_group(self, name: str, now: datetime) -> tuple[ConfigGroup, int] | None:
+        async with self._tx() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _GROUPS_LOCK)
+            row = await conn.fetchrow(
+                f"DELETE FROM config_groups WHERE name = $1 "  # noqa: S608
+                f"RETURNING {', '.join(_GROUP_COLUMNS)}",
+                name,
+            )
+            if row is None:
+                return None
+            old = ConfigGroup(*row)
+            moved_count = await self._reconfigure(
+                conn, [parse(old.selector)], now, f"group {name} deleted"
+            )
+            return old, moved_count
 
     # -- tokens -------------------------------------------------------------------------------
 

@@ -66,6 +66,35 @@ Pin = Annotated[
 Hostname = Annotated[str, Meta(max_length=contract.HOSTNAME_MAX)]
 Version = Annotated[str, Meta(max_length=contract.VERSION_MAX)]
 JsonObject = Annotated[dict[str, Any], Meta(description="a JSON object")]
+LabelKey = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=contract.LABEL_KEY_MAX,
+        description="an optional DNS-subdomain prefix and '/', then 1 to 63 letters, digits, "
+        "'-', '_' or '.', starting and ending with a letter or digit",
+    ),
+]
+LabelValue = Annotated[
+    str, Meta(max_length=contract.LABEL_VALUE_MAX, pattern=contract.LABEL_VALUE_PATTERN)
+]
+Labels = Annotated[
+    dict[LabelKey, LabelValue],
+    Meta(
+        max_length=contract.LABELS_MAX,
+        description="a worker's labels (Kubernetes' rules for keys and values)",
+    ),
+]
+SelectorText = Annotated[
+    str,
+    Meta(
+        max_length=contract.SELECTOR_MAX,
+        description="a label selector: key=value, key==value, key!=value, key, !key, "
+        "joined by commas (all must hold); empty selects every worker",
+    ),
+]
+GroupName = Annotated[str, Meta(pattern=contract.GROUP_NAME_PATTERN)]
+Priority = Annotated[int, Meta(ge=contract.GROUP_PRIORITY_MIN, le=contract.GROUP_PRIORITY_MAX)]
 
 
 def _object_or_null(description: str) -> dict[str, Any]:
@@ -90,6 +119,7 @@ class RegistrationBody(Struct, kw_only=True):
     hostname: Hostname | None = None
     version: Version | None = None
     tls_pin: Pin | None = None
+    labels: Labels | None = None
 
 
 class HeartbeatBody(Struct, kw_only=True):
@@ -127,6 +157,16 @@ class RotationBody(Struct, kw_only=True):
     """A worker's new secret, signed with its current one."""
 
     new_secret: Secret
+
+
+class ConfigGroupBody(Struct, kw_only=True):
+    """`PUT /infra/config/groups/<name>`: the workers it selects, its priority, its config."""
+
+    selector: SelectorText = ""
+    priority: Priority = 0
+    config: Annotated[
+        dict[str, Any], Meta(description="top-level keys merged into each selected worker's")
+    ]
 
 
 class TokenRequest(Struct, kw_only=True):
@@ -212,6 +252,16 @@ class Worker(Struct, kw_only=True, forbid_unknown_fields=True):
         ]
         | None
     ) = None
+    labels: Annotated[
+        msgspec.Raw,
+        Meta(
+            extra_json_schema={
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "the worker's labels",
+            }
+        ),
+    ]
 
 
 class HistoryEntry(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -224,8 +274,47 @@ class HistoryEntry(Struct, kw_only=True, forbid_unknown_fields=True):
 class WorkerDetail(Worker, kw_only=True, forbid_unknown_fields=True):
     """A worker with its desired config and its last status changes."""
 
-    config: Annotated[dict[str, Any], Meta(description="the desired config")]
+    config: Annotated[
+        dict[str, Any], Meta(description="the desired config: its groups' merged, then its own")
+    ]
+    own_config: Annotated[
+        dict[str, Any], Meta(description="the worker's own config, over its groups'")
+    ]
+    config_sources: Annotated[
+        dict[str, str],
+        Meta(description="where each key of `config` comes from: group:<name> or worker"),
+    ]
     history: list[HistoryEntry]
+
+
+class ConfigGroup(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A config group: its config goes to every worker its selector selects."""
+
+    name: GroupName
+    selector: SelectorText
+    priority: Priority
+    config: dict[str, Any]
+    created_at: Time
+    updated_at: Time
+
+
+class ConfigGroupDetail(ConfigGroup, kw_only=True, forbid_unknown_fields=True):
+    """A group and how many workers its selector selects now."""
+
+    selected: Count
+
+
+class ConfigGroupChange(ConfigGroup, kw_only=True, forbid_unknown_fields=True):
+    """A group as written (or deleted), and the workers whose desired config changed."""
+
+    reconfigured: Annotated[
+        int, Meta(ge=0, description="workers given a new desired revision by this change")
+    ]
+    deleted: bool = False
+
+
+class ConfigGroupList(Struct, kw_only=True, forbid_unknown_fields=True):
+    groups: list[ConfigGroup]
 
 
 class Token(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -301,6 +390,10 @@ ANSWERS: tuple[type[Struct], ...] = (
     Worker,
     HistoryEntry,
     WorkerDetail,
+    ConfigGroup,
+    ConfigGroupDetail,
+    ConfigGroupChange,
+    ConfigGroupList,
     Token,
     NewToken,
     WorkerPage,
@@ -309,7 +402,13 @@ ANSWERS: tuple[type[Struct], ...] = (
     DistManifest,
     Error,
 )
-BODIES: tuple[type[Struct], ...] = (RegistrationBody, HeartbeatBody, RotationBody, TokenRequest)
+BODIES: tuple[type[Struct], ...] = (
+    RegistrationBody,
+    HeartbeatBody,
+    RotationBody,
+    TokenRequest,
+    ConfigGroupBody,
+)
 
 
 # -- decoding and encoding -------------------------------------------------------------------------

@@ -20,9 +20,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from vectis import contract
+from vectis.dashboard.groups import (
+    ConfigGroup,
+    Groups,
+    first_config,
+    labels_json,
+    plan,
+    reconfigured,
+)
 from vectis.dashboard.list_cache import REV_KEY, REV_QUERY, ListCache, bump
 from vectis.dashboard.migrations import migrate
-from vectis.dashboard.model import Token, Worker, moved, new_worker, pinned
+from vectis.dashboard.model import Changes, Token, Worker, moved, new_worker, pinned
+from vectis.dashboard.selectors import Selector, parse
 from vectis.dashboard.store import (
     HISTORY_KEEP,
     Mutation,
@@ -55,6 +65,8 @@ _INSERT_WORKER = (
 )
 
 _SELECT_TOKEN = f"SELECT {', '.join(f.name for f in fields(Token))} FROM tokens"  # noqa: S608
+_GROUP_COLUMNS = [f.name for f in fields(ConfigGroup)]
+_SELECT_GROUP = f"SELECT {', '.join(_GROUP_COLUMNS)} FROM config_groups"  # noqa: S608
 
 
 def _worker(row: Sequence[Any]) -> Worker:
@@ -63,6 +75,16 @@ def _worker(row: Sequence[Any]) -> Worker:
 
 def _token(row: Sequence[Any]) -> Token:
     return Token(*row)
+
+
+def _where(selector: Selector, args: list[object]) -> str:
+    """`selector` as SQL over the workers table; its parameters appended to `args`."""
+
+    def arg(value: object) -> str:
+        args.append(value)
+        return "?"
+
+    return selector.sql(arg)
 
 
 def _like_escape(text: str) -> str:
@@ -246,8 +268,14 @@ class SQLiteStore(Store):
                         updated_at=iso(now),
                     )
                 w = pinned(w, reg.tls_pin, None, now)
+                history: Changes = []
+                if reg.labels is not None and labels_json(reg.labels) != w.labels_json:
+                    w = replace(w, labels_json=labels_json(reg.labels), updated_at=iso(now))
+                    self._set_labels(db, w.id, reg.labels)
+                    w, history = reconfigured(w, self._groups(db), now, "labels changed") or (w, [])
                 db.execute(_UPDATE_WORKER, (*_values(w)[1:], w.id))
                 self._touch([w.id])
+                self._history(db, [(w.id, c) for c in history])
                 return w, False
             if holder is not None:
                 raise Conflict(f"{reg.ip} port {reg.port} is held by another worker")
@@ -274,8 +302,11 @@ class SQLiteStore(Store):
                     reg.version,
                     now,
                     reg.tls_pin,
+                    labels_json(reg.labels or {}),
                 )
+                w = first_config(w, self._groups(db))
                 db.execute(_INSERT_WORKER, (*_values(w), digest))
+                self._set_labels(db, w.id, reg.labels or {})
                 self._touch([w.id])
                 pending = SyncStatus.PENDING
                 change = StatusChange(iso(now), pending, pending, "registered")
@@ -335,6 +366,8 @@ class SQLiteStore(Store):
         if query.after is not None:
             where.append("(created_at, id) > (?, ?)")
             args += list(query.after)
+        if query.selector is not None and query.selector.requirements:
+            where.append(_where(query.selector, args))
         if query.q:
             pattern = "%" + _like_escape(query.q) + "%"
             where.append(
@@ -351,29 +384,35 @@ class SQLiteStore(Store):
             args.append(query.limit)
         return await self._read(lambda db: [_worker(r) for r in db.execute(sql, args)])
 
-    async def summary(self) -> Summary:
+    async def summary(self, selector: Selector | None = None) -> Summary:
         """The counts, counted again only after a write to the workers (any process's): every
         open fleet page asks for them every few seconds, and at 100,000 workers a count
-        takes tens of milliseconds."""
+        takes tens of milliseconds. The counts of a selection are not kept."""
+        chosen = selector if selector is not None and selector.requirements else None
 
         def q(db: sqlite3.Connection) -> Summary:
             db.execute("BEGIN")  # the revision and the counts from one snapshot
             try:
                 rev = db.execute(REV_QUERY, (REV_KEY,)).fetchone()
-                if self._summary is not None and self._summary[0] == rev:
+                if chosen is None and self._summary is not None and self._summary[0] == rev:
                     return self._summary[1]
                 by_status: dict[str, int] = {}
                 by_dns: dict[str, int] = {}
                 total = 0
+                args: list[object] = []
+                where = f" WHERE {_where(chosen, args)}" if chosen is not None else ""
                 rows = db.execute(
-                    "SELECT status, dns_status, COUNT(*) FROM workers GROUP BY status, dns_status"
+                    "SELECT status, dns_status, COUNT(*) FROM workers"  # noqa: S608
+                    f"{where} GROUP BY status, dns_status",
+                    args,
                 )
                 for status, dns, n in rows:
                     by_status[status] = by_status.get(status, 0) + n
                     by_dns[dns] = by_dns.get(dns, 0) + n
                     total += n
                 found = Summary(total, by_status, by_dns)
-                self._summary = (rev, found)
+                if chosen is None:
+                    self._summary = (rev, found)
                 return found
             finally:
                 db.execute("COMMIT")
@@ -446,6 +485,7 @@ class SQLiteStore(Store):
                 if row is None:
                     return None
                 db.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+                db.execute("DELETE FROM worker_labels WHERE worker_id = ?", (worker_id,))
                 self._touch([worker_id])
                 db.execute("DELETE FROM history WHERE worker_id = ?", (worker_id,))
                 return _worker(row)
@@ -520,6 +560,138 @@ class SQLiteStore(Store):
                 )
 
         await self._run(q)
+
+    # -- labels and config groups -------------------------------------------------------------
+
+    @staticmethod
+    def _set_labels(db: sqlite3.Connection, worker_id: str, labels: dict[str, str]) -> None:
+        db.execute("DELETE FROM worker_labels WHERE worker_id = ?", (worker_id,))
+        db.executemany(
+            "INSERT INTO worker_labels (worker_id, key, value) VALUES (?, ?, ?)",
+            [(worker_id, k, v) for k, v in labels.items()],
+        )
+
+    @staticmethod
+    def _group_rows(db: sqlite3.Connection) -> list[ConfigGroup]:
+        return [ConfigGroup(*r) for r in db.execute(f"{_SELECT_GROUP} ORDER BY name")]
+
+    def _groups(self, db: sqlite3.Connection) -> Groups:
+        return Groups(self._group_rows(db))
+
+    def _write(self, db: sqlite3.Connection, workers: Sequence[Worker]) -> None:
+        """Store these workers' rows inside the open transaction."""
+        db.executemany(_UPDATE_WORKER, [(*_values(w)[1:], w.id) for w in workers])
+        if workers:
+            self._touch(w.id for w in workers)
+
+    def _reconfigure(
+        self, db: sqlite3.Connection, selectors: Sequence[Selector], now: datetime, reason: str
+    ) -> int:
+        """Merge again the config of the workers any of `selectors` selects; how many moved."""
+        groups = self._groups(db)
+        args: list[object] = []
+        where = " OR ".join(f"({_where(s, args)})" for s in selectors)
+        rows = db.execute(f"{_SELECT_WORKER} WHERE {where} ORDER BY id", args)
+        planned = plan([_worker(r) for r in rows], groups, now, reason)
+        self._write(db, [w for w, _ in planned])
+        self._history(db, [(w.id, c) for w, changes in planned for c in changes])
+        return len(planned)
+
+    def _settings(
+        self,
+        worker_id: str,
+        now: datetime,
+        labels: dict[str, str] | None,
+        own_config_json: str | None,
+    ) -> Worker | None:
+        with self._tx() as db:
+            row = db.execute(f"{_SELECT_WORKER} WHERE id = ?", (worker_id,)).fetchone()
+            if row is None:
+                return None
+            w = _worker(row)
+            reason: str | None = None  # the worker's own config: the cause says no more
+            if labels is not None:
+                w = replace(w, labels_json=labels_json(labels), updated_at=iso(now))
+                self._set_labels(db, w.id, labels)
+                reason = "labels changed"
+            if own_config_json is not None:
+                w = replace(w, own_config_json=own_config_json, updated_at=iso(now))
+                reason = None
+            history: Changes
+            w, history = reconfigured(w, self._groups(db), now, reason) or (w, [])
+            self._write(db, [w])
+            self._history(db, [(w.id, c) for c in history])
+            return w
+
+    async def set_worker_settings(
+        self,
+        worker_id: str,
+        now: datetime,
+        *,
+        labels: dict[str, str] | None = None,
+        own_config_json: str | None = None,
+    ) -> Worker | None:
+        return await self._run(self._settings, worker_id, now, labels, own_config_json)
+
+    async def list_groups(self) -> list[ConfigGroup]:
+        return await self._run(lambda: self._group_rows(self.db))
+
+    async def get_group(self, name: str) -> ConfigGroup | None:
+        def q() -> ConfigGroup | None:
+            row = self.db.execute(f"{_SELECT_GROUP} WHERE name = ?", (name,)).fetchone()
+            return None if row is None else ConfigGroup(*row)
+
+        return await self._run(q)
+
+    async def count_selected(self, selector: Selector) -> int:
+        args: list[object] = []
+        sql = f"SELECT COUNT(*) FROM workers WHERE {_where(selector, args)}"  # noqa: S608
+        return await self._read(lambda db: int(db.execute(sql, args).fetchone()[0]))
+
+    def _put_group(
+        self, name: str, selector: str, priority: int, config_json: str, now: datetime
+    ) -> tuple[ConfigGroup, bool, int]:
+        with self._tx() as db:
+            row = db.execute(f"{_SELECT_GROUP} WHERE name = ?", (name,)).fetchone()
+            old = None if row is None else ConfigGroup(*row)
+            if old is None:
+                (count,) = db.execute("SELECT COUNT(*) FROM config_groups").fetchone()
+                if count >= contract.GROUPS_MAX:
+                    raise Conflict(f"at most {contract.GROUPS_MAX} config groups")
+            group = ConfigGroup(
+                name,
+                selector,
+                priority,
+                config_json,
+                old.created_at if old else iso(now),
+                iso(now),
+            )
+            db.execute(
+                f"INSERT OR REPLACE INTO config_groups ({', '.join(_GROUP_COLUMNS)}) "  # noqa: S608
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                astuple(group),
+            )
+            selectors = [parse(selector)] + ([parse(old.selector)] if old else [])
+            moved_count = self._reconfigure(db, selectors, now, f"group {name} changed")
+            return group, old is None, moved_count
+
+    async def put_group(
+        self, name: str, selector: str, priority: int, config_json: str, now: datetime
+    ) -> tuple[ConfigGroup, bool, int]:
+        return await self._run(self._put_group, name, selector, priority, config_json, now)
+
+    def _delete_group(self, name: str, now: datetime) -> tuple[ConfigGroup, int] | None:
+        with self._tx() as db:
+            row = db.execute(f"{_SELECT_GROUP} WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return None
+            old = ConfigGroup(*row)
+            db.execute("DELETE FROM config_groups WHERE name = ?", (name,))
+            moved_count = self._reconfigure(db, [parse(old.selector)], now, f"group {name} deleted")
+            return old, moved_count
+
+    async def delete_group(self, name: str, now: datetime) -> tuple[ConfigGroup, int] | None:
+        return await self._run(self._delete_group, name, now)
 
     # -- tokens -------------------------------------------------------------------------------
 

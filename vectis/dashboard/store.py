@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from vectis.dashboard.groups import ConfigGroup
 from vectis.dashboard.model import Changes, Token, Worker, worker_json
+from vectis.dashboard.selectors import Selector
 
 if TYPE_CHECKING:
     from vectis.dashboard.replicas import Shared
@@ -29,8 +31,8 @@ HISTORY_KEEP = 200
 class WorkerQuery:
     """A selection of workers in list order (created_at, id), one page after `after`.
 
-    `q` is a case-insensitive substring of the id, subdomain, hostname or IP. `limit` None
-    means every match.
+    `q` is a case-insensitive substring of the id, subdomain, hostname or IP; `selector` a
+    label selector. `limit` None means every match.
     """
 
     status: str | None = None
@@ -38,9 +40,12 @@ class WorkerQuery:
     q: str | None = None
     after: tuple[str, str] | None = None
     limit: int | None = None
+    selector: Selector | None = None
 
     def matches(self, w: Worker) -> bool:
         if self.status is not None and w.status != self.status:
+            return False
+        if self.selector is not None and not self.selector.matches(json.loads(w.labels_json)):
             return False
         if self.dns_status is not None and w.dns_status != self.dns_status:
             return False
@@ -81,6 +86,7 @@ class Registration:
     version: str | None
     token_id: str | None  # None: the VECTIS_TOKEN given at start (no use limit)
     tls_pin: str | None = None  # SHA-256 of the worker's TLS public key; None: plain HTTP
+    labels: dict[str, str] | None = None  # None: a re-registration keeps the stored labels
 
 
 class Store(ABC):
@@ -135,11 +141,12 @@ class Store(ABC):
         found = [w for w in await self.list_workers() if query.matches(w)]
         return found if query.limit is None else found[: query.limit]
 
-    async def summary(self) -> Summary:
-        """Counts by status and DNS status; a store may count in its engine."""
+    async def summary(self, selector: Selector | None = None) -> Summary:
+        """Counts by status and DNS status (of the workers `selector` selects); a store may
+        count in its engine."""
         by_status: dict[str, int] = {}
         by_dns: dict[str, int] = {}
-        workers = await self.list_workers()
+        workers = await self.page_workers(WorkerQuery(selector=selector))
         for w in workers:
             by_status[w.status] = by_status.get(w.status, 0) + 1
             by_dns[w.dns_status] = by_dns.get(w.dns_status, 0) + 1
@@ -147,6 +154,44 @@ class Store(ABC):
 
     @abstractmethod
     async def worker_secrets(self) -> dict[str, str]: ...
+
+    # -- labels and config groups (groups.py holds the merge) -----------------------------------
+
+    @abstractmethod
+    async def set_worker_settings(
+        self,
+        worker_id: str,
+        now: datetime,
+        *,
+        labels: dict[str, str] | None = None,
+        own_config_json: str | None = None,
+    ) -> Worker | None:
+        """Replace a worker's labels and/or own config, and merge its desired config again
+        (a new revision only when that changed); None when there is no such worker."""
+
+    @abstractmethod
+    async def list_groups(self) -> list[ConfigGroup]:
+        """Every config group, by name."""
+
+    @abstractmethod
+    async def get_group(self, name: str) -> ConfigGroup | None: ...
+
+    @abstractmethod
+    async def count_selected(self, selector: Selector) -> int:
+        """How many workers `selector` selects."""
+
+    @abstractmethod
+    async def put_group(
+        self, name: str, selector: str, priority: int, config_json: str, now: datetime
+    ) -> tuple[ConfigGroup, bool, int]:
+        """Create or replace a group and merge again the config of every worker it selected
+        or selects: (the group, created, workers given a new revision). Conflict past
+        GROUPS_MAX groups. Replicas changing groups at once are serialised."""
+
+    @abstractmethod
+    async def delete_group(self, name: str, now: datetime) -> tuple[ConfigGroup, int] | None:
+        """Delete a group and merge again its workers' config: (the group, workers given a
+        new revision); None when there is no such group."""
 
     @abstractmethod
     async def update_workers(

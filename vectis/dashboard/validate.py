@@ -20,13 +20,14 @@ from vectis.addresses import Network, unicast, worker_address_problem
 from vectis.config import toml_problem
 from vectis.crypto.secrets import secret_problem
 from vectis.dashboard import schemas
+from vectis.dashboard.selectors import Selector, SelectorError, parse
 from vectis.dashboard.store import WorkerQuery
 from vectis.errors import BadRequest, PayloadTooLarge
 from vectis.status import iso, parse_iso
 from vectis.untrusted import parse_object, readable
 
 T = TypeVar("T")
-CONFIG_LIMIT = 512 * 1024
+CONFIG_LIMIT = contract.CONFIG_LIMIT
 
 
 def json_object(body: bytes, what: str = "the body") -> dict[str, Any]:
@@ -122,11 +123,58 @@ def config(body: bytes) -> str:
     """A worker's desired config: a JSON object under the size cap, stored compactly."""
     if len(body) > CONFIG_LIMIT:
         raise PayloadTooLarge(f"the config is larger than {CONFIG_LIMIT // 1024} KiB")
-    doc = json_object(body, "the config")
-    problem = toml_problem(doc, "config")
+    return _config_json(json_object(body, "the config"), "config")
+
+
+def _config_json(doc: dict[str, Any], where: str) -> str:
+    problem = toml_problem(doc, where)
     if problem:
         raise BadRequest(problem)
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+def labels(value: Any, field: str = "labels") -> dict[str, str]:
+    """A worker's labels: an object of strings under the rules of `vectis.contract`."""
+    try:
+        found: dict[str, str] = schemas.convert(value, schemas.Labels)  # type: ignore[arg-type]
+    except schemas.Invalid as exc:
+        raise BadRequest(f"'{field}': {exc}") from None
+    problem = contract.labels_problem(found)
+    if problem:
+        raise BadRequest(f"'{field}': {problem}")
+    return found
+
+
+def labels_body(body: bytes) -> dict[str, str]:
+    """The body of `PUT /infra/workers/<id>/labels`: the labels object itself."""
+    return labels(json_object(body, "the labels"))
+
+
+def registration_labels(doc: dict[str, Any]) -> dict[str, str] | None:
+    """The labels of an auto-register body; None when it sends none (a re-registration
+    then keeps the stored ones)."""
+    value = doc.get("labels")
+    return None if value is None else labels(value)
+
+
+def selector(text: str, field: str = "selector") -> Selector:
+    """A label selector (selectors.py); a 400 that says which requirement is wrong."""
+    try:
+        return parse(text)
+    except SelectorError as exc:
+        raise BadRequest(f"'{field}': {exc}") from None
+
+
+def config_group(body: bytes) -> tuple[str, int, str]:
+    """(selector in canonical form, priority, config JSON) of a config group body."""
+    if len(body) > CONFIG_LIMIT + contract.SELECTOR_MAX + 1024:
+        raise PayloadTooLarge(f"the group's config is larger than {CONFIG_LIMIT // 1024} KiB")
+    doc = _as(json_object(body, "the group"), schemas.ConfigGroupBody)
+    found = selector(doc.selector)
+    text = _config_json(doc.config, "config")
+    if len(text.encode("utf-8")) > CONFIG_LIMIT:
+        raise PayloadTooLarge(f"the group's config is larger than {CONFIG_LIMIT // 1024} KiB")
+    return found.text(), doc.priority, text
 
 
 def token_request(doc: dict[str, Any], now: datetime) -> tuple[str | None, str | None, int | None]:
@@ -152,7 +200,7 @@ def token_request(doc: dict[str, Any], now: datetime) -> tuple[str | None, str |
 
 
 MAX_PAGE = 1000
-_PAGING = ("limit", "cursor", "q", "dns_status")
+_PAGING = ("limit", "cursor", "q", "dns_status", "selector")
 
 
 def is_paged(params: Mapping[str, str]) -> bool:
@@ -183,7 +231,7 @@ def _cursor(text: str) -> tuple[str, str]:
 
 
 def worker_query(params: Mapping[str, str]) -> WorkerQuery:
-    """The admin list's query string: ?limit, cursor, status, dns_status, q."""
+    """The admin list's query string: ?limit, cursor, status, dns_status, q, selector."""
     limit: int | None = None
     if "limit" in params:
         text = params["limit"]
@@ -198,4 +246,7 @@ def worker_query(params: Mapping[str, str]) -> WorkerQuery:
         raise BadRequest(f"'dns_status' must be one of {', '.join(contract.DNS_STATUSES)}")
     q = _readable(params.get("q") or None, "q", 200)
     after = _cursor(params["cursor"]) if params.get("cursor") else None
-    return WorkerQuery(status=status, dns_status=dns_status, q=q, after=after, limit=limit)
+    chosen = selector(params["selector"]) if params.get("selector") else None
+    return WorkerQuery(
+        status=status, dns_status=dns_status, q=q, after=after, limit=limit, selector=chosen
+    )

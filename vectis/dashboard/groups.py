@@ -1,0 +1,121 @@
+"""Config groups and the merge that makes a worker's desired config. Pure: no I/O.
+
+A worker's desired config is the merge, key by key at the top level, of the config of every
+group whose selector selects its labels, and over them the worker's own config (set with
+`PUT /infra/workers/<id>/config`). On a key two groups both set, the higher priority wins; on
+equal priorities, the group whose name sorts first (byte order). The worker's own config wins
+over every group. The desired revision moves only when the merged config really changes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from vectis.contract import CONFIG_LIMIT
+from vectis.dashboard.model import Changes, Worker, after_config
+from vectis.dashboard.selectors import Selector, parse
+from vectis.errors import BadRequest
+
+#: What `config_sources` names the worker's own config by; a group is `group:<name>`.
+WORKER_SOURCE = "worker"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigGroup:
+    """A named config for the workers its selector selects."""
+
+    name: str
+    selector: str
+    priority: int
+    config_json: str
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    name: str
+    selector: Selector
+    config: dict[str, Any]
+
+
+class Groups:
+    """Every group parsed once, in merge order (lowest precedence first)."""
+
+    def __init__(self, groups: Iterable[ConfigGroup]) -> None:
+        by_name = sorted(groups, key=lambda g: g.name, reverse=True)
+        ordered = sorted(by_name, key=lambda g: g.priority)  # stable: names stay descending
+        self._groups = [
+            _Compiled(g.name, parse(g.selector), json.loads(g.config_json)) for g in ordered
+        ]
+
+    def merge(
+        self, labels: Mapping[str, str], own: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """(the merged config, each key's source: `group:<name>` or `worker`)."""
+        merged: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for g in self._groups:
+            if g.config and g.selector.matches(labels):
+                merged.update(g.config)
+                sources.update(dict.fromkeys(g.config, f"group:{g.name}"))
+        merged.update(own)
+        sources.update(dict.fromkeys(own, WORKER_SOURCE))
+        return merged, sources
+
+    def desired(self, w: Worker) -> str:
+        """`w`'s merged config as stored JSON text."""
+        merged, _ = self.merge(json.loads(w.labels_json), json.loads(w.own_config_json))
+        text = json.dumps(merged, separators=(",", ":"), ensure_ascii=False)
+        if len(text.encode("utf-8")) > CONFIG_LIMIT:
+            raise BadRequest(
+                f"the merged config of worker {w.id} would be larger than "
+                f"{CONFIG_LIMIT // 1024} KiB"
+            )
+        return text
+
+
+def _same(a: str, b: str) -> bool:
+    """Whether two stored configs are the same JSON (key order aside; 1, 1.0 and true differ)."""
+    if a == b:
+        return True
+    return json.dumps(json.loads(a), sort_keys=True) == json.dumps(json.loads(b), sort_keys=True)
+
+
+def reconfigured(
+    w: Worker, groups: Groups, now: datetime, reason: str | None
+) -> tuple[Worker, Changes] | None:
+    """`w` with its merged config when that changed (a new revision, `outdated`), else None."""
+    text = groups.desired(w)
+    if _same(text, w.config_json):
+        return None
+    return after_config(w, now, text, reason)
+
+
+def first_config(w: Worker, groups: Groups) -> Worker:
+    """A new worker with the config its groups give it (revision 1 if any); still `pending`."""
+    text = groups.desired(w)
+    if _same(text, "{}"):
+        return w
+    return replace(w, config_json=text, desired_revision=1)
+
+
+def plan(
+    workers: Sequence[Worker], groups: Groups, now: datetime, reason: str
+) -> list[tuple[Worker, Changes]]:
+    """The workers among `workers` whose merged config changes, each with its transition."""
+    out: list[tuple[Worker, Changes]] = []
+    for w in workers:
+        found = reconfigured(w, groups, now, reason)
+        if found is not None:
+            out.append(found)
+    return out
+
+
+def labels_json(labels: Mapping[str, str]) -> str:
+    """Labels as stored: compact JSON, keys sorted."""
+    return json.dumps(dict(labels), separators=(",", ":"), ensure_ascii=False, sort_keys=True)
