@@ -344,6 +344,11 @@ def test_refuses_bad_inputs_before_touching_anything(sandbox: Sandbox) -> None:
     assert remote.returncode == 1 and "needs its VECTIS_PACKAGE_SHA256" in remote.stderr
     no_value = sandbox.install("--package")
     assert no_value.returncode == 2 and "--package needs a value" in no_value.stderr
+    no_label = sandbox.install("--label")
+    assert no_label.returncode == 2 and "--label needs KEY=VALUE" in no_label.stderr
+    for given, env in ((["--label", "role edge"], {}), ([], {"VECTIS_LABELS": "a=b,c"})):
+        label = sandbox.install(*given, **env)
+        assert label.returncode == 1 and "must be KEY=VALUE" in label.stderr, label.stderr
     for bad_ip, why in (
         ("203.0.113", "not an IP address"),
         ("0.0.0.0", "not a unicast address"),
@@ -482,8 +487,18 @@ def test_install_with_token_registers_and_a_rerun_keeps_secret_and_id(
     # The one-liner: the script as the dashboard serves it, piped into bash. It installs the
     # dashboard's own wheel (VECTIS_PACKAGE is not set), checked against its SHA-256.
     build = dashboard.build()
-    first = sandbox.install(piped=dashboard.script(), VECTIS_PACKAGE="", **env)
+    first = sandbox.install(
+        "--label",
+        "role=edge",
+        "--label=region=eu",
+        piped=dashboard.script(),
+        VECTIS_PACKAGE="",
+        VECTIS_LABELS="ignored=yes",
+        **env,
+    )
     assert first.returncode == 0, first.stderr
+    shown = json.loads(sandbox.vectis("config", "show", "--json").stdout)
+    assert shown["labels"] == {"role": "edge", "region": "eu"}, "the flags win over the variable"
     assert ENROLL not in first.stdout + first.stderr
     assert f"from {dashboard.url}{build['wheel']}" in first.stdout
     code, _, wheel = http("GET", dashboard.url + build["wheel"])

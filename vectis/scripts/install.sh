@@ -34,7 +34,8 @@ SERVED_CONSTRAINTS_SHA256=""
 
 usage() {
   cat <<'EOF'
-Usage: install.sh [--package PATH [--sha256 HEX]] [--uninstall [--purge]] [--help]
+Usage: install.sh [--package PATH [--sha256 HEX]] [--label KEY=VALUE ...]
+                  [--uninstall [--purge]] [--help]
 
 Install (or upgrade) the Vectis worker on this server. Run as root:
 
@@ -62,6 +63,7 @@ The index is never asked for a package named 'vectis'.
   --purge       with --uninstall: remove /etc/vectis (the secret and state) too
   --package P   what to install (as VECTIS_PACKAGE); --sha256 HEX checks it (as
                 VECTIS_PACKAGE_SHA256)
+  --label K=V   a label to register with (repeatable; as VECTIS_LABELS), e.g. role=edge
   -h, --help    show this help
 
 Environment:
@@ -73,6 +75,16 @@ Environment:
                         (Environment=) for the daemon's heartbeats; a re-run without it
                         keeps the unit's value; 'detect' drops it (detected when unset)
   VECTIS_WORKER_PORT    the port the worker listens on (kept in worker.conf; default 3000)
+  VECTIS_ALLOW_PLAIN_HTTP=1
+                        send the token and heartbeats to an http:// dashboard URL that is
+                        not this machine (in clear); kept in the unit for the daemon, a
+                        re-run without it keeps the unit's value, 0 drops it
+  VECTIS_DASHBOARD_CA   a PEM file of CA certificates that an https:// dashboard's
+                        certificate is checked against (a private CA or a self-signed one)
+                        instead of the system's; kept in the unit like the above, 'none'
+                        drops it
+  VECTIS_LABELS         labels to register with, k=v,k2=v2 (--label wins; kept in
+                        worker.conf; with sudo: --preserve-env=...,VECTIS_LABELS)
   VECTIS_PACKAGE        what to install: a vectis wheel (a path, or an http(s) URL with
                         VECTIS_PACKAGE_SHA256) or a source tree; default: the dashboard's
                         build when served, none from a checkout (then it is required)
@@ -266,6 +278,38 @@ check_public_ip() {
   fi
 }
 
+# A setting given, else the installed unit's (a re-run keeps it): VECTIS_ALLOW_PLAIN_HTTP and
+# VECTIS_DASHBOARD_CA reach the daemon's heartbeats through the unit, like VECTIS_PUBLIC_IP.
+unit_setting() {
+  local name="$1" given
+  given="${!name:-}"
+  if [ -z "$given" ] && [ -f "$R$UNIT" ]; then
+    given="$(sed -n "s/^Environment=${name}=//p" "$R$UNIT" | tail -n 1)"
+  fi
+  printf '%s' "$given"
+}
+
+check_transport() {
+  ALLOW_PLAIN="$(unit_setting VECTIS_ALLOW_PLAIN_HTTP)"
+  case "$ALLOW_PLAIN" in
+    "" | 0 | false | no | off) ALLOW_PLAIN="" ;;
+    1 | true | yes | on) ALLOW_PLAIN=1 ;;
+    *) fail "VECTIS_ALLOW_PLAIN_HTTP must be 1 or 0 (got '$ALLOW_PLAIN')" ;;
+  esac
+  DASHBOARD_CA="$(unit_setting VECTIS_DASHBOARD_CA)"
+  [ "$DASHBOARD_CA" != none ] || DASHBOARD_CA=""
+  if [ -n "$DASHBOARD_CA" ]; then
+    [[ "$DASHBOARD_CA" =~ ^/[^[:space:]]*$ ]] ||
+      fail "VECTIS_DASHBOARD_CA must be an absolute path without spaces (got '$DASHBOARD_CA')"
+    { [ -f "$DASHBOARD_CA" ] && [ -r "$DASHBOARD_CA" ]; } ||
+      fail "VECTIS_DASHBOARD_CA=$DASHBOARD_CA is not a readable file of CA certificates"
+  fi
+  # `vectis register` below reads them from its environment, as the daemon from the unit.
+  unset VECTIS_ALLOW_PLAIN_HTTP VECTIS_DASHBOARD_CA
+  [ -z "$ALLOW_PLAIN" ] || export VECTIS_ALLOW_PLAIN_HTTP=1
+  [ -z "$DASHBOARD_CA" ] || export VECTIS_DASHBOARD_CA="$DASHBOARD_CA"
+}
+
 check_inputs() {
   if [ -n "${VECTIS_WORKER_PORT:-}" ]; then
     if ! [[ "$VECTIS_WORKER_PORT" =~ ^[0-9]{1,5}$ ]] || [ "$VECTIS_WORKER_PORT" -lt 1 ] ||
@@ -282,6 +326,8 @@ check_inputs() {
       "(with sudo, pass both on: sudo --preserve-env=VECTIS_TOKEN,VECTIS_DASHBOARD_URL bash)"
   fi
   check_public_ip
+  check_transport
+  check_labels
   local name link
   for name in "${COMMANDS[@]}"; do
     link="$R$BIN_DIR/$name"
@@ -295,6 +341,25 @@ check_inputs() {
     command -v useradd >/dev/null 2>&1 ||
       fail "useradd not found: create the system user ${SVC_USER} first, then run again"
   fi
+}
+
+# Labels (--label, VECTIS_LABELS) roughly checked before anything is touched; `vectis register`
+# holds the exact rules (docs/protocol.md#registration).
+check_labels() {
+  local item items=()
+  if [ "${#LABEL_ARGS[@]}" -gt 0 ]; then
+    items=("${LABEL_ARGS[@]}")
+  elif [ -n "${VECTIS_LABELS:-}" ]; then
+    IFS=, read -r -a items <<<"$VECTIS_LABELS"
+  fi
+  for item in ${items[@]+"${items[@]}"}; do
+    item="${item#"${item%%[![:space:]]*}"}"
+    item="${item%"${item##*[![:space:]]}"}"
+    [ -n "$item" ] || continue
+    [[ "$item" =~ ^[A-Za-z0-9][A-Za-z0-9./_-]*=[A-Za-z0-9._-]*$ ]] ||
+      fail "label '$item' must be KEY=VALUE: letters, digits, '-', '_', '.' (and a key's" \
+        "'prefix/'), e.g. role=edge"
+  done
 }
 
 # What to install: --package / VECTIS_PACKAGE, else the build of the dashboard that served this
@@ -499,6 +564,8 @@ RestartSec=5
 TimeoutStopSec=20
 Environment=PYTHONUNBUFFERED=1
 ${PUBLIC_IP:+Environment=VECTIS_PUBLIC_IP=${PUBLIC_IP}
+}${ALLOW_PLAIN:+Environment=VECTIS_ALLOW_PLAIN_HTTP=1
+}${DASHBOARD_CA:+Environment=VECTIS_DASHBOARD_CA=${DASHBOARD_CA}
 }UMask=0077
 
 # Hardening: a network daemon that reads /proc figures (psutil) and writes only ${ETC_DIR}.
@@ -604,7 +671,12 @@ register() {
   fi
   step "register with the dashboard"
   # The token reaches `vectis register` through its environment only: never argv, never a log.
-  if VECTIS_TOKEN="$TOKEN" as_service_user "$R$VENV/bin/vectis" register; then
+  local labels=()
+  if [ "${#LABEL_ARGS[@]}" -gt 0 ]; then
+    labels=("${LABEL_ARGS[@]/#/--label=}")
+  fi
+  if VECTIS_TOKEN="$TOKEN" as_service_user "$R$VENV/bin/vectis" register \
+    ${labels[@]+"${labels[@]}"}; then
     REGISTERED=1
   else
     REGISTERED=2
@@ -705,6 +777,7 @@ uninstall() {
 main() {
   local action=install PACKAGE_OPT="" SHA256_OPT=""
   PURGE=0
+  LABEL_ARGS=()
   while [ "$#" -gt 0 ]; do
     case "$1" in
       --uninstall) action=uninstall ;;
@@ -718,6 +791,15 @@ main() {
         shift
         ;;
       --package=*) PACKAGE_OPT="${1#*=}" ;;
+      --label)
+        if [ "$#" -lt 2 ]; then
+          warn "--label needs KEY=VALUE (see --help)"
+          exit 2
+        fi
+        LABEL_ARGS+=("$2")
+        shift
+        ;;
+      --label=*) LABEL_ARGS+=("${1#*=}") ;;
       --sha256=*) SHA256_OPT="${1#*=}" ;;
       -h | --help)
         usage
