@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.test_tls import _own_address
 from tests.support import free_port, http, running
 from vectis import __version__
 
@@ -474,6 +475,51 @@ def test_unit_passes_systemd_analyze_verify(sandbox: Sandbox) -> None:
     rerun = sandbox.install(VECTIS_WORKER_PORT="")
     assert rerun.returncode == 0, rerun.stderr
     assert sandbox.unit.read_text() == unit_text
+
+
+def unit_env(box: Sandbox, name: str) -> list[str]:
+    """The values of `name` the written unit gives the daemon."""
+    return re.findall(rf"^Environment={name}=(.*)$", box.unit.read_text(), re.M)
+
+
+def test_plain_http_override_and_dashboard_ca_are_carried_through_installs_and_upgrades(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    ca = tmp_path / "dashboard-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    bad = sandbox.install(VECTIS_ALLOW_PLAIN_HTTP="maybe")
+    assert bad.returncode == 1 and "VECTIS_ALLOW_PLAIN_HTTP must be 1 or 0" in bad.stderr
+    missing = sandbox.install(VECTIS_DASHBOARD_CA=str(tmp_path / "nowhere.pem"))
+    assert missing.returncode == 1 and "not a readable file" in missing.stderr
+    assert not sandbox.root.exists(), "nothing was written"
+
+    first = sandbox.install(VECTIS_ALLOW_PLAIN_HTTP="1", VECTIS_DASHBOARD_CA=str(ca))
+    assert first.returncode == 0, first.stderr
+    assert unit_env(sandbox, "VECTIS_ALLOW_PLAIN_HTTP") == ["1"]
+    assert unit_env(sandbox, "VECTIS_DASHBOARD_CA") == [str(ca)]
+    # An upgrade that does not say them again keeps them.
+    again = sandbox.install()
+    assert again.returncode == 0, again.stderr
+    assert unit_env(sandbox, "VECTIS_ALLOW_PLAIN_HTTP") == ["1"]
+    assert unit_env(sandbox, "VECTIS_DASHBOARD_CA") == [str(ca)]
+    # The registration of an install gets the kept override: a plain URL that is not this
+    # machine is tried (and unreachable here), not refused before a byte is sent.
+    address = _own_address()
+    if address is not None:
+        url = f"http://{address}:{free_port('0.0.0.0')}"
+        token = {"VECTIS_TOKEN": ENROLL, "VECTIS_DASHBOARD_URL": url, **NO_IP_LOOKUP}
+        tried = sandbox.install(**token, VECTIS_PUBLIC_IP="127.0.0.1")
+        assert tried.returncode == 3, tried.stderr
+        assert "refusing to send" not in tried.stderr and "cannot reach" in tried.stderr
+        refused = sandbox.install(**token, VECTIS_ALLOW_PLAIN_HTTP="0")
+        assert refused.returncode == 3, refused.stderr
+        assert "refusing to send the enrollment token" in refused.stderr
+        assert ENROLL not in tried.stderr + refused.stderr
+    # Said off, they go.
+    off = sandbox.install(VECTIS_ALLOW_PLAIN_HTTP="0", VECTIS_DASHBOARD_CA="none")
+    assert off.returncode == 0, off.stderr
+    assert unit_env(sandbox, "VECTIS_ALLOW_PLAIN_HTTP") == []
+    assert unit_env(sandbox, "VECTIS_DASHBOARD_CA") == []
 
 
 def test_install_with_token_registers_and_a_rerun_keeps_secret_and_id(

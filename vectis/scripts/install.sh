@@ -75,6 +75,14 @@ Environment:
                         (Environment=) for the daemon's heartbeats; a re-run without it
                         keeps the unit's value; 'detect' drops it (detected when unset)
   VECTIS_WORKER_PORT    the port the worker listens on (kept in worker.conf; default 3000)
+  VECTIS_ALLOW_PLAIN_HTTP=1
+                        send the token and heartbeats to an http:// dashboard URL that is
+                        not this machine (in clear); kept in the unit for the daemon, a
+                        re-run without it keeps the unit's value, 0 drops it
+  VECTIS_DASHBOARD_CA   a PEM file of CA certificates that an https:// dashboard's
+                        certificate is checked against (a private CA or a self-signed one)
+                        instead of the system's; kept in the unit like the above, 'none'
+                        drops it
   VECTIS_LABELS         labels to register with, k=v,k2=v2 (--label wins; kept in
                         worker.conf; with sudo: --preserve-env=...,VECTIS_LABELS)
   VECTIS_PACKAGE        what to install: a vectis wheel (a path, or an http(s) URL with
@@ -270,6 +278,38 @@ check_public_ip() {
   fi
 }
 
+# A setting given, else the installed unit's (a re-run keeps it): VECTIS_ALLOW_PLAIN_HTTP and
+# VECTIS_DASHBOARD_CA reach the daemon's heartbeats through the unit, like VECTIS_PUBLIC_IP.
+unit_setting() {
+  local name="$1" given
+  given="${!name:-}"
+  if [ -z "$given" ] && [ -f "$R$UNIT" ]; then
+    given="$(sed -n "s/^Environment=${name}=//p" "$R$UNIT" | tail -n 1)"
+  fi
+  printf '%s' "$given"
+}
+
+check_transport() {
+  ALLOW_PLAIN="$(unit_setting VECTIS_ALLOW_PLAIN_HTTP)"
+  case "$ALLOW_PLAIN" in
+    "" | 0 | false | no | off) ALLOW_PLAIN="" ;;
+    1 | true | yes | on) ALLOW_PLAIN=1 ;;
+    *) fail "VECTIS_ALLOW_PLAIN_HTTP must be 1 or 0 (got '$ALLOW_PLAIN')" ;;
+  esac
+  DASHBOARD_CA="$(unit_setting VECTIS_DASHBOARD_CA)"
+  [ "$DASHBOARD_CA" != none ] || DASHBOARD_CA=""
+  if [ -n "$DASHBOARD_CA" ]; then
+    [[ "$DASHBOARD_CA" =~ ^/[^[:space:]]*$ ]] ||
+      fail "VECTIS_DASHBOARD_CA must be an absolute path without spaces (got '$DASHBOARD_CA')"
+    { [ -f "$DASHBOARD_CA" ] && [ -r "$DASHBOARD_CA" ]; } ||
+      fail "VECTIS_DASHBOARD_CA=$DASHBOARD_CA is not a readable file of CA certificates"
+  fi
+  # `vectis register` below reads them from its environment, as the daemon from the unit.
+  unset VECTIS_ALLOW_PLAIN_HTTP VECTIS_DASHBOARD_CA
+  [ -z "$ALLOW_PLAIN" ] || export VECTIS_ALLOW_PLAIN_HTTP=1
+  [ -z "$DASHBOARD_CA" ] || export VECTIS_DASHBOARD_CA="$DASHBOARD_CA"
+}
+
 check_inputs() {
   if [ -n "${VECTIS_WORKER_PORT:-}" ]; then
     if ! [[ "$VECTIS_WORKER_PORT" =~ ^[0-9]{1,5}$ ]] || [ "$VECTIS_WORKER_PORT" -lt 1 ] ||
@@ -286,6 +326,7 @@ check_inputs() {
       "(with sudo, pass both on: sudo --preserve-env=VECTIS_TOKEN,VECTIS_DASHBOARD_URL bash)"
   fi
   check_public_ip
+  check_transport
   check_labels
   local name link
   for name in "${COMMANDS[@]}"; do
@@ -523,6 +564,8 @@ RestartSec=5
 TimeoutStopSec=20
 Environment=PYTHONUNBUFFERED=1
 ${PUBLIC_IP:+Environment=VECTIS_PUBLIC_IP=${PUBLIC_IP}
+}${ALLOW_PLAIN:+Environment=VECTIS_ALLOW_PLAIN_HTTP=1
+}${DASHBOARD_CA:+Environment=VECTIS_DASHBOARD_CA=${DASHBOARD_CA}
 }UMask=0077
 
 # Hardening: a network daemon that reads /proc figures (psutil) and writes only ${ETC_DIR}.
