@@ -183,3 +183,27 @@ def test_a_slow_command_neither_holds_the_answer_nor_outlives_its_timeout(tmp_pa
         until(lambda: _gone(child) and _gone(shell), "the process group killed", timeout=10)
         assert json.loads(target.read_text()) == {"before": True}
         assert target.stat().st_mode & 0o777 == 0o644
+
+
+def test_register_sends_labels_and_keeps_them_in_worker_conf(tmp_path: Path) -> None:
+    from tests.integration.test_dashboard_support import ENROLL
+
+    host = worker_host(tmp_path / "w1")
+    with dashboard(tmp_path) as dash:
+        env = host.env(VECTIS_TOKEN=ENROLL, VECTIS_LABELS="role=db", VECTIS_IP_DNS_SERVER="off")
+        args = ["register", "--dashboard-url", dash.url, "--ip", "127.0.0.1", "--json"]
+        bad = run_cli([*args, "--label", "role=edge", "--label", "bad key=x"], env=env)
+        assert bad.returncode == 3 and bad.stderr.count("\n") == 1, bad.stderr
+        assert "--label: " in bad.stderr and "Traceback" not in bad.stderr
+        assert not read_conf(host.conf_dir / "worker.conf").registered
+        done = run_cli([*args, "--label", "role=edge", "--label", "region=eu"], env=env)
+        assert done.returncode == 0, done.stderr
+        conf = read_conf(host.conf_dir / "worker.conf")
+        assert conf.labels == {"role": "edge", "region": "eu"}  # the flags win over the variable
+        wid = json.loads(done.stdout)["id"]
+        assert dash.worker(wid)["labels"] == {"role": "edge", "region": "eu"}
+        # Registering again without flags sends the variable's labels, and keeps them.
+        again = run_cli(args, env=env)
+        assert again.returncode == 0, again.stderr
+        assert read_conf(host.conf_dir / "worker.conf").labels == {"role": "db"}
+        assert dash.worker(wid)["labels"] == {"role": "db"}
