@@ -109,6 +109,9 @@ def test_replicas_share_registrations_nonces_and_sessions(
         body, auth = _signed_heartbeat(a, worker_id, secret, port)
         raced = _at_once([lambda d=d: _post(d, path, body, auth) for d in (a, b)])
         assert sorted(raced) == [200, 401], raced
+        # Each replica counts the heartbeats it answered: 3 in all, at least one each.
+        answered = [_counted(d, r'vectis_heartbeats_total\{result="ok"\}') for d in (a, b)]
+        assert sum(answered) == 3 and min(answered) >= 1, answered
 
         # A session made on one replica serves on the other; a logout on either ends it.
         conn = HTTPConnection("127.0.0.1", int(a.url.rsplit(":", 1)[1]), timeout=10)
@@ -162,14 +165,19 @@ class CountingWorker(FakeWorker):
         return good_answer(worker_id)
 
 
-def _syncs_by_replica(dash: Dash) -> int:
+def _counted(dash: Dash, pattern: str) -> int:
+    """The sum of the /metrics samples of this replica whose name and labels match."""
     status, _, raw = http(
         "GET", dash.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN}"}
     )
     assert status == 200
     text = raw.decode()
     assert re.search(r'vectis_dashboard_info\{replica="r\d"', text), text
-    return sum(int(n) for n in re.findall(r"vectis_syncs_total\{[^}]*\} (\d+)", text))
+    return sum(int(n) for n in re.findall(rf"^{pattern} (\d+)$", text, re.MULTILINE))
+
+
+def _syncs_by_replica(dash: Dash) -> int:
+    return _counted(dash, r"vectis_syncs_total\{[^}]*\}")
 
 
 INTERVAL = 1.5
@@ -193,9 +201,17 @@ def test_the_sweep_is_split_between_replicas_and_survives_a_kill(
                 assert len(w.times) >= 3, (w.worker_id, w.times)
                 assert min(gaps) > 0.8 * INTERVAL, (w.worker_id, gaps)
                 assert w.overlaps == 0
+            # Each replica synced what it claimed: its /metrics show the split. Read after the
+            # syncs, its claims may be ahead by what it claimed meanwhile (CLAIM_PER_TASK *
+            # VECTIS_SYNC_CONCURRENCY = 4 at a time; two claims at most in that moment).
             shares = [_syncs_by_replica(d) for d in dashes]
+            claimed = [_counted(d, "vectis_sweep_claimed_total") for d in dashes]
             assert sum(shares) > max(shares), shares  # more than one replica took part
             assert sum(shares) == sum(len(w.times) for w in workers), shares
+            assert all(s <= c <= s + 8 for s, c in zip(shares, claimed, strict=True)), (
+                claimed,
+                shares,
+            )
 
             # A replica killed mid-run: the others sync its share within two intervals.
             dashes[0].proc.stop(signal.SIGKILL)

@@ -25,6 +25,8 @@ class Metrics:
         self.syncs: Counter[str] = Counter()
         self.registrations: Counter[str] = Counter()
         self.heartbeats: Counter[str] = Counter()
+        #: workers this replica claimed for the periodic sweep shared by replicas
+        self.sweep_claimed = 0
         self._buckets = [0] * len(DURATION_BUCKETS)
         self._count = 0
         self._sum = 0.0
@@ -80,4 +82,10 @@ class Metrics:
         ]
         for result in sorted(set(self.heartbeats) | {"ok"}):
             out.append(f'vectis_heartbeats_total{{result="{result}"}} {self.heartbeats[result]}')
+        out += [
+            "# HELP vectis_sweep_claimed_total Workers this replica claimed for the periodic "
+            "sweep (replicas on one database split it; 0 for a dashboard on its own).",
+            "# TYPE vectis_sweep_claimed_total counter",
+            f"vectis_sweep_claimed_total {self.sweep_claimed}",
+        ]
         return "\n".join(out) + "\n"

@@ -211,6 +211,7 @@ class Sweeps:
             pause = min(high, self.interval)
             try:
                 batch = await claims.claim(self.interval, chunk)
+                self.syncer.metrics.sweep_claimed += len(batch)
                 self._learn_keys(batch)
                 if batch:
                     counts = await self.syncer.sweep(WithCurrentSecrets(batch, self.keys))
