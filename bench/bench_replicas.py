@@ -30,6 +30,7 @@ import math
 import multiprocessing
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -246,6 +247,7 @@ def run_setup(
         beater = multiprocessing.get_context("fork").Process(
             target=_beat_process,
             args=(dashes.urls, members, args.heartbeat_interval, seconds, queue),
+            daemon=True,
         )
         beater.start()
         spies = []
@@ -256,7 +258,7 @@ def run_setup(
                 spies.append(
                     subprocess.Popen(
                         [
-                            "py-spy",
+                            shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
                             "record",
                             "--pid",
                             str(p.pid),
