@@ -28,6 +28,9 @@ keep it stable):
 - `per_interval(syncs, count, start, interval, windows)`: per window of `interval` seconds
   from `start`, how many members were synced 0, 1 and 2+ times (`Window`).
 - `raise_nofile()`: lift the soft open-files limit to the hard one.
+- `tls_context(folder) -> (context, pin)`: one TLS key for the whole fleet (a worker's kind,
+  made by `vectis.worker.tls.make_pem`) and its pin; `Fleet.start(..., tls=context)` serves
+  every member over TLS with it. Register each member with `tls_pin=pin`.
 - `address(index)`: the index-th member's loopback address.
 
     python bench/fleet.py --selftest 20000 [--processes 2]   # the simulator alone, timed
@@ -48,6 +51,7 @@ import resource
 import secrets
 import signal
 import socket
+import ssl
 import sys
 import tempfile
 import time
@@ -316,7 +320,24 @@ class _Protocol(asyncio.Protocol):
             self.transport.close()
 
 
-def _serve_shard(shard: _Shard, socks: Sequence[socket.socket], ready: int, out: Path) -> None:
+def tls_context(folder: Path) -> tuple[ssl.SSLContext, str]:
+    """A server context with one new worker key for every member, and that key's pin."""
+    from vectis.worker import tls
+
+    path = folder / "fleet.tls.pem"
+    tls.create_tls_file(path)
+    pin = tls.read_pin(path)
+    assert pin is not None
+    return tls.server_context(path), pin
+
+
+def _serve_shard(
+    shard: _Shard,
+    socks: Sequence[socket.socket],
+    ready: int,
+    out: Path,
+    tls: ssl.SSLContext | None = None,
+) -> None:
     """A child's life: serve its sockets until SIGTERM, then write its record to `out`."""
 
     async def main() -> None:
@@ -326,7 +347,7 @@ def _serve_shard(shard: _Shard, socks: Sequence[socket.socket], ready: int, out:
         loop.add_signal_handler(signal.SIGINT, stop.set)
         servers = [
             await loop.create_server(
-                lambda: _Protocol(shard), sock=s, start_serving=True, backlog=BACKLOG
+                lambda: _Protocol(shard), sock=s, start_serving=True, backlog=BACKLOG, ssl=tls
             )
             for s in socks
         ]
@@ -367,6 +388,7 @@ class Fleet:
         socks: Sequence[socket.socket],
         processes: int,
         record: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> Fleet:
         """Fork up to `processes` children (one per socket at most), each serving the members
         on its sockets; return once all serve. The sockets are closed in this process."""
@@ -392,7 +414,7 @@ class Fleet:
                     mine = (i for i, m in enumerate(members) if m.port in ports)
                     shard = _Shard(members, mine, record)
                     out = (records or Path("/nonexistent")) / f"{k}.rec"
-                    _serve_shard(shard, own, write_end, out)
+                    _serve_shard(shard, own, write_end, out, tls)
                 except BaseException:
                     import traceback
 
