@@ -95,7 +95,13 @@ class Fleet:
         )
         return status, json.loads(raw) if raw else None
 
-    def start_worker(self, name: str, port: int | None = None, register: bool = True) -> Worker:
+    def start_worker(
+        self,
+        name: str,
+        port: int | None = None,
+        register: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> Worker:
         """Start a worker daemon, register it, and hand it its id through worker.conf."""
         conf_dir = self.tmp / f"worker-{name}"
         conf_dir.mkdir(parents=True)
@@ -109,6 +115,7 @@ class Fleet:
             "VECTIS_PUBLIC_IP": "127.0.0.1",
             # No heartbeats during a test: only the page's Sync may change a status.
             "VECTIS_HEARTBEAT_INTERVAL": "3600",
+            **(env or {}),
         }
         proc = self.stack.enter_context(
             running(

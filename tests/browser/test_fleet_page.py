@@ -128,3 +128,20 @@ def test_sync_all_with_no_workers_and_empty_fleet(fleet: Fleet, page_factory: Pa
     page.get_by_role("button", name="Sync all").click()
     expect(page.locator("#sync-all-outcome")).to_contain_text("0 synced, 0 failed")
     expect(page.locator("[data-worker-id]")).to_have_count(0)
+
+
+def test_a_failed_apply_shows_on_its_row(fleet: Fleet, page_factory: PageMaker) -> None:
+    command = "echo 'nginx: [emerg] unknown directive' >&2; exit 1"
+    delta = fleet.start_worker("delta", env={"VECTIS_APPLY_COMMAND": command})
+    page = page_factory()
+    log_in(page)
+    sync = row(page, delta.id).get_by_role("button", name="Sync", exact=True)
+    sync.click()
+    expect(status_of(page, delta.id)).to_have_attribute("data-status", "synced")
+    status, _ = fleet.api("PUT", f"/infra/workers/{delta.id}/config", {"role": "edge"})
+    assert status == 200
+    sync.click()
+    expect(status_of(page, delta.id)).to_have_attribute("data-status", "outdated")
+    error = "apply failed: exit 1: nginx: [emerg] unknown directive"
+    assert fleet.worker_json(delta.id)["last_error"] == error
+    expect(row(page, delta.id).locator(".w-outcome")).to_have_text(error)

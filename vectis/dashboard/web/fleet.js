@@ -4,7 +4,7 @@
 // dashboard answers an unchanged page or summary with 304, so an idle page costs little.
 
 import { api } from "./api.js";
-import { DNS_STATUSES, STATUSES } from "./contract.js";
+import { APPLY_FAILED, DNS_STATUSES, STATUSES } from "./contract.js";
 import {
   $,
   absolute,
@@ -237,6 +237,10 @@ function updateRow(row) {
     kind = "busy";
   } else if (status === "failed") {
     text = describeFailure(worker.last_error);
+    kind = "bad";
+  } else if (status === "outdated" && String(worker.last_error || "").startsWith(APPLY_FAILED)) {
+    // Reached, but its apply command failed: the cause says what to fix on the worker.
+    text = worker.last_error;
     kind = "bad";
   } else if (note && note.until > Date.now()) {
     ({ text, kind } = note);
