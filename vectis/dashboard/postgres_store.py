@@ -14,7 +14,7 @@ import asyncio
 import logging
 import operator
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import astuple, fields, replace
 from datetime import datetime
@@ -627,6 +627,22 @@ class PostgresStore(Store):
             limit,
         )
         return [_worker(r) for r in rows]
+
+    async def mark_seen(self, seen: Mapping[str, str]) -> None:
+        """The heartbeats' grouped write of last-seen times: one UPDATE of two columns, the
+        rows locked in id order first, as `update_workers` locks them."""
+        ids = sorted(seen)
+        async with self._tx() as conn:
+            await conn.execute(
+                "SELECT 1 FROM workers WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", ids
+            )
+            await conn.execute(
+                "UPDATE workers AS w SET last_sync = s.at, updated_at = s.at "
+                "FROM unnest($1::text[], $2::text[]) AS s(id, at) "
+                "WHERE w.id = s.id AND (w.last_sync IS NULL OR w.last_sync < s.at)",
+                ids,
+                [seen[i] for i in ids],
+            )
 
     async def rezone(self, zone: str) -> int:
         status = await self.pool.execute(

@@ -13,7 +13,7 @@ import operator
 import os
 import sqlite3
 import stat
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, fields, replace
 from datetime import datetime
@@ -62,6 +62,11 @@ _UPDATE_WORKER = (
 _INSERT_WORKER = (
     f"INSERT INTO workers ({', '.join(_WORKER_COLUMNS)}, secret_hash) "  # noqa: S608
     f"VALUES ({', '.join('?' for _ in _WORKER_COLUMNS)}, ?)"
+)
+
+_MARK_SEEN = (
+    "UPDATE workers SET last_sync = ?1, updated_at = ?1 "
+    "WHERE id = ?2 AND (last_sync IS NULL OR last_sync < ?1)"
 )
 
 _SELECT_TOKEN = f"SELECT {', '.join(f.name for f in fields(Token))} FROM tokens"  # noqa: S608
@@ -514,6 +519,27 @@ class SQLiteStore(Store):
             return [_worker(r) for r in rows]
 
         return await self._run(q)
+
+    async def workers_written_elsewhere(self, since: object) -> tuple[object, bool]:
+        """SQLite's data_version of the writer's connection moves only when another
+        connection commits: another process (a CLI command), never this store's writes."""
+
+        def q() -> int:
+            return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
+        version = await self._run(q)
+        return version, since is None or version != since
+
+    async def mark_seen(self, seen: Mapping[str, str]) -> None:
+        """One UPDATE of two columns a worker: the heartbeats' grouped write of last-seen
+        times, a second's worth at a time, costs no read and no rebuilt row."""
+
+        def q() -> None:
+            with self._tx() as db:
+                db.executemany(_MARK_SEEN, [(at, worker_id) for worker_id, at in seen.items()])
+                self._touch(seen)
+
+        await self._run(q)
 
     async def rezone(self, zone: str) -> int:
         def q() -> int:

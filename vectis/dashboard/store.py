@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from vectis.dashboard.groups import ConfigGroup
@@ -22,6 +22,7 @@ from vectis.dashboard.selectors import Selector
 
 if TYPE_CHECKING:
     from vectis.dashboard.replicas import Shared
+    from vectis.dashboard.worker_cache import WorkerCache
 
 #: Status changes kept per worker.
 HISTORY_KEEP = 200
@@ -111,6 +112,35 @@ class Store(ABC):
         """What dashboard replicas on this store share (replicas.py); None: this store has
         one dashboard, which keeps nonces, sessions and its sweep in memory."""
         return None
+
+    #: What keeps workers' rows in memory (worker_cache.py), told of every write to them.
+    watchers: tuple[WorkerCache, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """Each write method a store defines reports what it wrote to `watchers` when it
+        returns, so no caller has to remember to (worker_cache.py)."""
+        super().__init_subclass__(**kwargs)
+        from vectis.dashboard.worker_cache import report_writes
+
+        report_writes(cls)
+
+    async def workers_written_elsewhere(self, since: object) -> tuple[object, bool]:
+        """(what to pass next time, whether another process may have written workers' rows
+        since the check that returned `since`); `since` None: the first check. This default
+        cannot tell, so always may."""
+        return None, True
+
+    async def mark_seen(self, seen: Mapping[str, str]) -> None:
+        """Set each worker's last_sync (and updated_at) to its time in `seen` (ISO), where
+        that is later than the stored one; nothing else changes. Workers gone are skipped."""
+
+        def later(w: Worker) -> tuple[Worker, Changes] | None:
+            at = seen[w.id]
+            if w.last_sync is not None and w.last_sync >= at:
+                return None
+            return replace(w, last_sync=at, updated_at=at), []
+
+        await self.update_workers(list(seen), later, datetime.now(UTC))
 
     @abstractmethod
     async def get_meta(self, key: str) -> str | None: ...
