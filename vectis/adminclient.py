@@ -194,15 +194,28 @@ class AdminClient:
         return self._object(self.request("GET", f"/infra/workers{query}"))
 
     def page_workers(
-        self, *, status: str | None, q: str | None, limit: int, cursor: str | None
+        self,
+        *,
+        status: str | None,
+        q: str | None,
+        limit: int,
+        cursor: str | None,
+        selector: str | None = None,
     ) -> dict[str, Any]:
         """One page of the admin list: `{"workers": [...], "next_cursor"}`."""
-        params = {"limit": str(limit), "status": status or "", "q": q or "", "cursor": cursor or ""}
+        params = {
+            "limit": str(limit),
+            "status": status or "",
+            "q": q or "",
+            "cursor": cursor or "",
+            "selector": selector or "",
+        }
         query = urlencode({k: v for k, v in params.items() if v})
         return self._object(self.request("GET", f"/infra/workers?{query}"))
 
-    def summary(self) -> dict[str, Any]:
-        return self._object(self.request("GET", "/infra/workers/summary"))
+    def summary(self, selector: str | None = None) -> dict[str, Any]:
+        query = f"?{urlencode({'selector': selector})}" if selector else ""
+        return self._object(self.request("GET", f"/infra/workers/summary{query}"))
 
     def start_sync_all(self) -> dict[str, Any]:
         """A background sync of every worker: the job, with its progress."""
@@ -230,6 +243,27 @@ class AdminClient:
     def set_config(self, worker_id: str, config: dict[str, Any]) -> dict[str, Any]:
         path = _worker_path(worker_id, "/config")
         return self._object(self.request("PUT", path, config, missing=_no_worker(worker_id)))
+
+    def set_labels(self, worker_id: str, labels: dict[str, str]) -> dict[str, Any]:
+        path = _worker_path(worker_id, "/labels")
+        return self._object(self.request("PUT", path, labels, missing=_no_worker(worker_id)))
+
+    # Config groups.
+
+    def list_groups(self) -> dict[str, Any]:
+        return self._object(self.request("GET", "/infra/config/groups"))
+
+    def get_group(self, name: str) -> dict[str, Any]:
+        return self._object(self.request("GET", _group_path(name), missing=_no_group(name)))
+
+    def put_group(
+        self, name: str, selector: str, priority: int, config: dict[str, Any]
+    ) -> dict[str, Any]:
+        body = {"selector": selector, "priority": priority, "config": config}
+        return self._object(self.request("PUT", _group_path(name), body, missing=_no_group(name)))
+
+    def delete_group(self, name: str) -> dict[str, Any]:
+        return self._object(self.request("DELETE", _group_path(name), missing=_no_group(name)))
 
     # Enrollment tokens.
 
@@ -268,6 +302,16 @@ def _worker_path(worker_id: str, suffix: str = "") -> str:
 
 def _no_worker(worker_id: str) -> str:
     return f"no worker {worker_id[:64]!r}"
+
+
+def _group_path(name: str) -> str:
+    if not name:
+        raise BadRequest("a group name cannot be empty")
+    return f"/infra/config/groups/{quote(name, safe='')}"
+
+
+def _no_group(name: str) -> str:
+    return f"no config group {name[:64]!r}"
 
 
 def _names_something(message: str, status: int) -> bool:

@@ -91,7 +91,8 @@ class Fleet:
 
     def register(self) -> str:
         secret = generate_secret()
-        status, doc = self.dash.register(secret, port=free_port(), ip=_loopback_ip())
+        labels = {"role": "edge"} if self.every_other() else {"role": "core", "n": "1"}
+        status, doc = self.dash.register(secret, port=free_port(), ip=_loopback_ip(), labels=labels)
         assert status == 201, doc
         self.keys[doc["id"]] = key_from_secret(secret)
         return str(doc["id"])
@@ -100,6 +101,14 @@ class Fleet:
         status, doc = self.dash.call("POST", "/infra/tokens", {"description": "fuzz"})
         assert status == 201, doc
         return str(doc["id"])
+
+    def group(self) -> str:
+        """A config group that selects some of the fleet (labelled at registration or not)."""
+        name = f"fuzz-{next(self.turn)}"
+        body = {"selector": "role=edge", "priority": 1, "config": {"fuzz": True}}
+        status, doc = self.dash.call("PUT", f"/infra/config/groups/{name}", body)
+        assert status == 201, doc
+        return name
 
     def job(self) -> str:
         status, doc = self.dash.call("POST", "/infra/workers/sync?background=true")
@@ -262,6 +271,8 @@ def _prepare(case: Any, fleet: Fleet) -> tuple[dict[str, str], bool]:
             params["token_id"] = fleet.token()
         if "job_id" in params and fleet.every_other():
             params["job_id"] = fleet.job()
+        if path.startswith("/infra/config/groups/") and fleet.every_other():
+            params["name"] = fleet.group()
     if isinstance(case.body, dict) and "ip" in case.body:
         case.body["ip"] = _keep_on_loopback(case.body["ip"])
     hostile = False

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from vectis.adminclient import AdminClient
 
 workers_app = typer.Typer(
-    help="List, show, sync, delete and configure workers.", no_args_is_help=True
+    help="List, show, sync, delete, label and configure workers.", no_args_is_help=True
 )
 
 EXIT_FOR_STATUS = {
@@ -79,6 +79,13 @@ def _address(worker: dict[str, Any]) -> str:
     return host if port is None else f"{host}:{port}"
 
 
+def labels_text(labels: Any) -> str:
+    """A worker's labels as `k=v,k2=v2` (sorted by key); empty when it has none."""
+    if not isinstance(labels, dict):
+        return ""
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
 def _worker_rows(workers: list[dict[str, Any]], now: datetime) -> list[list[Any]]:
     return [
         [
@@ -87,6 +94,7 @@ def _worker_rows(workers: list[dict[str, Any]], now: datetime) -> list[list[Any]
             _address(w),
             _revision(w),
             hz.ago(w.get("last_sync"), now),
+            labels_text(w.get("labels")),
             w.get("last_error"),
         ]
         for w in workers
@@ -100,6 +108,7 @@ WORKER_COLUMNS = (
     hz.Col("address"),
     hz.Col("rev", drop=1),
     hz.Col("last sync"),
+    hz.Col("labels", whole=False, drop=3),
     hz.Col("last error", whole=False, drop=2),
 )
 
@@ -117,6 +126,7 @@ def _worker_fields(worker: dict[str, Any]) -> None:
         ("address", _address(worker)),
         ("dns", dns),
         ("version", worker.get("version")),
+        ("labels", labels_text(worker.get("labels")) or "-"),
         ("revision", _revision(worker)),
         ("last sync", hz.at(worker.get("last_sync"), now)),
         ("last error", worker.get("last_error")),
@@ -125,6 +135,9 @@ def _worker_fields(worker: dict[str, Any]) -> None:
     ]
     if "config" in worker:
         pairs.append(("config", json.dumps(worker["config"], separators=(",", ":"))))
+    sources = worker.get("config_sources")
+    if isinstance(sources, dict) and sources:
+        pairs.append(("config from", [f"{k}: {v}" for k, v in sources.items()]))
     stats = worker.get("stats")
     if isinstance(stats, dict):
         pairs.extend(hz.stats(stats))
@@ -154,6 +167,15 @@ def list_workers(
             help="Only workers whose id, subdomain, hostname or IP holds this text (any case).",
         ),
     ] = None,
+    selector: Annotated[
+        str | None,
+        typer.Option(
+            "--selector",
+            "-l",
+            help="Only workers whose labels match, e.g. role=edge,region!=us "
+            "(=, ==, !=, key, !key; commas join).",
+        ),
+    ] = None,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="At most this many workers.")
     ] = None,
@@ -170,7 +192,9 @@ def list_workers(
     cursor: str | None = None
     while limit is None or len(workers) < limit:
         size = PAGE if limit is None else min(PAGE, limit - len(workers))
-        doc = client.page_workers(status=status, q=search, limit=size, cursor=cursor)
+        doc = client.page_workers(
+            status=status, q=search, limit=size, cursor=cursor, selector=selector
+        )
         workers += [w for w in doc.get("workers") or [] if isinstance(w, dict)]
         cursor = doc.get("next_cursor") if isinstance(doc.get("next_cursor"), str) else None
         if cursor is None:
@@ -179,7 +203,7 @@ def list_workers(
         emit_json({"workers": workers})
         return
     if len(workers) > SUMMARY_FIRST:
-        _summary(client.summary())
+        _summary(client.summary(selector))
     rows = _worker_rows(workers, datetime.now(UTC))
     more = " (more match; raise --limit)" if cursor is not None else ""
     hz.table(f"{len(workers)} worker(s){more}", WORKER_COLUMNS, rows)
@@ -328,22 +352,8 @@ def delete_worker(
         say(f"deleted worker {worker_id}")
 
 
-@workers_app.command("set-config")
-def set_config(
-    worker_id: WorkerId,
-    stdin: Annotated[
-        str | None, typer.Argument(help="`-` to read the config from stdin.", show_default=False)
-    ] = None,
-    file: Annotated[
-        Path | None,
-        typer.Option("--file", "-f", help="JSON file holding the config object.", dir_okay=False),
-    ] = None,
-    url: Url = DEFAULT_URL,
-    admin_token_file: TokenFile = None,
-    as_json: Json = False,
-    timeout: Timeout = 30.0,
-) -> None:
-    """Set a worker's config (a JSON object); it is `outdated` until it applies it."""
+def read_config(stdin: str | None, file: Path | None) -> dict[str, Any]:
+    """The JSON object of `--file FILE` or of stdin (`-`), exactly one of them."""
     from vectis.adminclient import parse_config
 
     if stdin is not None and stdin != "-":
@@ -356,12 +366,75 @@ def set_config(
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise BadRequest(f"cannot read {file}: {reason}") from None
-        config = parse_config(text, str(file))
-    else:
-        config = parse_config(sys.stdin.read(), "stdin")
+        return parse_config(text, str(file))
+    return parse_config(sys.stdin.read(), "stdin")
+
+
+ConfigStdin = Annotated[
+    str | None, typer.Argument(help="`-` to read the config from stdin.", show_default=False)
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--file", "-f", help="JSON file holding the config object.", dir_okay=False),
+]
+
+
+@workers_app.command("set-config")
+def set_config(
+    worker_id: WorkerId,
+    stdin: ConfigStdin = None,
+    file: ConfigFile = None,
+    url: Url = DEFAULT_URL,
+    admin_token_file: TokenFile = None,
+    as_json: Json = False,
+    timeout: Timeout = 30.0,
+) -> None:
+    """Set a worker's own config (a JSON object), over its groups' config.
+
+    When its merged config changes, the worker is `outdated` until it applies it.
+    """
+    config = read_config(stdin, file)
     worker = _client(url, admin_token_file, timeout).set_config(worker_id, config)
     if as_json:
         emit_json(worker)
     else:
         say(f"worker {worker_id}: config revision {worker.get('desired_revision', '?')} set")
+        _worker_fields(worker)
+
+
+@workers_app.command("set-labels")
+def set_labels(
+    worker_id: WorkerId,
+    labels: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="KEY=VALUE pairs: the worker's labels, all of them.", show_default=False
+        ),
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove every label.")] = False,
+    url: Url = DEFAULT_URL,
+    admin_token_file: TokenFile = None,
+    as_json: Json = False,
+    timeout: Timeout = 30.0,
+) -> None:
+    """Replace a worker's labels; the config groups that select it may change with them."""
+    from vectis.config import parse_label
+
+    if bool(labels) == clear:
+        raise BadRequest("give the labels as KEY=VALUE arguments, or --clear, one of them")
+    found: dict[str, str] = {}
+    for item in labels or []:
+        try:
+            key, value = parse_label(item)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        found[key] = value
+    worker = _client(url, admin_token_file, timeout).set_labels(worker_id, found)
+    if as_json:
+        emit_json(worker)
+    else:
+        say(
+            f"worker {worker_id}: labels set; desired revision "
+            f"{worker.get('desired_revision', '?')}"
+        )
         _worker_fields(worker)

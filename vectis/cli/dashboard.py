@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from vectis.cli import admin, dnscmd, tokens
+from vectis.cli import admin, dnscmd, groups, tokens
 
 app = typer.Typer(
     help="Run the dashboard, or manage a running one.",
@@ -17,6 +17,7 @@ app = typer.Typer(
 )
 app.add_typer(admin.workers_app, name="workers")
 app.add_typer(tokens.tokens_app, name="tokens")
+app.add_typer(groups.groups_app, name="groups")
 app.add_typer(dnscmd.app, name="dns")
 
 

@@ -93,6 +93,9 @@ RESPONSES: dict[str, Schema] = {
     "Forbidden": error_answer("a session without its X-Vectis-CSRF header on a change"),
     "NotFound": error_answer("no such object"),
     "Conflict": error_answer("the IP and port are held by another worker"),
+    "GroupsFull": error_answer(
+        f"the dashboard keeps {contract.GROUPS_MAX} config groups already; delete one first"
+    ),
     "TooLarge": error_answer("the body is over the size cap (1 MiB; a config 512 KiB)"),
     "RateLimited": answer(
         ref("Error"), "too many failed credentials from this address", RETRY_AFTER
@@ -111,6 +114,7 @@ def responses(*names: str) -> dict[str, Schema]:
         "Forbidden": "403",
         "NotFound": "404",
         "Conflict": "409",
+        "GroupsFull": "409",
         "TooLarge": "413",
         "RateLimited": "429",
         "Unavailable": "503",

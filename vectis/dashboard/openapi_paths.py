@@ -5,7 +5,10 @@ The building blocks and the schemas are in `openapi.py`; the schemas are the mod
 
 from __future__ import annotations
 
-from vectis.contract import DNS_STATUSES
+import msgspec
+
+from vectis.contract import DNS_STATUSES, GROUP_NAME_PATTERN, SELECTOR_MAX
+from vectis.dashboard import schemas
 from vectis.dashboard.openapi import (
     ADMIN_READ,
     ADMIN_WRITE,
@@ -31,6 +34,15 @@ from vectis.dashboard.openapi import (
 from vectis.dashboard.validate import MAX_PAGE
 
 WORKERS: Schema = {"type": "array", "items": ref("Worker")}
+GROUP_PARAM = path_param(
+    "name", GROUP_NAME_PATTERN, "a config group's name; any other value answers 404"
+)
+#: A worker's labels, as the model that checks them says.
+LABELS: Schema = msgspec.json.schema(schemas.Labels)
+SELECTOR_HELP = (
+    "a label selector: key=value, key==value, key!=value (also true without the label), key "
+    "(has the label), !key (has not), joined by commas, all of which must hold"
+)
 NOT_MODIFIED: Schema = {
     "description": "If-None-Match named the answer's current ETag: nothing changed (no body); "
     "every 200 here carries an ETag, so a page that polls pays only for changes"
@@ -123,8 +135,8 @@ def paths() -> dict[str, Schema]:
                                 ref("WorkerPage"),
                             ]
                         },
-                        "without limit, cursor, q or dns_status: every worker (status filters), "
-                        "as before; with any of them: a page and the next page's cursor",
+                        "without limit, cursor, q, dns_status or selector: every worker (status "
+                        "filters), as before; with any of them: a page and the next page's cursor",
                     ),
                     "304": NOT_MODIFIED,
                     **responses("BadRequest"),
@@ -141,6 +153,9 @@ def paths() -> dict[str, Schema]:
                         "q",
                         {"type": "string", "maxLength": 200},
                         "a case-insensitive part of the id, subdomain, hostname or IP",
+                    ),
+                    query_param(
+                        "selector", {"type": "string", "maxLength": SELECTOR_MAX}, SELECTOR_HELP
                     ),
                     query_param(
                         "limit",
@@ -163,10 +178,18 @@ def paths() -> dict[str, Schema]:
                 {
                     "200": answer(ref("FleetSummary"), "the counts"),
                     "304": NOT_MODIFIED,
+                    **responses("BadRequest"),
                     **ADMIN_READ,
                 },
                 tag=worker_ops,
                 security=READ_AUTH,
+                parameters=[
+                    query_param(
+                        "selector",
+                        {"type": "string", "maxLength": SELECTOR_MAX},
+                        f"count only the workers it selects: {SELECTOR_HELP}",
+                    )
+                ],
             )
         },
         "/infra/workers/sync": {
@@ -263,9 +286,10 @@ def paths() -> dict[str, Schema]:
         "/infra/workers/{worker_id}/config": {
             "put": operation(
                 "setConfig",
-                "Set a worker's desired config; it is outdated until it applies it",
+                "Set a worker's own config, over its groups'; when the merge changes, a new "
+                "desired revision, and the worker is outdated until it applies it",
                 {
-                    "200": answer(ref("Worker"), "the worker with its new desired_revision"),
+                    "200": answer(ref("Worker"), "the worker with its desired_revision"),
                     **responses("BadRequest", "NotFound", "TooLarge"),
                     **ADMIN_WRITE,
                 },
@@ -280,6 +304,72 @@ def paths() -> dict[str, Schema]:
                     description="a JSON object of at most 512 KiB with no null anywhere",
                 ),
             )
+        },
+        "/infra/workers/{worker_id}/labels": {
+            "put": operation(
+                "setLabels",
+                "Replace a worker's labels; the groups that select it, and so its desired "
+                "config, may change",
+                {
+                    "200": answer(ref("Worker"), "the worker with its labels"),
+                    **responses("BadRequest", "NotFound", "TooLarge"),
+                    **ADMIN_WRITE,
+                },
+                tag=worker_ops,
+                security=WRITE_AUTH,
+                parameters=[WORKER_PARAM],
+                body=body_of(LABELS, description="the labels: an object of strings"),
+            )
+        },
+        "/infra/config/groups": {
+            "get": operation(
+                "listGroups",
+                "Every config group, by name",
+                {"200": answer(ref("ConfigGroupList"), "the groups"), **ADMIN_READ},
+                tag="groups",
+                security=READ_AUTH,
+            )
+        },
+        "/infra/config/groups/{name}": {
+            "get": operation(
+                "showGroup",
+                "One config group and how many workers it selects",
+                {
+                    "200": answer(ref("ConfigGroupDetail"), "the group"),
+                    **responses("NotFound"),
+                    **ADMIN_READ,
+                },
+                tag="groups",
+                security=READ_AUTH,
+                parameters=[GROUP_PARAM],
+            ),
+            "put": operation(
+                "putGroup",
+                "Create or replace a config group; every worker whose merged config changes "
+                "gets a new desired revision and is outdated until it applies it",
+                {
+                    "200": answer(ref("ConfigGroupChange"), "the group, replaced"),
+                    "201": answer(ref("ConfigGroupChange"), "the group, created"),
+                    **responses("BadRequest", "NotFound", "GroupsFull", "TooLarge"),
+                    **ADMIN_WRITE,
+                },
+                tag="groups",
+                security=WRITE_AUTH,
+                parameters=[GROUP_PARAM],
+                body=body_of(ref("ConfigGroupBody")),
+            ),
+            "delete": operation(
+                "deleteGroup",
+                "Delete a config group; the workers it selected lose its keys",
+                {
+                    "200": answer(ref("ConfigGroupChange"), "the deleted group"),
+                    **responses("NotFound"),
+                    **ADMIN_WRITE,
+                },
+                tag="groups",
+                security=WRITE_AUTH,
+                parameters=[GROUP_PARAM],
+            ),
         },
         "/infra/tokens": {
             "post": operation(

@@ -24,7 +24,7 @@ from vectis.dashboard.selectors import Selector, SelectorError, parse
 from vectis.dashboard.store import WorkerQuery
 from vectis.errors import BadRequest, PayloadTooLarge
 from vectis.status import iso, parse_iso
-from vectis.untrusted import parse_object, readable
+from vectis.untrusted import parse_object, readable, shown
 
 T = TypeVar("T")
 CONFIG_LIMIT = contract.CONFIG_LIMIT
@@ -129,14 +129,14 @@ def config(body: bytes) -> str:
 def _config_json(doc: dict[str, Any], where: str) -> str:
     problem = toml_problem(doc, where)
     if problem:
-        raise BadRequest(problem)
+        raise BadRequest(shown(problem))  # it names a key: escaped, never echoed raw
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
 
 
 def labels(value: Any, field: str = "labels") -> dict[str, str]:
     """A worker's labels: an object of strings under the rules of `vectis.contract`."""
     try:
-        found: dict[str, str] = schemas.convert(value, schemas.Labels)  # type: ignore[arg-type]
+        found: dict[str, str] = schemas.convert(value, schemas.Labels)
     except schemas.Invalid as exc:
         raise BadRequest(f"'{field}': {exc}") from None
     problem = contract.labels_problem(found)
