@@ -32,7 +32,9 @@ def test_a_fleet_moves_to_postgresql_and_keeps_heartbeating(
     host = worker_host(tmp_path / "w1")
     # The fleet on SQLite: a worker synced once, with a config; another one; a token.
     with dashboard(tmp_path, port=port, name="sqlite") as dash:
-        status, reg = dash.register(host.secret, host.port, hostname="w1.test")
+        status, reg = dash.register(
+            host.secret, host.port, hostname="w1.test", labels={"role": "edge"}
+        )
         assert status == 201, reg
         wid = reg["id"]
         host.enroll(wid, reg["subdomain"], dashboard_url=dash.url)
@@ -40,6 +42,8 @@ def test_a_fleet_moves_to_postgresql_and_keeps_heartbeating(
             assert dash.sync(wid)["status"] == "synced"
         status, _ = dash.call("PUT", f"/infra/workers/{wid}/config", {"role": "edge"})
         assert status == 200
+        group = {"selector": "role=edge", "priority": 3, "config": {"cache": "1g"}}
+        assert dash.call("PUT", "/infra/config/groups/edge", group)[0] == 201
         other = worker_host(tmp_path / "w2")
         assert dash.register(other.secret, other.port)[0] == 201
         status, token = dash.call("POST", "/infra/tokens", {"description": "rack 7"})
@@ -52,6 +56,7 @@ def test_a_fleet_moves_to_postgresql_and_keeps_heartbeating(
     assert code == 0, err
     report = json.loads(out)
     assert (report["workers"], report["tokens"], report["workers_updated"]) == (2, 1, 0)
+    assert (report["config_groups"], report["labels"]) == (1, 1), report
     assert report["history"] >= 3 and report["meta"] >= 2, report
     assert report["target"].startswith("postgresql://postgres:***@"), report
     assert PASSWORD not in out + err
@@ -70,7 +75,15 @@ def test_a_fleet_moves_to_postgresql_and_keeps_heartbeating(
     pg_env = {"VECTIS_DATABASE_URL": url, "VECTIS_ADMIN_TOKEN": ""}
     with dashboard(tmp_path / "pg", port=port, name="pg", **pg_env) as dash:
         moved = dash.worker(wid)
-        assert moved == before  # every field, its config and its history
+        assert moved == before  # every field, its labels, config (and sources) and history
+        assert moved["config"] == {"cache": "1g", "role": "edge"}
+        # Its labels select it there too, and a group changed there reaches it.
+        status, page = dash.call("GET", "/infra/workers?selector=role%3Dedge")
+        assert status == 200 and [w["id"] for w in page["workers"]] == [wid]
+        group["config"] = {"cache": "2g"}
+        status, changed = dash.call("PUT", "/infra/config/groups/edge", group)
+        assert status == 200 and changed["reconfigured"] == 1, changed
+        assert dash.worker(wid)["desired_revision"] == before["desired_revision"] + 1
         status, tokens = dash.call("GET", "/infra/tokens")
         assert status == 200 and [t["description"] for t in tokens["tokens"]] == ["rack 7"]
         # The worker heartbeats (`vectis sync`) with its old id and secret, and is synced.

@@ -1,8 +1,9 @@
 """`vectis dashboard migrate-store`: copy a SQLite registry into a PostgreSQL database.
 
-Everything a dashboard keeps moves: each worker with its secret, config and state, its status
-history, the enrollment tokens, the kept settings (the admin token's hash, the DNS zone) and
-the DNS records left to delete. Workers keep their ids and secrets, so not one registers again.
+Everything a dashboard keeps moves: each worker with its secret, labels, config and state, its
+status history, the config groups, the enrollment tokens, the kept settings (the admin token's
+hash, the DNS zone) and the DNS records left to delete. Workers keep their ids and secrets, so
+not one registers again.
 
 All in one transaction of the target: it holds all of it or none. Safe to run again: rows the
 target holds from an earlier run are brought up to date. A target that holds anything else (a
@@ -22,7 +23,13 @@ from vectis.dashboard.settings import redact_url
 from vectis.errors import ConfigError, Conflict
 
 #: Tables in the order they are copied, with the key that names a row.
-_TABLES = (("workers", "id"), ("tokens", "id"), ("meta", "key"), ("dns_orphans", "name"))
+_TABLES = (
+    ("workers", "id"),
+    ("config_groups", "name"),
+    ("tokens", "id"),
+    ("meta", "key"),
+    ("dns_orphans", "name"),
+)
 #: Meta keys that describe the SQLite file itself, not the fleet.
 _LOCAL_META = frozenset({REV_KEY})
 
@@ -35,6 +42,8 @@ class MoveReport:
     target: str
     workers: int = 0
     history: int = 0
+    labels: int = 0
+    config_groups: int = 0
     tokens: int = 0
     meta: int = 0
     dns_orphans: int = 0
@@ -52,7 +61,8 @@ def _read_sqlite(path: Path) -> dict[str, tuple[list[str], list[tuple[Any, ...]]
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         out: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {}
-        for table in ("workers", "history", "tokens", "meta", "dns_orphans"):
+        tables = ("workers", "history", "worker_labels", "config_groups", "tokens", "meta")
+        for table in (*tables, "dns_orphans"):
             order = " ORDER BY seq" if table == "history" else ""
             cur = db.execute(f"SELECT * FROM {table}{order}")  # noqa: S608 (our table names)
             columns = [d[0] for d in cur.description]
@@ -103,6 +113,7 @@ async def move_store(sqlite_path: Path, url: str, *, force: bool = False) -> Mov
             for table, key in _TABLES:
                 setattr(report, table, await _upsert(conn, table, key, *data[table]))
             report.history = await _copy_history(conn, *data["history"], data["workers"])
+            report.labels = await _copy_labels(conn, *data["worker_labels"], data["workers"])
     finally:
         await target.close()
     return report
@@ -128,6 +139,11 @@ async def _check_target(
     for (tid,) in await conn.fetch("SELECT id FROM tokens"):
         if tid not in token_ids:
             report.foreign.append(f"token {tid} is not in the source")
+    group_columns, group_rows = data["config_groups"]
+    group_names = {r[group_columns.index("name")] for r in group_rows}
+    for (name,) in await conn.fetch("SELECT name FROM config_groups"):
+        if name not in group_names:
+            report.foreign.append(f"config group {name} is not in the source")
 
 
 async def _upsert(
@@ -171,6 +187,25 @@ async def _copy_history(
     marks = ", ".join(f"${n}" for n in range(1, len(shared) + 1))
     await conn.executemany(
         f"INSERT INTO history ({', '.join(shared)}) VALUES ({marks})",  # noqa: S608
+        [tuple(r[i] for i in picks) for r in rows],
+    )
+    return len(rows)
+
+
+async def _copy_labels(
+    conn: Any,
+    columns: list[str],
+    rows: list[tuple[Any, ...]],
+    workers: tuple[list[str], list[tuple[Any, ...]]],
+) -> int:
+    """The moved workers' labels (the rows selectors search) replace what the target held."""
+    ids = [r[workers[0].index("id")] for r in workers[1]]
+    await conn.execute("DELETE FROM worker_labels WHERE worker_id = ANY($1::text[])", ids)
+    if not rows:
+        return 0
+    picks = [columns.index(c) for c in ("worker_id", "key", "value")]
+    await conn.executemany(
+        "INSERT INTO worker_labels (worker_id, key, value) VALUES ($1, $2, $3)",
         [tuple(r[i] for i in picks) for r in rows],
     )
     return len(rows)
