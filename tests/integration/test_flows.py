@@ -273,6 +273,7 @@ def test_sync_sends_a_signed_heartbeat_and_applies_config(
         "version": data["version"],
         "port": 3000,
         "applied_revision": 0,
+        "apply_error": None,
     }
     assert conf(worker)["config"] == {"motd": "hello", "limits": {"cpu": 2}}
     assert dashboard.seen_headers[-1].startswith(f"Bearer v1.{ID}.")
