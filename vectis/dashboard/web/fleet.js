@@ -26,6 +26,7 @@ const JOB_KEY = "vectis.syncAllJob";
 let workers = [];
 let filter = "all";
 let search = "";
+let selector = "";
 let searchTimer = 0;
 let cursors = [""]; // the cursor of each page visited; the last one is shown
 let nextCursor = null;
@@ -55,6 +56,13 @@ export function initFleet() {
     clearTimeout(searchTimer);
     searchTimer = setTimeout(() => {
       search = event.target.value.trim();
+      firstPage();
+    }, 250);
+  });
+  $("fleet-selector").addEventListener("input", (event) => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => {
+      selector = event.target.value.trim();
       firstPage();
     }, 250);
   });
@@ -99,13 +107,19 @@ function pageQuery() {
   if (cursor) query.set("cursor", cursor);
   if (filter !== "all") query.set("status", filter);
   if (search) query.set("q", search);
+  if (selector) query.set("selector", selector);
   return query.toString();
+}
+
+// The counts of the workers the selector selects (all of them without one).
+function summaryQuery() {
+  return selector ? `?${new URLSearchParams({ selector })}` : "";
 }
 
 export async function refreshFleet() {
   try {
     const [counts, page] = await Promise.all([
-      api("GET", "/infra/workers/summary"),
+      api("GET", `/infra/workers/summary${summaryQuery()}`),
       api("GET", `/infra/workers?${pageQuery()}`),
     ]);
     summary = counts && typeof counts === "object" ? counts : null;
@@ -172,6 +186,7 @@ function buildRow(id) {
     link: h("a", { href: `#/workers/${encodeURIComponent(id)}`, class: "w-link", text: id }),
     subdomain: h("span", { class: "sub" }),
     hostname: h("span", { class: "sub host" }),
+    labels: h("ul", { class: "labels", "aria-label": "Labels" }),
     badge: h("span", { class: "badge", dataset: { status: "pending" } }),
     ip: h("span", { class: "v mono" }),
     dns: h("span", { class: "v dns" }),
@@ -185,7 +200,7 @@ function buildRow(id) {
   const el = h(
     "li",
     { class: "worker", dataset: { workerId: id } },
-    h("div", { class: "w-name" }, parts.link, parts.subdomain, parts.hostname),
+    h("div", { class: "w-name" }, parts.link, parts.subdomain, parts.hostname, parts.labels),
     h("div", { class: "w-status" }, parts.badge),
     field("IP", parts.ip),
     field("DNS", parts.dns),
@@ -215,6 +230,7 @@ function updateRow(row) {
   const host = typeof worker.hostname === "string" ? worker.hostname : "";
   setText(parts.hostname, host ? `host ${host}` : "");
   parts.hostname.hidden = !host;
+  updateLabels(parts.labels, worker.labels);
   setText(parts.ip, worker.ip ? (worker.port ? `${worker.ip}:${worker.port}` : worker.ip) : "–");
   const dns = typeof worker.dns_status === "string" ? worker.dns_status : "none";
   setText(parts.dns, dns);
@@ -252,6 +268,21 @@ function updateRow(row) {
   }
   setText(parts.outcome, text);
   parts.outcome.className = `w-outcome ${kind}`;
+}
+
+// Each label as a `key=value` chip, sorted by key; rebuilt only when they changed.
+function updateLabels(list, labels) {
+  const pairs =
+    labels && typeof labels === "object"
+      ? Object.entries(labels)
+          .filter(([, v]) => typeof v === "string")
+          .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      : [];
+  const text = pairs.map(([k, v]) => `${k}=${v}`);
+  if (list.dataset.shown === text.join("\n")) return;
+  list.dataset.shown = text.join("\n");
+  list.replaceChildren(...text.map((t) => h("li", { class: "label", text: t })));
+  list.hidden = !text.length;
 }
 
 function updateRowGauges(row, stats) {

@@ -56,10 +56,11 @@ function configText(config) {
   return JSON.stringify(config && typeof config === "object" ? config : {}, null, 2);
 }
 
-// Fill the editor from the server unless the operator is editing it.
+// Fill the editor from the server unless the operator is editing it. It edits the worker's
+// own config, which goes over its groups' (the merged one is shown beside it).
 function fillEditor(force = false) {
   const editor = $("config-editor");
-  const text = configText(worker?.config);
+  const text = configText(worker?.own_config ?? worker?.config);
   const untouched = editor.value === editorBase;
   if (force || (untouched && document.activeElement !== editor)) {
     if (editor.value !== text) editor.value = text;
@@ -102,8 +103,25 @@ function render() {
   setText(
     $("config-revisions"),
     `Desired revision ${worker.desired_revision ?? 0}; the worker runs revision ${worker.applied_revision ?? 0}. ` +
-      "Saving makes a new revision; the worker is outdated until it applies it.",
+      "Saving makes a new revision when the merged config changes; the worker is outdated until it applies it.",
   );
+  renderSources();
+}
+
+// The desired config's keys and where each comes from: a config group, or this worker.
+function renderSources() {
+  const sources = worker.config_sources && typeof worker.config_sources === "object" ? worker.config_sources : {};
+  const keys = Object.keys(sources);
+  const list = $("config-sources");
+  list.replaceChildren(
+    ...keys.map((key) => {
+      const from = String(sources[key]);
+      const where = from.startsWith("group:") ? `group ${from.slice(6)}` : "this worker";
+      return h("li", {}, h("code", { text: key }), ` from ${where}`);
+    }),
+  );
+  setText($("config-merged"), keys.length ? configText(worker.config) : "");
+  $("config-merged-block").hidden = !keys.length;
 }
 
 function renderDetails() {
@@ -124,6 +142,8 @@ function renderDetails() {
   }
   add("Consecutive failures", worker.consecutive_failures ?? 0);
   add("Version", worker.version);
+  const labels = worker.labels && typeof worker.labels === "object" ? Object.entries(worker.labels) : [];
+  add("Labels", labels.map(([k, v]) => `${k}=${v}`).sort().join(", ") || "none", { class: "mono" });
   add("Hostname", worker.hostname ?? meta.hostname);
   add("OS", [meta.os, meta.os_release ?? meta.release].filter(Boolean).join(" "));
   add("Kernel", meta.kernel);
