@@ -41,6 +41,7 @@ from vectis.dashboard.model import (
     pinned,
     worker_object,
 )
+from vectis.dashboard.postgres_changes import ChangeFeed
 from vectis.dashboard.replicas import Shared
 from vectis.dashboard.selectors import Selector, parse
 from vectis.dashboard.settings import redact_url
@@ -164,6 +165,24 @@ MIGRATIONS: list[str] = [
         updated_at TEXT COLLATE "C" NOT NULL
     );
     """,
+    # 5: a worker's id on channel `vectis_workers` whenever its row changes in anything a
+    # heartbeat's answer may show, or goes (postgres_changes.py): replicas drop their copies.
+    """
+    CREATE FUNCTION vectis_worker_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('vectis_workers', OLD.id);
+        RETURN NULL;
+    END
+    $$;
+    CREATE FUNCTION vectis_worker_facts(w workers) RETURNS jsonb LANGUAGE sql STABLE AS $$
+        SELECT to_jsonb(w) - '{last_sync,updated_at,stats_json,metadata_json,sweep_due_at}'::text[]
+    $$;
+    CREATE TRIGGER workers_changed AFTER UPDATE ON workers FOR EACH ROW
+        WHEN (vectis_worker_facts(OLD) IS DISTINCT FROM vectis_worker_facts(NEW))
+        EXECUTE FUNCTION vectis_worker_changed();
+    CREATE TRIGGER workers_deleted AFTER DELETE ON workers FOR EACH ROW
+        EXECUTE FUNCTION vectis_worker_changed();
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
@@ -273,6 +292,7 @@ class PostgresStore(Store):
         self._min_size, self._max_size = min_size, max_size
         self._pool: asyncpg.Pool | None = None
         self._healthy_at = 0.0
+        self._changes = ChangeFeed(url)
 
     @property
     def pool(self) -> Any:
@@ -318,6 +338,7 @@ class PostgresStore(Store):
         log.info("store: PostgreSQL at %s", self._where())
 
     async def close(self) -> None:
+        await self._changes.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -627,6 +648,11 @@ class PostgresStore(Store):
             limit,
         )
         return [_worker(r) for r in rows]
+
+    async def workers_written_elsewhere(self, since: object) -> tuple[object, set[str] | None]:
+        """The rows changed since the last check, by anyone (this replica's writes too):
+        heard on a connection of its own (postgres_changes.py)."""
+        return None, await self._changes.check()
 
     async def mark_seen(self, seen: Mapping[str, str]) -> None:
         """The heartbeats' grouped write of last-seen times: one UPDATE of two columns, the

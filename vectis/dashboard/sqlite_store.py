@@ -520,15 +520,16 @@ class SQLiteStore(Store):
 
         return await self._run(q)
 
-    async def workers_written_elsewhere(self, since: object) -> tuple[object, bool]:
+    async def workers_written_elsewhere(self, since: object) -> tuple[object, tuple[()] | None]:
         """SQLite's data_version of the writer's connection moves only when another
-        connection commits: another process (a CLI command), never this store's writes."""
+        connection commits: another process (a CLI command), never this store's writes.
+        Which rows it wrote is not known: any."""
 
         def q() -> int:
             return int(self.db.execute("PRAGMA data_version").fetchone()[0])
 
         version = await self._run(q)
-        return version, since is None or version != since
+        return version, None if since is None or version != since else ()
 
     async def mark_seen(self, seen: Mapping[str, str]) -> None:
         """One UPDATE of two columns a worker: the heartbeats' grouped write of last-seen

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -124,11 +124,13 @@ class Store(ABC):
 
         report_writes(cls)
 
-    async def workers_written_elsewhere(self, since: object) -> tuple[object, bool]:
-        """(what to pass next time, whether another process may have written workers' rows
-        since the check that returned `since`); `since` None: the first check. This default
-        cannot tell, so always may."""
-        return None, True
+    async def workers_written_elsewhere(
+        self, since: object
+    ) -> tuple[object, Collection[str] | None]:
+        """(what to pass next time, the ids of workers' rows another process may have
+        written since the check that returned `since`, or None: any); `since` None: the
+        first check. This default cannot tell, so any."""
+        return None, None
 
     async def mark_seen(self, seen: Mapping[str, str]) -> None:
         """Set each worker's last_sync (and updated_at) to its time in `seen` (ISO), where

@@ -14,11 +14,12 @@ How the rows stay true (docs/protocol.md#heartbeat):
   to. `update_workers` hands over the rows as stored; any other write drops the rows it names,
   and a write the table in `written()` does not know drops every row.
 - Other processes' writes (dashboard replicas on one PostgreSQL database; a command run on
-  the SQLite file): `keep_fresh()` asks the store every `CHECK_EVERY` seconds whether anyone
-  else wrote, and drops every row when it cannot tell that nobody did. A row is answered from
-  only while the last such check started less than `BOUND` seconds ago: no answer from here
-  is older than that, and a secret rotation or a deletion through another replica takes
-  effect within it.
+  the SQLite file): `keep_fresh()` asks the store every `CHECK_EVERY` seconds which rows
+  were written elsewhere since its last check, and drops them: PostgreSQL names them
+  (postgres_changes.py); SQLite only tells that another connection committed, and then
+  every row goes. A row is answered from only while the last such check started less than
+  `BOUND` seconds ago: no answer from here is older than that, and a secret rotation or a
+  deletion through another replica takes effect within it.
 - A read that raced a write: `stamp()` before the read, `put()` after it; the row is kept
   only when nothing dropped or wrote it in between.
 """
@@ -163,7 +164,7 @@ class WorkerCache:
             self._checker = None
 
     async def keep_fresh(self, store: Store) -> None:
-        """Every CHECK_EVERY s: drop every row when another process may have written one."""
+        """Every CHECK_EVERY s: drop the rows another process may have written."""
         since: Any = None
         while True:
             started = self.clock()
@@ -172,8 +173,8 @@ class WorkerCache:
             except Exception as exc:  # rows stop answering within BOUND; the store path reports
                 log.debug("checking for other writers failed: %s", type(exc).__name__)
             else:
-                if elsewhere:
-                    self.wrote((), None, self._stamp)
+                if elsewhere is None or elsewhere:
+                    self.wrote((), elsewhere, self._stamp)
                 self._checked_at = started
             await asyncio.sleep(CHECK_EVERY)
 
