@@ -7,6 +7,8 @@ through the real auto-register API (at loopback addresses where nothing listens)
   200 calls over one keep-alive connection) and the dashboard's CPU per call, beside the same
   for `GET /healthz` (the floor of any answer here, measured by the same client);
 - a search, `?q=<a hostname part>&limit=100`, the same way;
+- label selectors, the same way: `?selector=role=edge` (9 workers in 10 carry it),
+  `?selector=rack=r777` (1 in 1,000), and the summary of the latter;
 - in Chromium: the time from pressing Log in to the first row, the time from typing a
   worker's id (one that is on no early page) in Search to its row, the bytes the page
   fetches in 10 idle seconds, and the dashboard's CPU per idle refresh.
@@ -60,6 +62,7 @@ def register(port: int, token: str, n: int) -> list[str]:
             "port": 1 + i // 128000,
             "secret": secrets.token_hex(32),
             "hostname": f"node-{i:06d}.edge.example",
+            "labels": {"role": "core" if i % 10 == 0 else "edge", "rack": f"r{i % 1000}"},
         }
         conn.request(
             "POST",
@@ -189,6 +192,9 @@ def main() -> int:
                 ("a later page", None),
                 ("search", "/infra/workers?limit=100&q=node-0777"),
                 ("summary", "/infra/workers/summary"),
+                ("selector", "/infra/workers?limit=100&selector=role%3Dedge"),
+                ("narrow sel.", "/infra/workers?limit=100&selector=rack%3Dr777"),
+                ("its summary", "/infra/workers/summary?selector=rack%3Dr777"),
             ):
                 if path is None:
                     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
