@@ -173,6 +173,8 @@ def test_selectors_filter_the_list_the_summary_and_the_cli(tmp_path: Path) -> No
         edges = [n for n in order if n in EDGES]
         assert listed("selector=role%3Dedge") == edges
         assert listed("selector=role%3Dedge,region!%3Dus") == [n for n in edges if n != "edge-us"]
+        # As typed, unencoded: the query's value runs to the next `&`.
+        assert listed("selector=role=edge,region!=us") == [n for n in edges if n != "edge-us"]
         assert listed("selector=!role") == ["bare"]
         # With paging, two at a time, and with the other filters.
         page = ok(dash, "GET", "/infra/workers?selector=role%3D%3Dedge&limit=2")
