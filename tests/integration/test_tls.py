@@ -74,7 +74,8 @@ class Relay:
 
 
 def test_a_tls_worker_registers_and_syncs_over_tls_seen_on_the_wire(tmp_path: Path) -> None:
-    with dashboard(tmp_path) as dash:
+    # No kept connection: the second sync makes a new one, which resumes the first session.
+    with dashboard(tmp_path, VECTIS_SYNC_KEEPALIVE="0") as dash:
         host = worker_host(tmp_path / "w1", tls=True)
         pin = host.tls_pin
         assert pin is not None

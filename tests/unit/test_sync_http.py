@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
@@ -107,3 +107,136 @@ async def test_silence_times_out_and_refusal_is_oserror() -> None:
             await call(port, timeout=0.2)
     with pytest.raises(OSError):
         await call(port)  # nobody listens there any more
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+class KeepAliveServer:
+    """A server answering every request on a connection with `answer` until told otherwise:
+    `drop_next` closes the connection that gets the next request, unanswered."""
+
+    def __init__(self, answer: bytes = OK) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.requests = 0
+        self.open = 0
+        self.drop_next = False
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.connections += 1
+        self.open += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(x.split(b":")[1])
+                    for x in head.split(b"\r\n")
+                    if x.lower().startswith(b"content-length")
+                )
+                await reader.readexactly(length)
+                if self.drop_next:
+                    self.drop_next = False
+                    break
+                self.requests += 1
+                writer.write(self.answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.open -= 1
+            writer.close()
+            self._tasks.discard(task)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[KeepAliveServer]:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        try:
+            yield self
+        finally:
+            self._server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._server.wait_closed()
+
+
+async def kept_call(port: int, pool: sync_http.Connections) -> sync_http.Answer:
+    return await sync_http.post(
+        "127.0.0.1", port, "/sync", {"Authorization": "x"}, b"{}", timeout=2, limit=1024, pool=pool
+    )
+
+
+async def until(check: Callable[[], bool], timeout: float = 2) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+async def test_kept_connections_carry_the_next_syncs_up_to_the_cap() -> None:
+    pool = sync_http.Connections(capacity=1, idle=30)
+    a, b = KeepAliveServer(), KeepAliveServer()
+    async with a.running(), b.running():
+        for _ in range(3):
+            assert (await kept_call(a.port, pool)).body == b"ok"
+        assert (a.connections, a.requests, pool.reused, len(pool)) == (1, 3, 2, 1)
+        await kept_call(b.port, pool)  # the cap is 1: a's connection is closed for b's
+        await until(lambda: a.open == 0)
+        await kept_call(a.port, pool)
+        assert (a.connections, b.connections, len(pool)) == (2, 1, 1)
+        pool.close()
+        await until(lambda: a.open == 0 and b.open == 0)
+        assert len(pool) == 0
+
+
+async def test_an_answer_that_closes_or_is_not_length_framed_is_not_kept() -> None:
+    pool = sync_http.Connections(capacity=10, idle=30)
+    for answer in (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        OK + b"HTTP/1.1 200 OK\r\n",  # bytes past the answer
+    ):
+        srv = KeepAliveServer(answer)
+        async with srv.running():
+            assert (await kept_call(srv.port, pool)).body == b"ok"
+            assert (await kept_call(srv.port, pool)).body == b"ok"
+            assert srv.connections == 2, answer
+            assert pool.reused == 0
+
+
+async def test_a_kept_connection_closed_unanswered_is_retried_once_on_a_new_one() -> None:
+    pool = sync_http.Connections(capacity=10, idle=30)
+    srv = KeepAliveServer()
+    async with srv.running():
+        await kept_call(srv.port, pool)
+        srv.drop_next = True
+        assert (await kept_call(srv.port, pool)).body == b"ok"
+        assert (srv.connections, srv.requests, pool.retried, pool.reused) == (2, 2, 1, 0)
+        # A new connection closed unanswered is no kept one: a failure, not retried.
+        pool.close()
+        srv.drop_next = True
+        with pytest.raises(sync_http.WireError):
+            await kept_call(srv.port, pool)
+        assert (srv.connections, pool.retried) == (3, 1)
+
+
+async def test_connections_closed_while_idle_or_idle_too_long_are_dropped() -> None:
+    pool = sync_http.Connections(capacity=10, idle=0.2)
+    srv = KeepAliveServer()
+    async with srv.running():
+        await kept_call(srv.port, pool)
+        assert len(pool) == 1
+        await until(lambda: srv.open == 0)  # the pool closed it after its idle time
+        assert len(pool) == 0
+        await kept_call(srv.port, pool)
+        assert srv.connections == 2 and pool.retried == 0
+    # The server's end closed the last one while it was idle: it left the pool by itself.
+    await until(lambda: len(pool) == 0)

@@ -82,6 +82,8 @@ class Dashboard:
             clock=clock,
             require_tls=settings.require_tls,
             keys=self.keys,
+            keep_idle=settings.sync_keepalive,
+            keep_max=settings.sync_keepalive_max,
         )
         self.dns = Provisioning(
             settings, self.store, backend, clock, shared.dns_lead if shared else None

@@ -18,6 +18,7 @@ from vectis.addresses import Network, parse_networks
 from vectis.crypto.signing import DEFAULT_NONCE_CAPACITY
 from vectis.dashboard import auth
 from vectis.dashboard.dist import check_wheel_file
+from vectis.dashboard.sync_http import DEFAULT_KEEP_IDLE, DEFAULT_KEEP_MAX
 from vectis.envsettings import (
     LISTEN_PORT_RANGE,
     NONCE_CAPACITY_RANGE,
@@ -71,6 +72,10 @@ class DashboardSettings:
     sync_interval: float = DEFAULT_SYNC_INTERVAL
     sync_concurrency: int = DEFAULT_SYNC_CONCURRENCY
     sync_timeout: float = DEFAULT_SYNC_TIMEOUT
+    #: VECTIS_SYNC_KEEPALIVE: seconds a connection to a worker is kept idle for its next sync
+    #: (0: a new connection per sync); VECTIS_SYNC_KEEPALIVE_MAX: connections kept at most
+    sync_keepalive: float = DEFAULT_KEEP_IDLE
+    sync_keepalive_max: int = DEFAULT_KEEP_MAX
     nonce_capacity: int = DEFAULT_NONCE_CAPACITY
     body_limit: int = BODY_LIMIT
     #: VECTIS_WORKER_WHEEL: the wheel served to workers instead of one packed from what runs
@@ -212,6 +217,8 @@ def load_settings(
         env, "VECTIS_SYNC_CONCURRENCY", DEFAULT_SYNC_CONCURRENCY, 1, 10_000
     )
     s.sync_timeout = env_float(env, "VECTIS_SYNC_TIMEOUT", DEFAULT_SYNC_TIMEOUT, 0.05)
+    s.sync_keepalive = env_float(env, "VECTIS_SYNC_KEEPALIVE", DEFAULT_KEEP_IDLE, 0, 3600)
+    s.sync_keepalive_max = env_int(env, "VECTIS_SYNC_KEEPALIVE_MAX", DEFAULT_KEEP_MAX, 0, 1_000_000)
     s.nonce_capacity = env_int(
         env, "VECTIS_NONCE_CAPACITY", DEFAULT_NONCE_CAPACITY, *NONCE_CAPACITY_RANGE
     )

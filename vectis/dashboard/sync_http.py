@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from vectis.crypto.pinning import BadCertificate, pin_of_der
@@ -34,7 +35,15 @@ class Answer:
     body: bytes
 
 
-class _Exchange(asyncio.Protocol):
+class _Exchange:
+    """One answer being read: its status, headers and size-capped body, off the raw bytes.
+
+    `conn` settles it; `reusable` says afterwards whether the connection may carry another
+    request (HTTP/1.1, a length-delimited body read exactly, no `Connection: close`).
+    """
+
+    __slots__ = ("body_at", "buf", "chunked", "done", "head", "length", "limit", "reusable")
+
     def __init__(self, limit: int, done: asyncio.Future[Answer]) -> None:
         self.limit = limit
         self.done = done
@@ -43,52 +52,25 @@ class _Exchange(asyncio.Protocol):
         self.body_at = 0
         self.length: int | None = None
         self.chunked = False
-        self.transport: asyncio.Transport | None = None
+        self.reusable = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def _finish(self, result: Answer | Exception) -> None:
-        if not self.done.done():
-            if isinstance(result, Exception):
-                self.done.set_exception(result)
-            else:
-                self.done.set_result(result)
-        if self.transport is not None:
-            self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> Answer | None:
+        """Take more bytes of the answer; the answer once whole. Raises WireError."""
         self.buf += data
         if len(self.buf) > self.limit + 16384:
-            self._finish(AnswerTooLarge("the answer is too large"))
-            return
-        try:
-            if self.head is None and not self._parse_head():
-                return
-            answer = self._complete(eof=False)
-        except WireError as exc:
-            self._finish(exc)
-            return
-        if answer is not None:
-            self._finish(answer)
+            raise AnswerTooLarge("the answer is too large")
+        if self.head is None and not self._parse_head():
+            return None
+        return self._complete(eof=False)
 
-    def eof_received(self) -> bool | None:
-        return None  # close our side too; connection_lost settles the result
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.done.done():
-            return
-        try:
-            if self.head is None:
-                raise WireError("the connection closed before an HTTP answer")
-            answer = self._complete(eof=True)
-            if answer is None:
-                raise WireError("the connection closed in the middle of the answer")
-        except WireError as err:
-            self._finish(err)
-            return
-        self._finish(answer)
+    def at_eof(self) -> Answer:
+        """The answer when the peer closed the connection; raises WireError if incomplete."""
+        if self.head is None:
+            raise WireError("the connection closed before an HTTP answer")
+        answer = self._complete(eof=True)
+        if answer is None:
+            raise WireError("the connection closed in the middle of the answer")
+        return answer
 
     def _parse_head(self) -> bool:
         end = self.buf.find(b"\r\n\r\n")
@@ -117,6 +99,9 @@ class _Exchange(asyncio.Protocol):
             self.length = int(text)
             if self.length > self.limit:
                 raise AnswerTooLarge("the answer is too large")
+            self.reusable = (
+                parts[0] == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+            )
         return True
 
     def _complete(self, eof: bool) -> Answer | None:
@@ -131,6 +116,8 @@ class _Exchange(asyncio.Protocol):
         if self.length is not None:
             if len(body) < self.length:
                 return None
+            if len(body) > self.length:
+                self.reusable = False  # bytes past the answer: this stream is not understood
             return Answer(status, headers, bytes(body[: self.length]))
         if status in (204, 304) or 100 <= status < 200:
             return Answer(status, headers, b"")
@@ -163,6 +150,10 @@ class TlsFailed(WireError):
     """No TLS session with the pinned key: the handshake failed, or the peer's key is another."""
 
 
+class _Stale(Exception):
+    """A kept connection ended before a byte of the answer: the worker closed it while idle."""
+
+
 def client_context() -> ssl.SSLContext:
     """The context of TLS syncs: no CA, no name; `Pinned` checks the peer's key instead.
 
@@ -179,9 +170,11 @@ def client_context() -> ssl.SSLContext:
 class Pinned:
     """A TLS sync's terms: the keys accepted (pins), and a session to resume, if any.
 
-    After the exchange `session` holds the session to resume next time and `reused` whether
-    this one resumed. A resumed session still names the certificate of its first handshake,
-    whose key is checked like any other.
+    After the exchange `session` holds the session to resume next time, `reused` whether
+    this one resumed and `kept` whether it went over a kept connection (no handshake at all).
+    A resumed session still names the certificate of its first handshake, whose key is
+    checked like any other; a kept connection's key was checked when it was made, and is
+    checked against `pins` again before each reuse.
     """
 
     context: ssl.SSLContext
@@ -189,88 +182,278 @@ class Pinned:
     session: ssl.SSLSession | None = None
     reused: bool = False
     pin: str | None = None  # the key the peer presented
+    kept: bool = False
 
 
-class _Tls(asyncio.Protocol):
-    """TLS through memory BIOs beneath an `_Exchange`: handshake, check the pin, then HTTP.
+class _Conn(asyncio.Protocol):
+    """One connection to a worker, plain or TLS, carrying one exchange at a time.
 
-    asyncio's own TLS transport cannot resume a session; this can, and costs less per sync.
+    TLS runs through memory BIOs: asyncio's own TLS transport cannot resume a session, and
+    its pure-Python protocol layer costs more per sync. The handshake's last flight and the
+    request leave in one write.
     """
 
-    def __init__(self, inner: _Exchange, terms: Pinned, request: bytes) -> None:
-        self.inner = inner
+    def __init__(self, terms: Pinned | None, kept: bool = False) -> None:
         self.terms = terms
-        self.request = request
-        self.incoming = ssl.MemoryBIO()
-        self.outgoing = ssl.MemoryBIO()
-        self.sslobj = terms.context.wrap_bio(
-            self.incoming, self.outgoing, server_side=False, session=terms.session
-        )
+        self.kept = kept  # taken from `Connections`: a close before any answer is _Stale
         self.transport: asyncio.Transport | None = None
-        self.open = False
+        self.exchange: _Exchange | None = None
+        self.request = b""  # written once the TLS handshake is done
+        self.pin: str | None = None
+        self.closed = False
+        self.pool: Connections | None = None  # while idle in a pool
+        self.key: tuple[str, int] = ("", 0)
+        self.idle_since = 0.0
+        self.incoming = self.outgoing = None
+        self.sslobj: ssl.SSLObject | None = None
+        self.open = terms is None
+        if terms is not None:
+            self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            self.sslobj = terms.context.wrap_bio(
+                self.incoming, self.outgoing, server_side=False, session=terms.session
+            )
+
+    def begin(self, request: bytes, limit: int) -> asyncio.Future[Answer]:
+        """Send `request` (once connected and, over TLS, once the key is checked)."""
+        done: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self.exchange = _Exchange(limit, done)
+        if self.transport is None or not self.open:
+            self.request = request
+        elif self.sslobj is not None:
+            self.sslobj.write(request)
+            self._flush()
+        else:
+            self.transport.write(request)
+        return done
+
+    @property
+    def reusable(self) -> bool:
+        return not self.closed and self.exchange is None and self.open
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self.transport = self.inner.transport = transport
-        self._step()
+        self.transport = transport
+        if self.sslobj is not None:
+            self._step()
+        elif self.request:
+            transport.write(self.request)
+            self.request = b""
+
+    def _settle(self, result: Answer | Exception) -> None:
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None and not exchange.done.done():
+            if isinstance(result, Exception):
+                exchange.done.set_exception(result)
+            else:
+                self._keep_session()
+                exchange.done.set_result(result)
+        if isinstance(result, Exception) or exchange is None or not exchange.reusable:
+            self.close()
+
+    def _keep_session(self) -> None:
+        # Only a full handshake's session is taken: the getter copies the session (about
+        # 0.15 ms, more than a resumed handshake saves), and a TLS 1.3 ticket resumes many
+        # times (the dashboard talks to one known address, so reuse links nothing new).
+        terms = self.terms
+        if terms is None or self.sslobj is None or terms.reused or terms.kept:
+            return
+        with contextlib.suppress(ssl.SSLError, ValueError):
+            terms.session = self.sslobj.session
+
+    def _deliver(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            self.close()  # bytes nobody asked for: this connection is not understood
+            return
+        try:
+            answer = exchange.feed(data)
+        except WireError as exc:
+            self._settle(exc)
+            return
+        if answer is not None:
+            self._settle(answer)
 
     def _flush(self) -> None:
+        assert self.outgoing is not None
         data = self.outgoing.read()
         if data and self.transport is not None:
             self.transport.write(data)
 
-    def _step(self) -> None:
+    def _handshake(self, sslobj: ssl.SSLObject, terms: Pinned) -> bool:
+        """Whether the handshake is done and the peer's key pinned; raises ssl.SSLError."""
         try:
-            if not self.open:
+            sslobj.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return False
+        der = sslobj.getpeercert(binary_form=True)
+        try:
+            self.pin = pin_of_der(der) if der else None
+        except BadCertificate:
+            self.pin = None
+        terms.pin = self.pin
+        terms.reused = sslobj.session_reused
+        if self.pin not in terms.pins:
+            self._settle(TlsFailed("the peer's TLS key is not the pinned one"))
+            return False
+        self.open = True
+        if self.request:
+            sslobj.write(self.request)
+            self.request = b""
+        self._flush()
+        return True
+
+    def _step(self) -> None:
+        sslobj, terms = self.sslobj, self.terms
+        assert sslobj is not None and terms is not None
+        try:
+            if not self.open and not self._handshake(sslobj, terms):
+                return
+            while not self.closed:
                 try:
-                    self.sslobj.do_handshake()
-                except ssl.SSLWantReadError:
-                    self._flush()
-                    return
-                self._flush()
-                der = self.sslobj.getpeercert(binary_form=True)
-                try:
-                    pin = pin_of_der(der) if der else None
-                except BadCertificate:
-                    pin = None
-                self.terms.pin = pin
-                self.terms.reused = self.sslobj.session_reused
-                if pin not in self.terms.pins:
-                    self.inner._finish(TlsFailed("the peer's TLS key is not the pinned one"))
-                    return
-                self.open = True
-                self.sslobj.write(self.request)
-                self._flush()
-            while True:
-                try:
-                    chunk = self.sslobj.read(65536)
+                    chunk = sslobj.read(65536)
                 except ssl.SSLWantReadError:
                     break
                 except ssl.SSLZeroReturnError:
-                    break  # close_notify: connection_lost settles what was read
+                    self.close()  # close_notify: connection_lost settles what was read
+                    break
                 if not chunk:
                     break
-                self.inner.data_received(chunk)
-            self._flush()
+                self._deliver(chunk)
+            if not self.closed:
+                self._flush()
         except ssl.SSLError as exc:
-            self.inner._finish(TlsFailed(f"TLS failed: {exc.reason or exc}"))
-            return
-        if self.inner.done.done():
-            with contextlib.suppress(ssl.SSLError, ValueError):
-                self.terms.session = self.sslobj.session
+            self._settle(TlsFailed(f"TLS failed: {exc.reason or exc}"))
 
     def data_received(self, data: bytes) -> None:
-        self.incoming.write(data)
-        self._step()
+        if self.incoming is not None:
+            self.incoming.write(data)
+            self._step()
+        else:
+            self._deliver(data)
 
     def eof_received(self) -> bool | None:
-        return None
+        return None  # close our side too; connection_lost settles the result
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.open and not self.inner.done.done():
-            self.inner._finish(TlsFailed("the connection closed during the TLS handshake"))
+        self.closed = True
+        if self.pool is not None:
+            self.pool.discard(self)
+        exchange = self.exchange
+        if exchange is None:
             return
-        self.inner.connection_lost(exc)
+        if not self.open:
+            self._settle(TlsFailed("the connection closed during the TLS handshake"))
+        elif self.kept and not exchange.buf:
+            self._settle(_Stale())
+        else:
+            try:
+                self._settle(exchange.at_eof())
+            except WireError as err:
+                self._settle(err)
+
+
+#: A kept connection idle this long is closed: below the worker's own idle limit (10 s,
+#: vectis.httpserver.KEEPALIVE_TIMEOUT), so that the worker seldom closes one first.
+DEFAULT_KEEP_IDLE = 5.0
+#: Connections kept idle at most, whatever the fleet's size.
+DEFAULT_KEEP_MAX = 1024
+
+
+def fd_share(wanted: int) -> int:
+    """`wanted`, at most a quarter of this process's open-files limit: idle connections
+    never starve the API of file descriptors."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return wanted if soft == resource.RLIM_INFINITY else max(0, min(wanted, soft // 4))
+
+
+class Connections:
+    """Idle connections to workers, kept for their next sync: at most one per address,
+    `capacity` in all (the oldest closed first), each for `idle` seconds at most.
+
+    Used on one event loop (the sync loop). A worker that closes a kept connection while it
+    is idle costs a retry on a new connection, never a failed sync.
+    """
+
+    def __init__(self, capacity: int = DEFAULT_KEEP_MAX, idle: float = DEFAULT_KEEP_IDLE) -> None:
+        self.capacity = capacity
+        self.idle = idle
+        self._idle: OrderedDict[tuple[str, int], _Conn] = OrderedDict()
+        self._timer: asyncio.TimerHandle | None = None
+        self.reused = 0  # exchanges over a kept connection
+        self.retried = 0  # kept connections the worker had closed: sent again on a new one
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+    def take(self, key: tuple[str, int], tls: Pinned | None) -> _Conn | None:
+        """The idle connection to `key`, if it is alive, fresh and on these terms."""
+        conn = self._idle.pop(key, None)
+        if conn is None:
+            return None
+        conn.pool = None
+        fresh = asyncio.get_running_loop().time() - conn.idle_since < self.idle
+        same = (tls is None) == (conn.sslobj is None) and (tls is None or conn.pin in tls.pins)
+        if conn.closed or not fresh or not same:
+            conn.close()
+            return None
+        conn.kept = True
+        return conn
+
+    def give(self, key: tuple[str, int], conn: _Conn) -> None:
+        """Keep `conn` idle for the next sync of `key`, or close it if it cannot be kept."""
+        if not conn.reusable or self.capacity <= 0 or self.idle <= 0:
+            conn.close()
+            return
+        old = self._idle.pop(key, None)
+        if old is not None:
+            old.pool = None
+            old.close()
+        while len(self._idle) >= self.capacity:
+            _, oldest = self._idle.popitem(last=False)
+            oldest.pool = None
+            oldest.close()
+        loop = asyncio.get_running_loop()
+        conn.pool, conn.key, conn.idle_since = self, key, loop.time()
+        self._idle[key] = conn
+        if self._timer is None:
+            self._timer = loop.call_later(self.idle, self._expire)
+
+    def discard(self, conn: _Conn) -> None:
+        """Forget `conn`, closed while idle."""
+        if self._idle.get(conn.key) is conn:
+            del self._idle[conn.key]
+        conn.pool = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._idle:
+            key, conn = next(iter(self._idle.items()))
+            if now - conn.idle_since < self.idle:
+                self._timer = loop.call_later(conn.idle_since + self.idle - now, self._expire)
+                return
+            del self._idle[key]
+            conn.pool = None
+            conn.close()
+
+    def close(self) -> None:
+        """Close every idle connection (on the loop that kept them)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._idle:
+            _, conn = self._idle.popitem()
+            conn.pool = None
+            conn.close()
 
 
 async def post(
@@ -283,34 +466,54 @@ async def post(
     timeout: float,
     limit: int,
     tls: Pinned | None = None,
+    pool: Connections | None = None,
 ) -> Answer:
-    """POST `body` over a fresh connection; raises TimeoutError, OSError or WireError.
+    """POST `body`; raises TimeoutError, OSError or WireError.
 
     With `tls`, over TLS to a peer holding one of `tls.pins`' keys, else TlsFailed before
-    a byte of the request is sent.
+    a byte of the request is sent. With `pool`, over the connection kept for this address if
+    there is one (sent again, once, on a new connection if the worker had closed it), and
+    the connection is kept afterwards; without, over a new connection closed afterwards.
+    The same signed bytes are sent again: the worker never read them, or its nonce check
+    refuses them.
     """
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[Answer] = loop.create_future()
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    head = [f"POST {path} HTTP/1.1", f"Host: {authority}", "Connection: close"]
+    head = [f"POST {path} HTTP/1.1", f"Host: {authority}"]
+    if pool is None:
+        head.append("Connection: close")
     head += [f"{name}: {value}" for name, value in headers.items()]
     head.append(f"Content-Length: {len(body)}")
     request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
-    transport: asyncio.BaseTransport | None = None
+    key = (host, port)
+    conn = pool.take(key, tls) if pool is not None else None
+    done: asyncio.Future[Answer] | None = None
     try:
         async with asyncio.timeout(timeout):
+            if conn is not None:
+                assert pool is not None
+                if tls is not None:
+                    tls.pin, tls.reused, tls.kept = conn.pin, False, True
+                done = conn.begin(request, limit)
+                try:
+                    answer = await done
+                except _Stale:
+                    pool.retried += 1
+                    conn = None
+                else:
+                    pool.reused += 1
+                    return answer
+            fresh = _Conn(tls)
+            conn = fresh
             if tls is not None:
-                terms = tls
-                transport, _ = await loop.create_connection(
-                    lambda: _Tls(_Exchange(limit, done), terms, request), host, port
-                )
-                return await done
-            transport, _ = await loop.create_connection(lambda: _Exchange(limit, done), host, port)
-            assert isinstance(transport, asyncio.Transport)
-            transport.write(request)
+                tls.kept = False
+            done = fresh.begin(request, limit)
+            await asyncio.get_running_loop().create_connection(lambda: fresh, host, port)
             return await done
     finally:
-        if transport is not None:
-            transport.close()
-        if not done.done():
+        if conn is not None:
+            if pool is not None and done is not None and done.done() and not done.cancelled():
+                pool.give(key, conn)  # closed instead unless the answer left it reusable
+            else:
+                conn.close()
+        if done is not None and not done.done():
             done.cancel()

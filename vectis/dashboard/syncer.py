@@ -234,6 +234,8 @@ class Syncer:
         clock: Callable[[], float] = time.time,
         require_tls: bool = False,
         keys: KeyRing | None = None,
+        keep_idle: float = sync_http.DEFAULT_KEEP_IDLE,
+        keep_max: int = sync_http.DEFAULT_KEEP_MAX,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -251,13 +253,18 @@ class Syncer:
         # Used on the sync loop only: each pinned worker's last TLS session, to resume.
         self._sessions: dict[str, tuple[tuple[frozenset[str], str, int], ssl.SSLSession]] = {}
         self.tls_reused = 0  # TLS syncs that resumed a session (the benchmark prints it)
+        # Used on the sync loop only: a connection kept per worker synced again soon.
+        self.connections = sync_http.Connections(sync_http.fd_share(keep_max), keep_idle)
 
     async def start(self) -> None:
         """Start the sync loop's thread; each sync makes its own short connection (sync_http)."""
         self.sync_loop.start()
 
     async def close(self) -> None:
-        """Cancel the exchanges still running and end the sync loop's thread."""
+        """Cancel the exchanges still running, close the kept connections, end the thread."""
+        with contextlib.suppress(RuntimeError):  # the sync loop has already ended
+            # Runs before the stop that follows (callbacks run in order).
+            self.sync_loop.loop.call_soon_threadsafe(self.connections.close)
         await self.sync_loop.stop()
 
     def _address_problem(self, ip: str) -> str | None:
@@ -293,7 +300,15 @@ class Syncer:
         limit = 2 * self.stats_limit + ANSWER_OVERHEAD
         try:
             answer = await sync_http.post(
-                w.ip, w.port, "/sync", headers, body, timeout=self.timeout, limit=limit, tls=tls
+                w.ip,
+                w.port,
+                "/sync",
+                headers,
+                body,
+                timeout=self.timeout,
+                limit=limit,
+                tls=tls,
+                pool=self.connections,
             )
         except TimeoutError:
             log.info("sync %s: no answer within %g s", w.id, self.timeout)
