@@ -252,6 +252,13 @@ _HEALTH_TTL = 1.0
 _HEALTH_TIMEOUT = 1.0
 
 
+async def _keep_session(conn: Any) -> None:
+    """A connection back in the pool needs no reset query: the store leaves no session state
+    behind (no SET, LISTEN, cursor or session advisory lock; PgLead's lock lives on a
+    connection of its own), and asyncpg rolls back an open transaction before this runs.
+    The default reset is a round trip per query, about a third of a heartbeat's on replicas."""
+
+
 # What a search (WorkerQuery.q) looks in.
 _SEARCHED = ("id", "subdomain", "hostname", "ip")
 
@@ -316,7 +323,11 @@ class PostgresStore(Store):
     async def open(self) -> None:
         try:
             pool = await asyncpg.create_pool(
-                self.url, min_size=self._min_size, max_size=self._max_size, command_timeout=60
+                self.url,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                command_timeout=60,
+                reset=_keep_session,
             )
         except (TimeoutError, OSError, asyncpg.PostgresError, ValueError) as exc:
             raise ConfigError(
