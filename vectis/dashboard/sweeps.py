@@ -33,6 +33,9 @@ JOBS_KEPT = 20
 CLAIM_PER_TASK = 2
 #: The longest a replica waits before it looks for due workers again (and the shortest).
 CLAIM_POLL = (0.05, 5.0)
+#: Claimed batches a replica syncs at once: the next is claimed and under way while the last
+#: exchanges of the previous one finish and its outcomes are stored.
+CLAIMS_IN_FLIGHT = 2
 
 
 class Job:
@@ -203,23 +206,43 @@ class Sweeps:
 
         A claim makes each worker due again one interval later, whoever synced it; so every
         worker is synced once an interval by one replica, and those of a replica that died
-        fall to the others when they are due again.
+        fall to the others when they are due again. Up to CLAIMS_IN_FLIGHT claimed batches are
+        synced at once, so that the pool keeps working while a batch's last exchanges finish
+        and its outcomes are stored: one batch at a time left it idle for much of each.
         """
         chunk = CLAIM_PER_TASK * self.syncer.concurrency
         low, high = CLAIM_POLL
-        while True:
-            pause = min(high, self.interval)
-            try:
-                batch = await claims.claim(self.interval, chunk)
-                self.syncer.metrics.sweep_claimed += len(batch)
-                self._learn_keys(batch)
-                if batch:
-                    counts = await self.syncer.sweep(WithCurrentSecrets(batch, self.keys))
-                    log.debug("synced %d claimed workers: %d failed", counts.total, counts.failed)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                if len(running) >= CLAIMS_IN_FLIGHT:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                due = await claims.next_due()
-                if due is not None:
-                    pause = max(low, min(pause, due))
-            except Exception:
-                log.exception("periodic sync sweep failed")
-            await asyncio.sleep(pause)
+                pause = min(high, self.interval)
+                try:
+                    batch = await claims.claim(self.interval, chunk)
+                    self.syncer.metrics.sweep_claimed += len(batch)
+                    self._learn_keys(batch)
+                    if batch:
+                        task = asyncio.create_task(self._sync_claimed(batch))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                        continue
+                    due = await claims.next_due()
+                    if due is not None:
+                        pause = max(low, min(pause, due))
+                except Exception:
+                    log.exception("periodic sync sweep failed")
+                await asyncio.sleep(pause)
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _sync_claimed(self, batch: list[Worker]) -> None:
+        try:
+            counts = await self.syncer.sweep(WithCurrentSecrets(batch, self.keys))
+        except Exception:
+            log.exception("periodic sync sweep failed")
+        else:
+            log.debug("synced %d claimed workers: %d failed", counts.total, counts.failed)
