@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -79,6 +79,30 @@ class BareResponse(web.Response):
         self.headers.pop("Server", None)
 
 
+def bare(resp: web.StreamResponse) -> web.StreamResponse:
+    """`resp` as `harden`'s hook leaves it, for a fast path that runs no hook."""
+    if not isinstance(resp, BareResponse):
+        if not isinstance(resp, web.Response):
+            raise TypeError("a fast path answers with whole responses only")
+        resp = _bare_copy(resp)
+    if resp.status in (408, 413):
+        resp.force_close()
+    return resp
+
+
+def _bare_copy(resp: web.Response) -> BareResponse:
+    copy = BareResponse(status=resp.status, body=resp.body, headers=resp.headers)
+    for key, value in resp.items():
+        copy[key] = value
+    return copy
+
+
+#: Requests answered ahead of the application's router: the fast path returns the answer's
+#: awaitable, or None to leave the request to the router (`Runner`).
+FastPath = Callable[[web.BaseRequest], Awaitable[web.StreamResponse] | None]
+FAST_PATH: web.AppKey[FastPath] = web.AppKey("fast_path")
+
+
 class _QuietRequestHandler(web.RequestHandler):
     """Answers what aiohttp's parser refuses with a fixed JSON body.
 
@@ -120,6 +144,16 @@ class Runner(web.AppRunner):
         # aiohttp builds its Server itself and offers no protocol class option: switch the
         # class of the one it built, which adds only the protocol factory above.
         server.__class__ = _QuietServer
+        app = self.app
+        fast = app.get(FAST_PATH) if isinstance(app, web.Application) else None
+        if fast is not None:
+            routed = server.request_handler
+
+            async def handle(request: web.BaseRequest) -> web.StreamResponse:
+                answer = fast(request)
+                return await (routed(request) if answer is None else answer)
+
+            server.request_handler = handle
         return server
 
 

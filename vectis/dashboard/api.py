@@ -89,7 +89,8 @@ def _signed_path(request: web.Request, action: str) -> str:
 
 
 def _signed_answer(answer: bytes, signature: str) -> web.Response:
-    return web.Response(
+    # Bare: the fast path runs no on_response_prepare hook to drop the Server header.
+    return httpserver.BareResponse(
         body=answer,
         content_type="application/json",
         headers={SIGNATURE_HEADER: signature},
@@ -99,10 +100,39 @@ def _signed_answer(answer: bytes, signature: str) -> web.Response:
 async def heartbeat(request: web.Request) -> web.Response:
     body = await read_body(request)
     worker_id = _signed_path(request, "heartbeat")
-    answer, signature = await _dash(request).worker_calls.heartbeat(
+    return await signed_heartbeat(_dash(request), request, worker_id, body)
+
+
+_BEAT_PREFIX, _BEAT_SUFFIX = "/infra/workers/", "/heartbeat"
+
+
+def heartbeat_path_id(raw_path: str) -> str | None:
+    """The worker id of a canonical heartbeat path, else None."""
+    if raw_path.startswith(_BEAT_PREFIX) and raw_path.endswith(_BEAT_SUFFIX):
+        worker_id = raw_path[len(_BEAT_PREFIX) : -len(_BEAT_SUFFIX)]
+        if is_worker_id(worker_id):
+            return worker_id
+    return None
+
+
+async def fast_heartbeat(dash: Dashboard, request: web.Request, worker_id: str) -> web.Response:
+    """`heartbeat` for a request whose path `heartbeat_path_id` found canonical."""
+    body = await httpserver.read_body(request, dash.settings.body_limit)
+    return await signed_heartbeat(dash, request, worker_id, body)
+
+
+async def signed_heartbeat(
+    dash: Dashboard, request: web.Request, worker_id: str, body: bytes
+) -> web.Response:
+    answer, signature = await dash.worker_calls.heartbeat(
         worker_id, request.raw_path, request.headers.get("Authorization"), body
     )
-    return _signed_answer(answer, signature)
+    resp = _signed_answer(answer, signature)
+    if not dash.settings.access_log:
+        # Counted (/metrics) and summarised once a minute: a line each would cost a busy
+        # dashboard about a tenth of its time, and journald as much again.
+        resp[httpserver.NOT_LOGGED] = True
+    return resp
 
 
 async def rotate_secret(request: web.Request) -> web.Response:

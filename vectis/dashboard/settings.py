@@ -94,6 +94,8 @@ class DashboardSettings:
     database_url: str | None = field(default=None, repr=False)
     #: VECTIS_REPLICA_NAME: how /metrics names this dashboard process (default host-pid)
     replica_name: str = ""
+    #: VECTIS_ACCESS_LOG: a line for every answered heartbeat too (else counted, summarised)
+    access_log: bool = False
     #: --tls-cert/--tls-key (VECTIS_TLS_CERT/VECTIS_TLS_KEY): serve HTTPS with them; None: HTTP
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -234,6 +236,7 @@ def load_settings(
         env, "VECTIS_WORKER_STATS_LIMIT", DEFAULT_WORKER_STATS_LIMIT, 1024, 512 * 1024
     )
     s.require_tls = env_bool(env, "VECTIS_REQUIRE_TLS")
+    s.access_log = env_bool(env, "VECTIS_ACCESS_LOG")
     cert = tls_cert or env_text(env, "VECTIS_TLS_CERT")
     key = tls_key or env_text(env, "VECTIS_TLS_KEY")
     if (cert is None) != (key is None):
