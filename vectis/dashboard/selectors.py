@@ -15,7 +15,7 @@ The empty selector selects every worker. Keys and values follow the label rules 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from vectis import contract
@@ -61,20 +61,46 @@ class Selector:
         """The canonical form: `==` as `=`, no spaces."""
         return ",".join(r.text() for r in self.requirements)
 
-    def sql(self, arg: Callable[[object], str], id_column: str = "id") -> str:
+    def positive(self) -> tuple[Requirement, ...]:
+        """The requirements that only a worker carrying some label can meet."""
+        return tuple(r for r in self.requirements if r.op in (EQ, EXISTS))
+
+    def sql(
+        self, arg: Callable[[object], str], indexed: Collection[Requirement] | None = None
+    ) -> str:
         """A WHERE condition over the workers table, with the labels in `worker_labels`;
-        `arg` adds a parameter and returns its placeholder. "TRUE" for the empty selector."""
+        `arg` adds a parameter and returns its placeholder; "1 = 1" for the empty selector.
+
+        A requirement in `indexed` (all of them by default) is a set of worker ids
+        (`id IN (...)`) that a database reads from the labels' index: the plan for one that
+        selects few workers. The others test each worker row by row (`EXISTS`): the plan for
+        a page of workers most of which qualify, read in list order up to the page's end.
+        """
         parts: list[str] = []
         for r in self.requirements:
-            found = f"SELECT worker_id FROM worker_labels WHERE key = {arg(r.key)}"  # noqa: S608
+            by_index = indexed is None or r in indexed
+            if by_index:
+                found = "SELECT worker_id FROM worker_labels WHERE "
+            else:
+                found = "SELECT 1 FROM worker_labels WHERE worker_id = workers.id AND "
+            found += f"key = {arg(r.key)}"
             if r.op in (EQ, NE):
                 found += f" AND value = {arg(r.value)}"
             negate = "NOT " if r.op in (NE, ABSENT) else ""
-            parts.append(f"{id_column} {negate}IN ({found})")
+            parts.append(f"id {negate}IN ({found})" if by_index else f"{negate}EXISTS ({found})")
         return " AND ".join(parts) if parts else "1 = 1"
 
 
 EVERYTHING = Selector()
+
+
+def count_sql(r: Requirement, arg: Callable[[object], str], cap: int) -> str:
+    """How many workers meet the positive requirement `r`, counted in the labels' index up
+    to `cap` (enough to choose a plan, and cheap whatever the fleet's size)."""
+    sql = f"SELECT 1 FROM worker_labels WHERE key = {arg(r.key)}"  # noqa: S608
+    if r.op == EQ:
+        sql += f" AND value = {arg(r.value)}"
+    return f"SELECT COUNT(*) FROM ({sql} LIMIT {arg(cap)})"  # noqa: S608
 
 
 def _key(text: str, requirement: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import operator
 import os
 import sqlite3
@@ -32,7 +33,7 @@ from vectis.dashboard.groups import (
 from vectis.dashboard.list_cache import REV_KEY, REV_QUERY, ListCache, bump
 from vectis.dashboard.migrations import migrate
 from vectis.dashboard.model import Changes, Token, Worker, moved, new_worker, pinned
-from vectis.dashboard.selectors import Selector, parse
+from vectis.dashboard.selectors import Requirement, Selector, count_sql, parse
 from vectis.dashboard.store import (
     HISTORY_KEEP,
     Mutation,
@@ -82,14 +83,51 @@ def _token(row: Sequence[Any]) -> Token:
     return Token(*row)
 
 
-def _where(selector: Selector, args: list[object]) -> str:
-    """`selector` as SQL over the workers table; its parameters appended to `args`."""
-
+def _arg(args: list[object]) -> Callable[[object], str]:
     def arg(value: object) -> str:
         args.append(value)
         return "?"
 
-    return selector.sql(arg)
+    return arg
+
+
+def _where(
+    db: sqlite3.Connection, selector: Selector, args: list[object], limit: int | None
+) -> str:
+    """`selector` as SQL over the workers table, planned (`_indexed`); its parameters
+    appended to `args`."""
+    return selector.sql(_arg(args), _indexed(db, selector, limit))
+
+
+def _indexed(
+    db: sqlite3.Connection, selector: Selector, limit: int | None
+) -> tuple[Requirement, ...]:
+    """The requirement to read from the labels' index, the others tested row by row; none
+    when every worker is better tested in turn. SQLite keeps no statistics of labels, so
+    the plan is chosen here, from counts in the index.
+
+    The requirement that selects the fewest workers drives, unless a page of `limit` is
+    wanted and even it selects many: reading n workers from the index sorts all n, while
+    reading the list in its own order finds limit * total / n matches, so list order wins
+    when n * n > limit * total. Counting stops at that bound.
+    """
+    positive = selector.positive()
+    if not positive:
+        return ()  # `!=` and `!key` hold for most workers: test each in list order
+    bound: int | None = None
+    if limit is not None:
+        total = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM workers").fetchone()[0]
+        bound = math.isqrt(limit * max(int(total), 1))
+    counts = []
+    for r in positive:
+        args: list[object] = []
+        cap = -1 if bound is None else bound + 1  # SQLite: a negative LIMIT is none
+        (n,) = db.execute(count_sql(r, _arg(args), cap), args).fetchone()
+        counts.append((n, r))
+    n, fewest = min(counts, key=lambda c: c[0])
+    if bound is not None and n > bound:
+        return ()
+    return (fewest,)
 
 
 def _like_escape(text: str) -> str:
@@ -360,6 +398,10 @@ class SQLiteStore(Store):
         return await asyncio.get_running_loop().run_in_executor(self._read_pool, q)
 
     async def page_workers(self, query: WorkerQuery) -> list[Worker]:
+        return await self._read(lambda db: self._page(db, query))
+
+    @staticmethod
+    def _page(db: sqlite3.Connection, query: WorkerQuery) -> list[Worker]:
         where: list[str] = []
         args: list[object] = []
         if query.status is not None:
@@ -372,7 +414,7 @@ class SQLiteStore(Store):
             where.append("(created_at, id) > (?, ?)")
             args += list(query.after)
         if query.selector is not None and query.selector.requirements:
-            where.append(_where(query.selector, args))
+            where.append(_where(db, query.selector, args, query.limit))
         if query.q:
             pattern = "%" + _like_escape(query.q) + "%"
             where.append(
@@ -387,7 +429,7 @@ class SQLiteStore(Store):
         if query.limit is not None:
             sql += " LIMIT ?"
             args.append(query.limit)
-        return await self._read(lambda db: [_worker(r) for r in db.execute(sql, args)])
+        return [_worker(r) for r in db.execute(sql, args)]
 
     async def summary(self, selector: Selector | None = None) -> Summary:
         """The counts, counted again only after a write to the workers (any process's): every
@@ -405,7 +447,7 @@ class SQLiteStore(Store):
                 by_dns: dict[str, int] = {}
                 total = 0
                 args: list[object] = []
-                where = f" WHERE {_where(chosen, args)}" if chosen is not None else ""
+                where = f" WHERE {_where(db, chosen, args, None)}" if chosen is not None else ""
                 rows = db.execute(
                     "SELECT status, dns_status, COUNT(*) FROM workers"  # noqa: S608
                     f"{where} GROUP BY status, dns_status",
@@ -617,7 +659,7 @@ class SQLiteStore(Store):
         """Merge again the config of the workers any of `selectors` selects; how many moved."""
         groups = self._groups(db)
         args: list[object] = []
-        where = " OR ".join(f"({_where(s, args)})" for s in selectors)
+        where = " OR ".join(f"({_where(db, s, args, None)})" for s in selectors)
         rows = db.execute(f"{_SELECT_WORKER} WHERE {where} ORDER BY id", args)
         planned = plan([_worker(r) for r in rows], groups, now, reason)
         self._write(db, [w for w, _ in planned])
@@ -671,9 +713,12 @@ class SQLiteStore(Store):
         return await self._run(q)
 
     async def count_selected(self, selector: Selector) -> int:
-        args: list[object] = []
-        sql = f"SELECT COUNT(*) FROM workers WHERE {_where(selector, args)}"  # noqa: S608
-        return await self._read(lambda db: int(db.execute(sql, args).fetchone()[0]))
+        def q(db: sqlite3.Connection) -> int:
+            args: list[object] = []
+            sql = f"SELECT COUNT(*) FROM workers WHERE {_where(db, selector, args, None)}"  # noqa: S608
+            return int(db.execute(sql, args).fetchone()[0])
+
+        return await self._read(q)
 
     def _put_group(
         self, name: str, selector: str, priority: int, config_json: str, now: datetime
