@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved runs of each target")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument(
-        "--max-rate", type=int, default=8_000, help="heartbeats signed per second of a run"
+        "--max-rate", type=int, default=16_000, help="heartbeats signed per second of a run"
     )
     args = parser.parse_args()
     wrk_binary()
@@ -145,7 +145,8 @@ def main() -> None:
             opts = {"threads": 1, "connections": args.connections}
             # Each worker's first heartbeat records its version: every later one changes nothing.
             write_requests(tmp / "once", heartbeats(turns, len(members)), 1)
-            warm = max(5.0, len(members) / 1000)
+            # wrk stops once every line is sent: time enough for a slow store, no more.
+            warm = max(10.0, len(members) / 100)
             first = run_wrk(urls["dashboard"], tmp / "once", "once+signed", duration=warm, **opts)
             print(f"first heartbeat of each worker: {first.requests} sent, {first.wrong} wrong")
             write_requests(tmp / "cycle", heartbeats(turns, 20_000), 1)
@@ -181,7 +182,11 @@ def report(args: argparse.Namespace, results: dict[str, list[WrkResult]]) -> Non
         rps[name] = median([r.rps for r in runs])
         p99 = median([r.p99_us for r in runs]) / 1000
         wrong = sum(r.wrong + r.exhausted for r in runs)
-        print(f"{label:<24} {rps[name]:8.0f} req/s  p99 {p99:6.2f} ms  {wrong} wrong")
+        cpu = median([r.server_cpu / max(1, r.requests) * 1e6 for r in runs])
+        print(
+            f"{label:<24} {rps[name]:8.0f} req/s  p99 {p99:6.2f} ms  "
+            f"server CPU {cpu:4.0f} us/req  {wrong} wrong"
+        )
     pairs = zip(results["dashboard"], results["bare"], strict=True)
     ratios = [d.rps / b.rps for d, b in pairs]
     ratio = median(ratios)

@@ -4,7 +4,8 @@
 -- FILE.<thread index> holds one request a line, `PATH<TAB>AUTHORIZATION<TAB>BODY`.
 -- MODE: "once" (every line at most once: the server keeps nonces, a reuse would be a replay;
 -- when the lines run out the thread stops), "cycle" (start again: for servers that check
--- nothing); with "+signed" an answer must also carry X-Vectis-Signature to count as good.
+-- nothing); with "+signed" an answer must also carry X-Vectis-Signature to count as good;
+-- with "+created" the answer that counts as good is a 201 (a registration), not a 200.
 
 local threads, counter = {}, 0
 
@@ -15,13 +16,14 @@ function setup(thread)
 end
 
 local requests, n, i = {}, 0, 0
-local once, signed = true, false
+local once, signed, want = true, false, 200
 bad, unsigned, exhausted = 0, 0, 0
 
 function init(args)
   local file, mode = args[1], args[2]
   once = mode:find("once") ~= nil
   signed = mode:find("signed") ~= nil
+  if mode:find("created") ~= nil then want = 201 end
   for line in io.lines(file .. "." .. index) do
     local path, authz, body = line:match("^([^\t]*)\t([^\t]*)\t(.*)$")
     n = n + 1
@@ -46,7 +48,7 @@ function request()
 end
 
 function response(status, headers, body)
-  if status ~= 200 then
+  if status ~= want then
     bad = bad + 1
   elseif signed and headers["X-Vectis-Signature"] == nil then
     unsigned = unsigned + 1
