@@ -11,10 +11,11 @@ PostgreSQL database (a throwaway cluster, as in tests/pg.py, its settings printe
    heartbeats once a `--heartbeat-interval` (bench/beats.py: spread evenly, signed, verified,
    round-robin over the replicas as a load balancer would);
 3. after `--intervals` full intervals from the first sync, it prints: syncs/s, the share of
-   workers synced in each interval (from the fleet's own record, per worker per interval),
-   double syncs (a worker synced twice in one interval, or twice less than half an interval
-   apart: must be 0), heartbeat p50/p99 (from when each was due, by the sender), the peak RSS
-   (VmHWM) and CPU of every process, and the fleet's and the sender's own ceilings.
+   workers synced in each interval (from the fleet's own record, per worker: never longer
+   than the interval + SLACK without a sync; and per fixed window), double syncs (one worker
+   synced twice less than half an interval apart: must be 0), heartbeat p50/p99 (from when
+   each was due, by the sender), the peak RSS (VmHWM) and CPU of every process, and the
+   fleet's and the sender's own ceilings.
 
 Run on demand, not in CI (it takes about (2 * intervals + 2) * interval plus registration):
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import math
 import multiprocessing
 import os
@@ -53,6 +55,9 @@ from tests.pg import PgServer  # the repository root, on the path since the line
 TARGET_WORKERS = 100_000
 TARGET_P99_MS = 250.0
 TARGET_RSS_MB = 400.0
+#: How much longer than the interval a worker may go without a sync and count as synced each
+#: interval: a claim comes due one interval after the previous one, then waits its turn.
+SLACK = 0.05
 #: PostgreSQL's settings for the run, beside the defaults: durable commits as in production
 #: (fsync and synchronous_commit stay on), more shared buffers than the small default.
 PG_SETTINGS = {"shared_buffers": "256MB", "max_connections": "200"}
@@ -329,34 +334,52 @@ def report(
     windows = min(args.intervals, int((t_end - t0) // interval))
     counted = fleet.per_interval(syncs, n, t0, interval, windows)
     in_run = [s for s in syncs if t0 <= s.at < t0 + windows * interval]
-    # A double sync by gaps as well: one member synced twice less than half an interval apart.
-    last: dict[int, float] = {}
+    # Per worker, the gaps between its syncs (and from the start and to the end of the
+    # intervals measured): claims come due an interval after the last one, so a worker's
+    # period is the interval plus how late its claim and exchange came; windows of fixed
+    # edges would count that drift as a missed interval and then as a double one.
+    measured_end = t0 + windows * interval
+    slack = SLACK * interval
+    times: list[list[float]] = [[] for _ in range(n)]
     close_pairs = 0
     for s in syncs:
-        before = last.get(s.member)
-        if before is not None and s.at - before < interval / 2:
-            close_pairs += 1
-        last[s.member] = s.at
+        mine = times[s.member]
+        if mine and s.at - mine[-1] < interval / 2:
+            close_pairs += 1  # a double sync: one worker synced twice well within an interval
+        mine.append(s.at)
+    gaps: list[float] = []
+    kept_up = 0
+    for mine in times:
+        inside = [t for t in mine if t0 <= t < measured_end]
+        if not inside:
+            continue
+        inner = [b - a for a, b in itertools.pairwise(inside)]
+        gaps += inner
+        edges = [inside[0] - t0, measured_end - inside[-1]]
+        kept_up += max(inner + edges) <= interval + slack
     per_second: dict[int, int] = {}
     for s in in_run:
         per_second[int(s.at)] = per_second.get(int(s.at), 0) + 1
     peak = max(sum(per_second.get(t + k, 0) for k in range(5)) / 5 for t in per_second)
-    lat = [x * 1000 for x in record.latencies_in(t0, t0 + windows * interval)]
+    lat = [x * 1000 for x in record.latencies_in(t0, measured_end)]
     lag = [x * 1000 for x in record.lag]
-    doubles = sum(w.more for w in counted)
     print(
         f"syncs: {len(in_run)} in {windows} intervals from the first, "
         f"{len(in_run) / (windows * interval):.0f} syncs/s; the busiest 5 s {peak:.0f}/s"
     )
     for k, w in enumerate(counted):
         print(
-            f"  interval {k + 1}: {w.once + w.more}/{n} workers synced "
-            f"({100 * (w.once + w.more) / n:.2f} %), {w.none} not, {w.more} twice or more"
+            f"  interval {k + 1} (fixed edges): {w.once + w.more}/{n} workers synced "
+            f"({100 * (w.once + w.more) / n:.2f} %), {w.none} not, {w.more} twice"
         )
     print(
-        f"double syncs: {doubles} (twice in one interval), {close_pairs} (two syncs of one "
-        f"worker < {interval / 2:g} s apart): must be 0"
+        f"synced every interval: {kept_up}/{n} workers ({100 * kept_up / n:.2f} %) never went "
+        f"longer than {interval + slack:g} s (the interval + {SLACK:.0%}) without a sync; "
+        f"gaps between syncs p50 {pct(gaps, 50):.1f} s, p99 {pct(gaps, 99):.1f} s, "
+        f"max {max(gaps, default=float('nan')):.1f} s"
     )
+    print(f"double syncs (one worker twice < {interval / 2:g} s apart): {close_pairs}, must be 0")
+    doubles = close_pairs
     failed = sum(record.failed.values())
     print(
         f"heartbeats: {record.sent} sent ({record.sent / (t_end - t_ready):.0f}/s), "
@@ -386,7 +409,7 @@ def report(
         f"{', '.join(mb(h) for h in fleet_hwm)}; heartbeat sender {mb(record.max_rss)}"
         + (f"; largest PostgreSQL process {mb(pg_hwm)}" if pg_hwm else "")
     )
-    every = all(w.none == 0 for w in counted) and windows > 0
+    every = kept_up == n and windows > 0
     p99 = pct(lat, 99)
     small = all(h is not None and h < TARGET_RSS_MB * 1e6 for h in hwm)
     if n >= TARGET_WORKERS and replicas > 1:
@@ -395,9 +418,9 @@ def report(
             f"{'met' if every else 'MISSED'}; heartbeat p99 < {TARGET_P99_MS:g} ms "
             f"{'met' if p99 < TARGET_P99_MS else 'MISSED'}; < {TARGET_RSS_MB:g} MB a replica "
             f"{'met' if small else 'MISSED'}; double syncs 0 "
-            f"{'met' if doubles == close_pairs == 0 else 'MISSED'}"
+            f"{'met' if doubles == 0 else 'MISSED'}"
         )
-    return {"ok": doubles == close_pairs == 0 and not failed}
+    return {"ok": doubles == 0 and not failed}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
