@@ -30,7 +30,13 @@ keep it stable):
 - `raise_nofile()`: lift the soft open-files limit to the hard one.
 - `tls_context(folder) -> (context, pin)`: one TLS key for the whole fleet (a worker's kind,
   made by `vectis.worker.tls.make_pem`) and its pin; `Fleet.start(..., tls=context)` serves
-  every member over TLS with it. Register each member with `tls_pin=pin`.
+  every member over TLS with it (memory BIOs, as the dashboard's side: asyncio's own TLS
+  layer costs the simulator more than the worker's OpenSSL work). Register each member with
+  `tls_pin=pin`.
+- `Fleet.start(..., keepalive=False)`: every answer says `Connection: close` and ends its
+  connection (a client that wants keep-alive gets none).
+- `fleet.counts()` after `stop()`: `Counts` (connections, TLS handshakes full and resumed,
+  requests answered) summed over the processes.
 - `address(index)`: the index-th member's loopback address.
 
     python bench/fleet.py --selftest 20000 [--processes 2]   # the simulator alone, timed
@@ -98,6 +104,15 @@ class Sync(NamedTuple):
     at: float  # the simulator's time.time() when it answered
     revision: int  # the desired revision the dashboard sent
     config: int  # config_digest() of the desired config it sent
+
+
+class Counts(NamedTuple):
+    """What the fleet's processes served (`Fleet.counts()`)."""
+
+    connections: int = 0
+    full: int = 0  # TLS handshakes that made a new session
+    resumed: int = 0  # TLS handshakes that resumed one
+    requests: int = 0
 
 
 class Window(NamedTuple):
@@ -189,6 +204,8 @@ class _Shard:
         # A whole fleet's syncs within the nonce lifetime fit many times over: never refused.
         self.verifier = RequestVerifier(keys.get, start_time=time.time(), nonce_capacity=1 << 21)
         self.record = record
+        self.keepalive = True
+        self.counts = [0, 0, 0, 0]  # as Counts
         self.who = array.array("I")
         self.when = array.array("d")
         self.revisions = array.array("q")
@@ -228,6 +245,9 @@ class _Shard:
         )
         sig = sign_response(self.keys[member.id], member.id, req.nonce, 200, payload, ts=int(now))
         return _response(200, payload, (SIGNATURE_HEADER, sig))
+
+    def dump_counts(self, path: Path) -> None:
+        path.write_text(json.dumps(self.counts))
 
     def dump(self, path: Path) -> None:
         with path.open("wb") as f:
@@ -279,6 +299,7 @@ class _Protocol(asyncio.Protocol):
             transport.abort()  # the wildcard socket serves loopback only
             return
         self.transport = transport
+        self.shard.counts[0] += 1
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -305,7 +326,8 @@ class _Protocol(asyncio.Protocol):
                 return
             body = self.buf[end + 4 : end + 4 + length]
             self.buf = self.buf[end + 4 + length :]
-            close = head.get(b"connection", b"").lower() == b"close"
+            close = head.get(b"connection", b"").lower() == b"close" or not self.shard.keepalive
+            self.shard.counts[3] += 1
             if parts[0] == b"GET" and parts[1] == b"/healthz":
                 self._finish(_response(200, b'{"status":"ok"}'), close)
             elif parts[0] != b"POST" or parts[1] != b"/sync":
@@ -315,9 +337,84 @@ class _Protocol(asyncio.Protocol):
 
     def _finish(self, raw: bytes, close: bool) -> None:
         assert self.transport is not None
+        if close:
+            end = raw.index(b"\r\n")
+            raw = raw[: end + 2] + b"Connection: close\r\n" + raw[end + 2 :]
         self.transport.write(raw)
         if close:
             self.transport.close()
+
+
+class _TlsSide(asyncio.Transport):
+    """The transport `_Protocol` sees over TLS: what it writes is encrypted."""
+
+    def __init__(self, outer: _TlsProtocol) -> None:
+        super().__init__()
+        self.outer = outer
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.outer.sslobj.write(data)
+        self.outer.flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(ssl.SSLError):
+            self.outer.sslobj.unwrap()  # close_notify
+        self.outer.flush()
+        self.outer.transport.close()
+
+    def abort(self) -> None:
+        self.outer.transport.abort()
+
+    def is_closing(self) -> bool:
+        return self.outer.transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.outer.transport.get_extra_info(name, default)
+
+
+class _TlsProtocol(asyncio.Protocol):
+    """TLS through memory BIOs beneath a `_Protocol`, as the dashboard's side does it."""
+
+    def __init__(self, shard: _Shard, context: ssl.SSLContext) -> None:
+        self.shard = shard
+        self.inner = _Protocol(shard)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.sslobj = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.transport: asyncio.Transport
+        self.open = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.inner.connection_made(_TlsSide(self))
+
+    def flush(self) -> None:
+        data = self.outgoing.read()
+        if data:
+            self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        self.incoming.write(data)
+        try:
+            if not self.open:
+                try:
+                    self.sslobj.do_handshake()
+                except ssl.SSLWantReadError:
+                    self.flush()
+                    return
+                self.open = True
+                self.shard.counts[2 if self.sslobj.session_reused else 1] += 1
+            while not self.transport.is_closing():
+                try:
+                    chunk = self.sslobj.read(65536)
+                except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                    break
+                if not chunk:
+                    break
+                self.inner.data_received(chunk)
+            self.flush()
+        except ssl.SSLError:
+            self.transport.abort()
 
 
 def tls_context(folder: Path) -> tuple[ssl.SSLContext, str]:
@@ -345,10 +442,9 @@ def _serve_shard(
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
+        factory: Any = (lambda: _TlsProtocol(shard, tls)) if tls else (lambda: _Protocol(shard))
         servers = [
-            await loop.create_server(
-                lambda: _Protocol(shard), sock=s, start_serving=True, backlog=BACKLOG, ssl=tls
-            )
+            await loop.create_server(factory, sock=s, start_serving=True, backlog=BACKLOG)
             for s in socks
         ]
         os.write(ready, b"1")
@@ -358,6 +454,7 @@ def _serve_shard(
             server.close()
 
     asyncio.run(main())
+    shard.dump_counts(out.with_suffix(".counts"))
     if shard.record:
         shard.dump(out)
 
@@ -376,10 +473,12 @@ def _die_with_parent() -> None:
 class Fleet:
     """The forked processes serving the members; stop() ends them."""
 
-    def __init__(self, pids: list[int], records: Path | None) -> None:
+    def __init__(self, pids: list[int], records: Path, record: bool) -> None:
         self.pids = pids
         self._records = records
+        self._record = record
         self._syncs: list[Sync] | None = None
+        self._counts: Counts | None = None
 
     @classmethod
     def start(
@@ -389,13 +488,14 @@ class Fleet:
         processes: int,
         record: bool = False,
         tls: ssl.SSLContext | None = None,
+        keepalive: bool = True,
     ) -> Fleet:
         """Fork up to `processes` children (one per socket at most), each serving the members
         on its sockets; return once all serve. The sockets are closed in this process."""
         if any(not m.id for m in members):
             raise ValueError("every member needs its worker id before the fleet serves")
         processes = max(1, min(processes, len(socks)))
-        records = Path(tempfile.mkdtemp(prefix="vectis-fleet-")) if record else None
+        records = Path(tempfile.mkdtemp(prefix="vectis-fleet-"))
         port_of = [s.getsockname()[1] for s in socks]
         read_end, write_end = os.pipe()
         pids = []
@@ -413,7 +513,8 @@ class Fleet:
                     ports = {port_of[j] for j in range(len(socks)) if j % processes == k}
                     mine = (i for i, m in enumerate(members) if m.port in ports)
                     shard = _Shard(members, mine, record)
-                    out = (records or Path("/nonexistent")) / f"{k}.rec"
+                    shard.keepalive = keepalive
+                    out = records / f"{k}.rec"
                     _serve_shard(shard, own, write_end, out, tls)
                 except BaseException:
                     import traceback
@@ -424,7 +525,7 @@ class Fleet:
                     os._exit(code)
             pids.append(pid)
         os.close(write_end)
-        fleet = cls(pids, records)
+        fleet = cls(pids, records, record)
         got = b""
         while len(got) < processes:
             chunk = os.read(read_end, processes)
@@ -445,12 +546,23 @@ class Fleet:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
         self.pids = []
-        if self._records is not None and self._syncs is None:
+        if self._counts is None:
+            totals = [0, 0, 0, 0]
+            for path in self._records.glob("*.counts"):
+                totals = [a + b for a, b in zip(totals, json.loads(path.read_text()), strict=True)]
+            self._counts = Counts(*totals)
             found = sorted(self._records.glob("*.rec"))
-            self._syncs = sorted((s for p in found for s in _load(p)), key=lambda s: s.at)
-            for path in found:
+            if self._record:
+                self._syncs = sorted((s for p in found for s in _load(p)), key=lambda s: s.at)
+            for path in [*found, *self._records.glob("*.counts")]:
                 path.unlink()
             self._records.rmdir()
+
+    def counts(self) -> Counts:
+        """What the processes served, summed; after stop()."""
+        if self._counts is None:
+            raise RuntimeError("read the fleet's counts after stop()")
+        return self._counts
 
     def syncs(self) -> list[Sync]:
         """Every verified sync answered, by time; after stop(), with record=True."""

@@ -366,12 +366,12 @@ DEFAULT_KEEP_MAX = 1024
 
 
 def fd_share(wanted: int) -> int:
-    """`wanted`, at most a quarter of this process's open-files limit: idle connections
-    never starve the API of file descriptors."""
+    """`wanted`, at most half of this process's open-files limit: idle connections never
+    starve the API and the syncs under way of file descriptors."""
     import resource
 
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return wanted if soft == resource.RLIM_INFINITY else max(0, min(wanted, soft // 4))
+    return wanted if soft == resource.RLIM_INFINITY else max(0, min(wanted, soft // 2))
 
 
 class Connections:
