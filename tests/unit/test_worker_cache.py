@@ -210,3 +210,29 @@ def test_a_read_that_raced_a_write_is_not_kept() -> None:
     assert entry is not None and entry.row.desired_revision == 2
     clock[0] += worker_cache.BOUND + 0.01
     assert rows.get(new.id) is None
+
+
+def test_rows_are_kept_for_heartbeats_only_and_drops_are_forgotten() -> None:
+    clock = [100.0]
+    rows = WorkerCache(lambda: clock[0])
+    rows._checked_at = clock[0]
+    fleet = [_row(f"calm-heron-{n:04x}", 0) for n in range(1000)]
+    # A sweep writes every worker: no row is kept for those no heartbeat asked for ...
+    stamp = rows.stamp()  # a heartbeat's read, begun before the sweep's write
+    rows.wrote(fleet, (), rows.stamp())
+    assert len(rows) == 0
+    # ... and once their drops are forgotten, a read begun before them is still refused.
+    rows.prune()
+    rows.prune()
+    assert len(rows._entries) == 0
+    assert rows.put(fleet[0], stamp) is None
+    kept = rows.put(fleet[0], rows.stamp())
+    assert kept is not None and rows.get(fleet[0].id) is kept
+    # A row written again with nothing new but the last-seen time keeps what it answered.
+    kept.quiet = b"{}"
+    rows.wrote([replace(fleet[0], last_sync="2026-01-01T00:00:09Z")], (), rows.stamp())
+    again = rows.get(fleet[0].id)
+    assert again is not None and again is not kept and again.quiet == b"{}"
+    rows.wrote([replace(fleet[0], desired_revision=5)], (), rows.stamp())
+    changed = rows.get(fleet[0].id)
+    assert changed is not None and changed.quiet is None and changed.row.desired_revision == 5

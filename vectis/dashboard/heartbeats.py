@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +32,7 @@ from vectis.dashboard.replicas import MemoryNonces, NonceLedger, Shared
 from vectis.dashboard.settings import DashboardSettings
 from vectis.dashboard.store import Store
 from vectis.dashboard.syncer import Syncer
-from vectis.dashboard.worker_cache import Entry, WorkerCache, heartbeat_answer
+from vectis.dashboard.worker_cache import Entry, WorkerCache, heartbeat_answer, seen_only
 from vectis.errors import ServiceUnavailable, TooManyRequests, Unauthorized
 from vectis.status import iso
 
@@ -41,11 +40,6 @@ log = logging.getLogger("vectis.dashboard")
 
 
 SEEN_FLUSH = 1.0  # seconds between writes of last-seen times
-
-
-def _only_seen(before: Worker, after: Worker) -> bool:
-    """Whether `after` differs from `before` in nothing but when the worker was last seen."""
-    return replace(after, last_sync=before.last_sync, updated_at=before.updated_at) == before
 
 
 class WorkerCalls:
@@ -176,7 +170,7 @@ class WorkerCalls:
             self.rows.start(self.store)
         if current is not None:
             out = mutate(current)
-            if out is not None and not out[1] and _only_seen(current, out[0]):
+            if out is not None and not out[1] and seen_only(current, out[0]):
                 w = out[0]
                 self._seen[worker_id] = at
                 self._start_flusher()
@@ -214,12 +208,13 @@ class WorkerCalls:
             await asyncio.shield(running)
 
     def _quiet_next(self, w: Worker, body: bytes, mutate: Callable[[Worker], Any]) -> None:
-        """After a heartbeat's write: whether the same bytes again change nothing against the
-        row it stored (most often so), so that the next one is answered from that row."""
-        entry = self.rows.get(w.id)
-        if entry is not None and entry.row is w:
-            out = mutate(w)
-            if out is not None and not out[1] and _only_seen(w, out[0]):
+        """After a heartbeat's write: keep the row it stored (nothing ran since: it is the
+        latest), and whether the same bytes again change nothing against it (most often so),
+        so that the next one is answered from that row."""
+        entry = self.rows.put(w, self.rows.stamp())
+        if entry is not None:
+            out = mutate(entry.row)
+            if out is not None and not out[1] and seen_only(entry.row, out[0]):
                 entry.quiet = body
 
     def _unchanged(self, entry: Entry, key: bytes, nonce: str) -> tuple[bytes, str]:

@@ -32,6 +32,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from vectis import __version__
@@ -46,6 +47,21 @@ log = logging.getLogger("vectis.dashboard")
 BOUND = 1.0
 #: Seconds between checks for other processes' writes.
 CHECK_EVERY = 0.25
+#: Checks between two prunes of forgotten drops (about 10 s).
+PRUNE_EVERY = 40
+
+
+def _slim(row: Worker) -> Worker:
+    """`row` without its stats and metadata, which no heartbeat reads: a fleet's rows kept
+    here cost a few hundred bytes each, not kilobytes."""
+    if row.stats_json is None and row.metadata_json is None:
+        return row
+    return replace(row, stats_json=None, metadata_json=None)
+
+
+def seen_only(before: Worker, after: Worker) -> bool:
+    """Whether `after` differs from `before` only in when the worker was last seen."""
+    return replace(after, last_sync=before.last_sync, updated_at=before.updated_at) == before
 
 
 def heartbeat_answer(w: Worker) -> bytes:
@@ -88,6 +104,8 @@ class WorkerCache:
         self._entries: dict[str, Entry | int] = {}
         self._stamp = 0
         self._cleared = 0  # the stamp of the last time every row was dropped
+        self._pruned = 0  # drops up to this stamp may have been forgotten (`prune`)
+        self._prune_mark = 0
         self._checked_at = float("-inf")  # when the last check for other writers started
         # Writes may be reported from another thread than the readers' (a store's own).
         self._lock = threading.Lock()
@@ -115,6 +133,7 @@ class WorkerCache:
 
     def put(self, row: Worker, stamp: int) -> Entry | None:
         """Keep `row`, read after `stamp()` gave `stamp`, unless a write came in between."""
+        row = _slim(row)
         with self._lock:
             if self._later(row.id, stamp):
                 return None
@@ -128,7 +147,18 @@ class WorkerCache:
         """Whether something was kept or dropped for `worker_id` after `stamp` (hold the lock)."""
         held = self._entries.get(worker_id)
         at = held.stamp if isinstance(held, Entry) else held
-        return self._cleared > stamp or (at is not None and at > stamp)
+        # Absent: a drop up to `_pruned` may have been forgotten.
+        return self._cleared > stamp or (self._pruned if at is None else at) > stamp
+
+    def prune(self) -> None:
+        """Forget the drops made before the previous prune: a read that began before them
+        is refused anyway (`_pruned`); the ids of workers never kept here do not pile up."""
+        with self._lock:
+            floor, self._prune_mark = self._prune_mark, self._stamp
+            self._entries = {
+                i: e for i, e in self._entries.items() if isinstance(e, Entry) or e > floor
+            }
+            self._pruned = max(self._pruned, floor)
 
     # -- writers (Store.__init_subclass__) ----------------------------------------------------
 
@@ -145,10 +175,15 @@ class WorkerCache:
             for worker_id in dropped:
                 self._entries[worker_id] = now
             for row in rows:
-                if self._later(row.id, stamp):
-                    self._entries[row.id] = now  # another call raced this one: read again
-                else:
-                    self._entries[row.id] = Entry(row, now)
+                held = self._entries.get(row.id)
+                if not isinstance(held, Entry) or self._later(row.id, stamp):
+                    # Not kept here (a sweep writes every worker: rows are kept for the
+                    # workers that heartbeat), or another call raced this one: read again.
+                    self._entries[row.id] = now
+                    continue
+                entry = self._entries[row.id] = Entry(_slim(row), now)
+                if seen_only(held.row, entry.row):
+                    entry.quiet, entry._answer = held.quiet, held._answer
 
     # -- other processes' writes --------------------------------------------------------------
 
@@ -166,6 +201,7 @@ class WorkerCache:
     async def keep_fresh(self, store: Store) -> None:
         """Every CHECK_EVERY s: drop the rows another process may have written."""
         since: Any = None
+        checks = 0
         while True:
             started = self.clock()
             try:
@@ -176,6 +212,9 @@ class WorkerCache:
                 if elsewhere is None or elsewhere:
                     self.wrote((), elsewhere, self._stamp)
                 self._checked_at = started
+            checks += 1
+            if checks % PRUNE_EVERY == 0:
+                self.prune()
             await asyncio.sleep(CHECK_EVERY)
 
 
