@@ -174,7 +174,9 @@ def vm_hwm(pid: int) -> int | None:
 def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """py-spy sampling the dashboard (collapsed stacks, one per line) until SIGINT."""
     command = ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw"]
-    spy = subprocess.Popen([*command, "--output", str(out)], stderr=subprocess.DEVNULL)
+    spy = subprocess.Popen(
+        [*command, "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     time.sleep(1)  # py-spy attaches asynchronously and has no readiness signal to wait on
     return spy
 

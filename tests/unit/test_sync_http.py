@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
+from vectis.crypto.pinning import pin_of_pem
 from vectis.dashboard import sync_http
+from vectis.worker import tls as worker_tls
 
 
 @asynccontextmanager
@@ -116,8 +120,9 @@ class KeepAliveServer:
     """A server answering every request on a connection with `answer` until told otherwise:
     `drop_next` closes the connection that gets the next request, unanswered."""
 
-    def __init__(self, answer: bytes = OK) -> None:
+    def __init__(self, answer: bytes = OK, tls: ssl.SSLContext | None = None) -> None:
         self.answer = answer
+        self.tls = tls
         self.connections = 0
         self.requests = 0
         self.open = 0
@@ -147,7 +152,7 @@ class KeepAliveServer:
                 self.requests += 1
                 writer.write(self.answer)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             pass
         finally:
             self.open -= 1
@@ -156,7 +161,7 @@ class KeepAliveServer:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[KeepAliveServer]:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         try:
             yield self
@@ -240,3 +245,49 @@ async def test_connections_closed_while_idle_or_idle_too_long_are_dropped() -> N
         assert srv.connections == 2 and pool.retried == 0
     # The server's end closed the last one while it was idle: it left the pool by itself.
     await until(lambda: len(pool) == 0)
+
+
+async def test_a_connection_is_reused_for_its_lifetime_at_most() -> None:
+    pool = sync_http.Connections(capacity=10, idle=30, lifetime=0.3)
+    srv = KeepAliveServer()
+    async with srv.running():
+        await kept_call(srv.port, pool)
+        await kept_call(srv.port, pool)
+        assert srv.connections == 1
+        await asyncio.sleep(0.4)  # never idle long, but made too long ago
+        await kept_call(srv.port, pool)
+        assert srv.connections == 2 and pool.reused == 1
+        pool.close()
+
+
+async def test_a_kept_tls_connection_is_reused_only_while_its_key_is_pinned(
+    tmp_path: Path,
+) -> None:
+    worker_tls.create_tls_file(tmp_path / "key.pem")
+    pin = pin_of_pem((tmp_path / "key.pem").read_bytes())
+    other = "0" * 64
+    srv = KeepAliveServer(tls=worker_tls.server_context(tmp_path / "key.pem"))
+    context = sync_http.client_context()
+    pool = sync_http.Connections(capacity=10, idle=30)
+
+    async def tls_call(
+        pins: frozenset[str], terms: sync_http.Pinned | None = None
+    ) -> sync_http.Pinned:
+        terms = terms or sync_http.Pinned(context, pins)
+        answer = await sync_http.post(
+            "127.0.0.1", srv.port, "/sync", {}, b"{}", timeout=2, limit=1024, tls=terms, pool=pool
+        )
+        assert answer.body == b"ok"
+        return terms
+
+    async with srv.running():
+        first = await tls_call(frozenset((pin, other)))  # a rotation under way: two keys
+        assert (first.kept, first.pin, srv.connections) == (False, pin, 1)
+        again = await tls_call(frozenset((pin, other)))
+        assert (again.kept, again.pin, srv.connections) == (True, pin, 1)
+        # The rotation ended on the other key: the kept connection's key is no longer pinned,
+        # so a new connection is made, and its handshake shows a key that is not accepted.
+        last = sync_http.Pinned(context, frozenset((other,)))
+        with pytest.raises(sync_http.TlsFailed):
+            await tls_call(last.pins, last)
+        assert (last.kept, last.pin, len(pool)) == (False, pin, 0)

@@ -204,6 +204,7 @@ class _Conn(asyncio.Protocol):
         self.pool: Connections | None = None  # while idle in a pool
         self.key: tuple[str, int] = ("", 0)
         self.idle_since = 0.0
+        self.born = asyncio.get_running_loop().time()
         self.incoming = self.outgoing = None
         self.sslobj: ssl.SSLObject | None = None
         self.open = terms is None
@@ -363,6 +364,10 @@ class _Conn(asyncio.Protocol):
 DEFAULT_KEEP_IDLE = 5.0
 #: Connections kept idle at most, whatever the fleet's size.
 DEFAULT_KEEP_MAX = 1024
+#: A connection is reused for this long after it was made, at most: a worker synced more
+#: often than its idle time would otherwise keep one connection for ever, and a new TLS key
+#: (a rotation's end, which a sync must see) would never be shown.
+KEEP_LIFETIME = 60.0
 
 
 def fd_share(wanted: int) -> int:
@@ -376,15 +381,22 @@ def fd_share(wanted: int) -> int:
 
 class Connections:
     """Idle connections to workers, kept for their next sync: at most one per address,
-    `capacity` in all (the oldest closed first), each for `idle` seconds at most.
+    `capacity` in all (the oldest closed first), each idle for `idle` seconds at most and
+    reused for `lifetime` seconds after it was made.
 
     Used on one event loop (the sync loop). A worker that closes a kept connection while it
     is idle costs a retry on a new connection, never a failed sync.
     """
 
-    def __init__(self, capacity: int = DEFAULT_KEEP_MAX, idle: float = DEFAULT_KEEP_IDLE) -> None:
+    def __init__(
+        self,
+        capacity: int = DEFAULT_KEEP_MAX,
+        idle: float = DEFAULT_KEEP_IDLE,
+        lifetime: float = KEEP_LIFETIME,
+    ) -> None:
         self.capacity = capacity
         self.idle = idle
+        self.lifetime = lifetime
         self._idle: OrderedDict[tuple[str, int], _Conn] = OrderedDict()
         self._timer: asyncio.TimerHandle | None = None
         self.reused = 0  # exchanges over a kept connection
@@ -399,7 +411,8 @@ class Connections:
         if conn is None:
             return None
         conn.pool = None
-        fresh = asyncio.get_running_loop().time() - conn.idle_since < self.idle
+        now = asyncio.get_running_loop().time()
+        fresh = now - conn.idle_since < self.idle and now - conn.born < self.lifetime
         same = (tls is None) == (conn.sslobj is None) and (tls is None or conn.pin in tls.pins)
         if conn.closed or not fresh or not same:
             conn.close()
