@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 from http import HTTPStatus
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from vectis.contract import GROUP_NAME_PATTERN
 from vectis.dashboard_tls import client_context
 from vectis.envsettings import env_text
 from vectis.errors import (
@@ -305,8 +307,11 @@ def _no_worker(worker_id: str) -> str:
 
 
 def _group_path(name: str) -> str:
-    if not name:
-        raise BadRequest("a group name cannot be empty")
+    if not re.fullmatch(GROUP_NAME_PATTERN, name):
+        raise BadRequest(
+            f"group name {name[:64]!r}: 1 to 63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
     return f"/infra/config/groups/{quote(name, safe='')}"
 
 

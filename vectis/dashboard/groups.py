@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from vectis.contract import CONFIG_LIMIT
@@ -49,6 +50,9 @@ class Groups:
     def __init__(self, groups: Iterable[ConfigGroup]) -> None:
         by_name = sorted(groups, key=lambda g: g.name, reverse=True)
         ordered = sorted(by_name, key=lambda g: g.priority)  # stable: names stay descending
+        # Workers with the same labels and own config (most of a group) merge to the same
+        # text: each distinct pair is merged once per change.
+        self._merged: dict[tuple[str, str], str] = {}
         self._groups = [
             _Compiled(g.name, parse(g.selector), json.loads(g.config_json)) for g in ordered
         ]
@@ -69,21 +73,28 @@ class Groups:
 
     def desired(self, w: Worker) -> str:
         """`w`'s merged config as stored JSON text."""
-        merged, _ = self.merge(json.loads(w.labels_json), json.loads(w.own_config_json))
-        text = json.dumps(merged, separators=(",", ":"), ensure_ascii=False)
-        if len(text.encode("utf-8")) > CONFIG_LIMIT:
-            raise BadRequest(
-                f"the merged config of worker {w.id} would be larger than "
-                f"{CONFIG_LIMIT // 1024} KiB"
-            )
+        key = (w.labels_json, w.own_config_json)
+        text = self._merged.get(key)
+        if text is None:
+            merged, _ = self.merge(json.loads(w.labels_json), json.loads(w.own_config_json))
+            text = json.dumps(merged, separators=(",", ":"), ensure_ascii=False)
+            if len(text.encode("utf-8")) > CONFIG_LIMIT:
+                raise BadRequest(
+                    f"the merged config of worker {w.id} would be larger than "
+                    f"{CONFIG_LIMIT // 1024} KiB"
+                )
+            self._merged[key] = text
         return text
+
+
+@lru_cache(maxsize=1024)
+def _canonical(text: str) -> str:
+    return json.dumps(json.loads(text), sort_keys=True)
 
 
 def _same(a: str, b: str) -> bool:
     """Whether two stored configs are the same JSON (key order aside; 1, 1.0 and true differ)."""
-    if a == b:
-        return True
-    return json.dumps(json.loads(a), sort_keys=True) == json.dumps(json.loads(b), sort_keys=True)
+    return a == b or _canonical(a) == _canonical(b)
 
 
 def reconfigured(
