@@ -291,3 +291,28 @@ async def test_a_kept_tls_connection_is_reused_only_while_its_key_is_pinned(
         with pytest.raises(sync_http.TlsFailed):
             await tls_call(last.pins, last)
         assert (last.kept, last.pin, len(pool)) == (False, pin, 0)
+
+
+async def test_keepalive_off_asks_the_worker_to_close() -> None:
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        await reader.readexactly(2)
+        writer.write(OK)
+        await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        off = sync_http.Connections(capacity=10, idle=0)
+        assert (await kept_call(port, off)).body == b"ok"
+        assert b"Connection: close" in seen[0]
+        on = sync_http.Connections(capacity=10, idle=5)
+        assert (await kept_call(port, on)).body == b"ok"
+        assert b"Connection: close" not in seen[1]
+        await until(lambda: len(on) == 0)  # the server closed it: it left the pool
+    finally:
+        srv.close()
+        await srv.wait_closed()

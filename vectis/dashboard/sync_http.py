@@ -490,6 +490,8 @@ async def post(
     The same signed bytes are sent again: the worker never read them, or its nonce check
     refuses them.
     """
+    if pool is not None and (pool.capacity <= 0 or pool.idle <= 0):
+        pool = None  # keep-alive off: the worker is told to close the connection
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     head = [f"POST {path} HTTP/1.1", f"Host: {authority}"]
     if pool is None:
