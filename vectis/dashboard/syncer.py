@@ -1,8 +1,8 @@
 """The signed client to workers' `POST /sync`, and sweeps over many workers at once.
 
-Each sync is one short connection through `sync_http`; a sweep runs a fixed pool of
-`concurrency` tasks over the worker list (never one task per worker) and writes outcomes to
-the store in batches. A worker already being synced is joined, never synced twice at once.
+Each sync goes through `sync_http`, over a new connection or the one kept from the worker's
+last sync (`sync_http.Connections`); a sweep runs a fixed pool of `concurrency` tasks over
+the worker list (never one task per worker) and writes outcomes to the store in batches. A worker already being synced is joined, never synced twice at once.
 
 The exchanges (connect, sign, send, read, verify) run on an event loop of their own, in a
 thread of their own (`sync_loop.SyncLoop`), so that a sweep's thousands of exchanges never
@@ -257,7 +257,7 @@ class Syncer:
         self.connections = sync_http.Connections(sync_http.fd_share(keep_max), keep_idle)
 
     async def start(self) -> None:
-        """Start the sync loop's thread; each sync makes its own short connection (sync_http)."""
+        """Start the sync loop's thread, where every sync's connection is made and kept."""
         self.sync_loop.start()
 
     async def close(self) -> None:
