@@ -2,7 +2,8 @@
 
 Each sync goes through `sync_http`, over a new connection or the one kept from the worker's
 last sync (`sync_http.Connections`); a sweep runs a fixed pool of `concurrency` tasks over
-the worker list (never one task per worker) and writes outcomes to the store in batches. A worker already being synced is joined, never synced twice at once.
+the worker list (never one task per worker) and writes outcomes to the store in batches.
+A worker already being synced is joined, never synced twice at once.
 
 The exchanges (connect, sign, send, read, verify) run on an event loop of their own, in a
 thread of their own (`sync_loop.SyncLoop`), so that a sweep's thousands of exchanges never
