@@ -316,3 +316,35 @@ async def test_keepalive_off_asks_the_worker_to_close() -> None:
     finally:
         srv.close()
         await srv.wait_closed()
+
+
+def test_the_keepalive_settings_and_their_bounds(tmp_path: Path) -> None:
+    from vectis.dashboard.settings import load_settings
+    from vectis.errors import ConfigError
+
+    env = {"VECTIS_DATA_DIR": str(tmp_path)}
+    default = load_settings(env)
+    assert (default.sync_keepalive, default.sync_keepalive_max) == (5.0, 1024)
+    chosen = load_settings(
+        {**env, "VECTIS_SYNC_KEEPALIVE": "0", "VECTIS_SYNC_KEEPALIVE_MAX": "20000"}
+    )
+    assert (chosen.sync_keepalive, chosen.sync_keepalive_max) == (0.0, 20000)
+    for name, bad in (
+        ("VECTIS_SYNC_KEEPALIVE", "-1"),
+        ("VECTIS_SYNC_KEEPALIVE", "nan"),
+        ("VECTIS_SYNC_KEEPALIVE", "3601"),
+        ("VECTIS_SYNC_KEEPALIVE_MAX", "many"),
+        ("VECTIS_SYNC_KEEPALIVE_MAX", "1000001"),
+    ):
+        with pytest.raises(ConfigError, match=name):
+            load_settings({**env, name: bad})
+
+
+def test_kept_connections_take_at_most_half_the_open_files_limit() -> None:
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        pytest.skip("no open-files limit here")
+    assert sync_http.fd_share(10) == min(10, soft // 2)
+    assert sync_http.fd_share(10**9) == soft // 2
