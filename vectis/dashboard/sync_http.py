@@ -225,7 +225,11 @@ class _Conn(asyncio.Protocol):
         if self.transport is None or not self.open:
             self.request = request
         elif self.sslobj is not None:
-            self.sslobj.write(request)
+            try:
+                self.sslobj.write(request)
+            except ssl.SSLError as exc:  # the session ended while the connection was idle
+                self._settle(_Stale() if self.kept else TlsFailed(f"TLS failed: {exc}"))
+                return done
             self._flush()
         else:
             self.transport.write(request)
