@@ -18,6 +18,7 @@ selected workers `synced` at it; and prints the times, the ratio of the change's
 baseline sweep, and the simulated fleet's CPU (the load generator's share). Run on demand:
 
     python bench/bench_groups.py                         # 10,000 selected, 1,000 not
+    python bench/bench_groups.py --postgresql            # on a throwaway PostgreSQL cluster
     python bench/bench_groups.py --database-url postgresql://...
 """
 
@@ -94,9 +95,26 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="fleet")
     parser.add_argument("--register-concurrency", type=int, default=32)
     parser.add_argument("--database-url", help="a postgresql:// URL (default: SQLite)")
+    parser.add_argument(
+        "--postgresql",
+        action="store_true",
+        help="a throwaway PostgreSQL cluster (bench_replicas.py's, durable commits)",
+    )
     parser.add_argument("--log", type=Path, help="keep the dashboard's log in FILE")
     args = parser.parse_args()
+    if args.postgresql:
+        from bench_replicas import BenchPg
 
+        server = BenchPg.start_new()
+        try:
+            args.database_url = server.create_database()
+            return measure(args)
+        finally:
+            server.destroy()
+    return measure(args)
+
+
+def measure(args: argparse.Namespace) -> int:
     fleet.raise_nofile()
     admin, enroll = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     port = free_port()
