@@ -14,7 +14,9 @@ and the dashboard's peak RSS. Run on demand, not in CI:
         # the kept connections; beside the plain figures. The target: at least 1,500 syncs/s
 
 The fleet answers `Connection: close` except in the keep-alive sweeps, so that the others
-measure a connection per sync. Beside each sweep: the dashboard's and the fleet's CPU per
+measure a connection per sync; in those it keeps idle connections as long as the dashboard
+does, where a real worker closes them after 10 s: the keep-alive figure is that of workers
+synced again within 10 s. Beside each sweep: the dashboard's and the fleet's CPU per
 sync, and what one core would do at that cost (the fleet shares this machine's cores).
 """
 
