@@ -226,8 +226,9 @@ class WorkerCalls:
         self.metrics.heartbeats["ok"] += 1
         if w.dns_status == "pending":
             self.dns_due()
-        answer = entry.answer
-        return answer, sign_response(key, w.id, nonce, 200, answer, ts=int(now))
+        answer, answer_hash = entry.answer
+        signature = sign_response(key, w.id, nonce, 200, answer, ts=int(now), body_hash=answer_hash)
+        return answer, signature
 
     async def rotate_secret(
         self, worker_id: str, path: str, authorization: str | None, body: bytes

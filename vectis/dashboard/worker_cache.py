@@ -36,6 +36,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from vectis import __version__
+from vectis.crypto.signing import body_sha256
 
 if TYPE_CHECKING:
     from vectis.dashboard.model import Worker
@@ -83,12 +84,14 @@ class Entry:
         self.row = row
         self.stamp = stamp  # the cache's stamp when the row was kept
         self.quiet: bytes | None = None
-        self._answer: bytes | None = None
+        self._answer: tuple[bytes, str] | None = None
 
     @property
-    def answer(self) -> bytes:
+    def answer(self) -> tuple[bytes, str]:
+        """The heartbeat answer this row gives, and its SHA-256 (hex) that the signature covers."""
         if self._answer is None:
-            self._answer = heartbeat_answer(self.row)
+            body = heartbeat_answer(self.row)
+            self._answer = body, body_sha256(body)
         return self._answer
 
 
