@@ -105,6 +105,6 @@ async def test_heartbeats_that_change_nothing_are_written_together(tmp_path: Pat
     await reopened.open()
     try:
         final = await reopened.get_worker(wid)
-        assert final is not None and final.last_sync == seen_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert final is not None and final.last_sync == seen_at
     finally:
         await reopened.close()
