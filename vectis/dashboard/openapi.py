@@ -179,6 +179,31 @@ def operation(
     return doc
 
 
+def admin_operation(
+    op_id: str,
+    summary: str,
+    answers: dict[str, Schema],
+    *,
+    tag: str,
+    write: bool = False,
+    errors: tuple[str, ...] = (),
+    body: Schema | None = None,
+    parameters: list[Schema] | None = None,
+) -> Schema:
+    """A call of the admin token or a web session (its CSRF token on a change): `answers`,
+    then the `errors` named, then the auth failures every such call may answer."""
+    auth = ADMIN_WRITE if write else ADMIN_READ
+    return operation(
+        op_id,
+        summary,
+        {**answers, **responses(*errors), **auth},
+        tag=tag,
+        security=WRITE_AUTH if write else READ_AUTH,
+        body=body,
+        parameters=parameters,
+    )
+
+
 def text_file(media: str, description: str) -> Schema:
     return {"description": description, "content": {media: {"schema": {"type": "string"}}}}
 

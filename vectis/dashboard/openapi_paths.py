@@ -10,17 +10,14 @@ import msgspec
 from vectis.contract import DNS_STATUSES, GROUP_NAME_PATTERN, SELECTOR_MAX
 from vectis.dashboard import schemas
 from vectis.dashboard.openapi import (
-    ADMIN_READ,
-    ADMIN_WRITE,
     BOOL,
     COUNT,
-    READ_AUTH,
     STATUSES,
     TOKEN_PARAM,
     WORKER_ID,
     WORKER_PARAM,
-    WRITE_AUTH,
     Schema,
+    admin_operation,
     answer,
     body_of,
     closed_object,
@@ -122,28 +119,19 @@ def paths() -> dict[str, Schema]:
             )
         },
         "/infra/workers": {
-            "get": operation(
+            "get": admin_operation(
                 "listWorkers",
                 "Every worker, or one page of a selection",
                 {
                     "200": answer(
-                        {
-                            "anyOf": [
-                                closed_object(
-                                    {"workers": {"type": "array", "items": ref("Worker")}}
-                                ),
-                                ref("WorkerPage"),
-                            ]
-                        },
+                        {"anyOf": [closed_object({"workers": WORKERS}), ref("WorkerPage")]},
                         "without limit, cursor, q, dns_status or selector: every worker (status "
                         "filters), as before; with any of them: a page and the next page's cursor",
                     ),
                     "304": NOT_MODIFIED,
-                    **responses("BadRequest"),
-                    **ADMIN_READ,
                 },
                 tag=worker_ops,
-                security=READ_AUTH,
+                errors=("BadRequest",),
                 parameters=[
                     query_param(
                         "status", {"enum": [*STATUSES, ""]}, "an empty value means no filter"
@@ -172,17 +160,12 @@ def paths() -> dict[str, Schema]:
             )
         },
         "/infra/workers/summary": {
-            "get": operation(
+            "get": admin_operation(
                 "workersSummary",
                 "Counts by status and DNS status, and the total",
-                {
-                    "200": answer(ref("FleetSummary"), "the counts"),
-                    "304": NOT_MODIFIED,
-                    **responses("BadRequest"),
-                    **ADMIN_READ,
-                },
+                {"200": answer(ref("FleetSummary"), "the counts"), "304": NOT_MODIFIED},
                 tag=worker_ops,
-                security=READ_AUTH,
+                errors=("BadRequest",),
                 parameters=[
                     query_param(
                         "selector",
@@ -193,7 +176,7 @@ def paths() -> dict[str, Schema]:
             )
         },
         "/infra/workers/sync": {
-            "post": operation(
+            "post": admin_operation(
                 "syncAll",
                 "Sync every worker now; answers when done, or at once with a job",
                 {
@@ -207,11 +190,10 @@ def paths() -> dict[str, Schema]:
                         ref("SweepJob"),
                         "background=true: the job (the one running already, if any)",
                     ),
-                    **responses("BadRequest"),
-                    **ADMIN_WRITE,
                 },
                 tag=worker_ops,
-                security=WRITE_AUTH,
+                write=True,
+                errors=("BadRequest",),
                 parameters=[
                     query_param(
                         "background", {"enum": ["true", "false"]}, "true: answer 202 at once"
@@ -220,35 +202,27 @@ def paths() -> dict[str, Schema]:
             )
         },
         "/infra/jobs/{job_id}": {
-            "get": operation(
+            "get": admin_operation(
                 "showJob",
                 "A background sweep and how far it got",
-                {
-                    "200": answer(ref("SweepJob"), "the job"),
-                    **responses("NotFound"),
-                    **ADMIN_READ,
-                },
+                {"200": answer(ref("SweepJob"), "the job")},
                 tag=worker_ops,
-                security=READ_AUTH,
+                errors=("NotFound",),
                 parameters=[
                     path_param("job_id", "^[0-9a-f]{12}$", "a job's id; the last 20 jobs are kept")
                 ],
             )
         },
         "/infra/workers/{worker_id}": {
-            "get": operation(
+            "get": admin_operation(
                 "showWorker",
                 "One worker with its config and history of status changes",
-                {
-                    "200": answer(ref("WorkerDetail"), "the worker"),
-                    **responses("NotFound"),
-                    **ADMIN_READ,
-                },
+                {"200": answer(ref("WorkerDetail"), "the worker")},
                 tag=worker_ops,
-                security=READ_AUTH,
+                errors=("NotFound",),
                 parameters=[WORKER_PARAM],
             ),
-            "delete": operation(
+            "delete": admin_operation(
                 "deleteWorker",
                 "Deregister a worker; its DNS record goes too",
                 {
@@ -260,41 +234,34 @@ def paths() -> dict[str, Schema]:
                             }
                         ),
                         "deleted",
-                    ),
-                    **responses("NotFound"),
-                    **ADMIN_WRITE,
+                    )
                 },
                 tag=worker_ops,
-                security=WRITE_AUTH,
+                write=True,
+                errors=("NotFound",),
                 parameters=[WORKER_PARAM],
             ),
         },
         "/infra/workers/{worker_id}/sync": {
-            "post": operation(
+            "post": admin_operation(
                 "syncWorker",
                 "Sync one worker now; answers the worker after the attempt",
-                {
-                    "200": answer(ref("Worker"), "the worker; a failed attempt is its status"),
-                    **responses("NotFound"),
-                    **ADMIN_WRITE,
-                },
+                {"200": answer(ref("Worker"), "the worker; a failed attempt is its status")},
                 tag=worker_ops,
-                security=WRITE_AUTH,
+                write=True,
+                errors=("NotFound",),
                 parameters=[WORKER_PARAM],
             )
         },
         "/infra/workers/{worker_id}/config": {
-            "put": operation(
+            "put": admin_operation(
                 "setConfig",
                 "Set a worker's own config, over its groups'; when the merge changes, a new "
                 "desired revision, and the worker is outdated until it applies it",
-                {
-                    "200": answer(ref("Worker"), "the worker with its desired_revision"),
-                    **responses("BadRequest", "NotFound", "TooLarge"),
-                    **ADMIN_WRITE,
-                },
+                {"200": answer(ref("Worker"), "the worker with its desired_revision")},
                 tag=worker_ops,
-                security=WRITE_AUTH,
+                write=True,
+                errors=("BadRequest", "NotFound", "TooLarge"),
                 parameters=[WORKER_PARAM],
                 body=body_of(
                     {
@@ -306,122 +273,98 @@ def paths() -> dict[str, Schema]:
             )
         },
         "/infra/workers/{worker_id}/labels": {
-            "put": operation(
+            "put": admin_operation(
                 "setLabels",
                 "Replace a worker's labels; the groups that select it, and so its desired "
                 "config, may change",
-                {
-                    "200": answer(ref("Worker"), "the worker with its labels"),
-                    **responses("BadRequest", "NotFound", "TooLarge"),
-                    **ADMIN_WRITE,
-                },
+                {"200": answer(ref("Worker"), "the worker with its labels")},
                 tag=worker_ops,
-                security=WRITE_AUTH,
+                write=True,
+                errors=("BadRequest", "NotFound", "TooLarge"),
                 parameters=[WORKER_PARAM],
                 body=body_of(LABELS, description="the labels: an object of strings"),
             )
         },
         "/infra/config/groups": {
-            "get": operation(
+            "get": admin_operation(
                 "listGroups",
                 "Every config group, by name",
-                {"200": answer(ref("ConfigGroupList"), "the groups"), **ADMIN_READ},
+                {"200": answer(ref("ConfigGroupList"), "the groups")},
                 tag="groups",
-                security=READ_AUTH,
             )
         },
         "/infra/config/groups/{name}": {
-            "get": operation(
+            "get": admin_operation(
                 "showGroup",
                 "One config group and how many workers it selects",
-                {
-                    "200": answer(ref("ConfigGroupDetail"), "the group"),
-                    **responses("NotFound"),
-                    **ADMIN_READ,
-                },
+                {"200": answer(ref("ConfigGroupDetail"), "the group")},
                 tag="groups",
-                security=READ_AUTH,
+                errors=("NotFound",),
                 parameters=[GROUP_PARAM],
             ),
-            "put": operation(
+            "put": admin_operation(
                 "putGroup",
                 "Create or replace a config group; every worker whose merged config changes "
                 "gets a new desired revision and is outdated until it applies it",
                 {
                     "200": answer(ref("ConfigGroupChange"), "the group, replaced"),
                     "201": answer(ref("ConfigGroupChange"), "the group, created"),
-                    **responses("BadRequest", "NotFound", "GroupsFull", "TooLarge"),
-                    **ADMIN_WRITE,
                 },
                 tag="groups",
-                security=WRITE_AUTH,
+                write=True,
+                errors=("BadRequest", "NotFound", "GroupsFull", "TooLarge"),
                 parameters=[GROUP_PARAM],
                 body=body_of(ref("ConfigGroupBody")),
             ),
-            "delete": operation(
+            "delete": admin_operation(
                 "deleteGroup",
                 "Delete a config group; the workers it selected lose its keys",
-                {
-                    "200": answer(ref("ConfigGroupChange"), "the deleted group"),
-                    **responses("NotFound"),
-                    **ADMIN_WRITE,
-                },
+                {"200": answer(ref("ConfigGroupChange"), "the deleted group")},
                 tag="groups",
-                security=WRITE_AUTH,
+                write=True,
+                errors=("NotFound",),
                 parameters=[GROUP_PARAM],
             ),
         },
         "/infra/tokens": {
-            "post": operation(
+            "post": admin_operation(
                 "createToken",
                 "Create an enrollment token",
-                {
-                    "201": answer(ref("NewToken"), "the token, shown once"),
-                    **responses("BadRequest", "TooLarge"),
-                    **ADMIN_WRITE,
-                },
+                {"201": answer(ref("NewToken"), "the token, shown once")},
                 tag="tokens",
-                security=WRITE_AUTH,
+                write=True,
+                errors=("BadRequest", "TooLarge"),
                 body=body_of(ref("TokenRequest"), required=False),
             ),
-            "get": operation(
+            "get": admin_operation(
                 "listTokens",
                 "Every enrollment token",
                 {
                     "200": answer(
                         closed_object({"tokens": {"type": "array", "items": ref("Token")}}),
                         "the tokens",
-                    ),
-                    **ADMIN_READ,
+                    )
                 },
                 tag="tokens",
-                security=READ_AUTH,
             ),
         },
         "/infra/tokens/{token_id}": {
-            "delete": operation(
+            "delete": admin_operation(
                 "revokeToken",
                 "Revoke an enrollment token",
-                {
-                    "200": answer(ref("Token"), "the revoked token"),
-                    **responses("NotFound"),
-                    **ADMIN_WRITE,
-                },
+                {"200": answer(ref("Token"), "the revoked token")},
                 tag="tokens",
-                security=WRITE_AUTH,
+                write=True,
+                errors=("NotFound",),
                 parameters=[TOKEN_PARAM],
             )
         },
         "/metrics": {
-            "get": operation(
+            "get": admin_operation(
                 "metrics",
                 "Prometheus text: workers by status, syncs, durations, registrations",
-                {
-                    "200": text_file("text/plain", "Prometheus text format 0.0.4"),
-                    **ADMIN_READ,
-                },
+                {"200": text_file("text/plain", "Prometheus text format 0.0.4")},
                 tag="admin",
-                security=READ_AUTH,
             )
         },
         "/login": {
