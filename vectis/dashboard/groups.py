@@ -16,10 +16,12 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from vectis import contract
 from vectis.contract import CONFIG_LIMIT
 from vectis.dashboard.model import Changes, Worker, after_config
 from vectis.dashboard.selectors import Selector, parse
-from vectis.errors import BadRequest
+from vectis.errors import BadRequest, Conflict
+from vectis.status import iso
 
 #: What `config_sources` names the worker's own config by; a group is `group:<name>`.
 WORKER_SOURCE = "worker"
@@ -125,6 +127,47 @@ def plan(
         if found is not None:
             out.append(found)
     return out
+
+
+def with_settings(
+    w: Worker,
+    groups: Groups,
+    now: datetime,
+    labels: Mapping[str, str] | None,
+    own_config_json: str | None,
+) -> tuple[Worker, Changes]:
+    """`w` with new labels and/or own config, merged again (a new revision only when its
+    merged config changed), and its transitions."""
+    reason: str | None = None  # the worker's own config: the cause says no more
+    if labels is not None:
+        w = replace(w, labels_json=labels_json(labels), updated_at=iso(now))
+        reason = "labels changed"
+    if own_config_json is not None:
+        w = replace(w, own_config_json=own_config_json, updated_at=iso(now))
+        reason = None
+    return reconfigured(w, groups, now, reason) or (w, [])
+
+
+def check_room(count: int) -> None:
+    """Refuse a new group when `count` groups exist already (the limit read at call time)."""
+    if count >= contract.GROUPS_MAX:
+        raise Conflict(f"at most {contract.GROUPS_MAX} config groups")
+
+
+def group_put(
+    old: ConfigGroup | None,
+    name: str,
+    selector: str,
+    priority: int,
+    config_json: str,
+    now: datetime,
+) -> tuple[ConfigGroup, list[Selector]]:
+    """The group a `PUT` stores over `old` (None: a new one), and the selectors whose workers
+    merge again: the new one and the old one."""
+    group = ConfigGroup(
+        name, selector, priority, config_json, old.created_at if old else iso(now), iso(now)
+    )
+    return group, [parse(selector)] + ([parse(old.selector)] if old else [])
 
 
 def labels_json(labels: Mapping[str, str]) -> str:

@@ -22,15 +22,17 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from vectis import contract
 from vectis.dashboard import schemas
 from vectis.dashboard.groups import (
     ConfigGroup,
     Groups,
+    check_room,
     first_config,
+    group_put,
     labels_json,
     plan,
     reconfigured,
+    with_settings,
 )
 from vectis.dashboard.model import (
     Changes,
@@ -766,17 +768,10 @@ class PostgresStore(Store):
             row = await conn.fetchrow(f"{_SELECT_WORKER} WHERE id = $1 FOR UPDATE", worker_id)
             if row is None:
                 return None
-            w = _worker(row)
-            reason: str | None = None  # the worker's own config: the cause says no more
+            groups = await self._groups(conn)
+            w, history = with_settings(_worker(row), groups, now, labels, own_config_json)
             if labels is not None:
-                w = replace(w, labels_json=labels_json(labels), updated_at=iso(now))
                 await self._set_labels(conn, w.id, labels)
-                reason = "labels changed"
-            if own_config_json is not None:
-                w = replace(w, own_config_json=own_config_json, updated_at=iso(now))
-                reason = None
-            history: Changes
-            w, history = reconfigured(w, await self._groups(conn), now, reason) or (w, [])
             await conn.execute(_UPDATE_WORKER, *_values(w)[1:], w.id)
             await self._history(conn, [(w.id, c) for c in history])
             return w
@@ -802,17 +797,8 @@ class PostgresStore(Store):
             row = await conn.fetchrow(f"{_SELECT_GROUP} WHERE name = $1", name)
             old = None if row is None else ConfigGroup(*row)
             if old is None:
-                count = await conn.fetchval("SELECT count(*) FROM config_groups")
-                if count >= contract.GROUPS_MAX:
-                    raise Conflict(f"at most {contract.GROUPS_MAX} config groups")
-            group = ConfigGroup(
-                name,
-                selector,
-                priority,
-                config_json,
-                old.created_at if old else iso(now),
-                iso(now),
-            )
+                check_room(await conn.fetchval("SELECT count(*) FROM config_groups"))
+            group, selectors = group_put(old, name, selector, priority, config_json, now)
             await conn.execute(
                 f"INSERT INTO config_groups ({', '.join(_GROUP_COLUMNS)}) "  # noqa: S608
                 "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET "
@@ -820,7 +806,6 @@ class PostgresStore(Store):
                 "config_json = excluded.config_json, updated_at = excluded.updated_at",
                 *astuple(group),
             )
-            selectors = [parse(selector)] + ([parse(old.selector)] if old else [])
             moved_count = await self._reconfigure(conn, selectors, now, f"group {name} changed")
             return group, old is None, moved_count
 

@@ -21,14 +21,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vectis import contract
 from vectis.dashboard.groups import (
     ConfigGroup,
     Groups,
+    check_room,
     first_config,
+    group_put,
     labels_json,
     plan,
     reconfigured,
+    with_settings,
 )
 from vectis.dashboard.list_cache import REV_KEY, REV_QUERY, ListCache, bump
 from vectis.dashboard.migrations import migrate
@@ -677,17 +679,9 @@ class SQLiteStore(Store):
             row = db.execute(f"{_SELECT_WORKER} WHERE id = ?", (worker_id,)).fetchone()
             if row is None:
                 return None
-            w = _worker(row)
-            reason: str | None = None  # the worker's own config: the cause says no more
+            w, history = with_settings(_worker(row), self._groups(db), now, labels, own_config_json)
             if labels is not None:
-                w = replace(w, labels_json=labels_json(labels), updated_at=iso(now))
                 self._set_labels(db, w.id, labels)
-                reason = "labels changed"
-            if own_config_json is not None:
-                w = replace(w, own_config_json=own_config_json, updated_at=iso(now))
-                reason = None
-            history: Changes
-            w, history = reconfigured(w, self._groups(db), now, reason) or (w, [])
             self._write(db, [w])
             self._history(db, [(w.id, c) for c in history])
             return w
@@ -727,23 +721,13 @@ class SQLiteStore(Store):
             row = db.execute(f"{_SELECT_GROUP} WHERE name = ?", (name,)).fetchone()
             old = None if row is None else ConfigGroup(*row)
             if old is None:
-                (count,) = db.execute("SELECT COUNT(*) FROM config_groups").fetchone()
-                if count >= contract.GROUPS_MAX:
-                    raise Conflict(f"at most {contract.GROUPS_MAX} config groups")
-            group = ConfigGroup(
-                name,
-                selector,
-                priority,
-                config_json,
-                old.created_at if old else iso(now),
-                iso(now),
-            )
+                check_room(db.execute("SELECT COUNT(*) FROM config_groups").fetchone()[0])
+            group, selectors = group_put(old, name, selector, priority, config_json, now)
             db.execute(
                 f"INSERT OR REPLACE INTO config_groups ({', '.join(_GROUP_COLUMNS)}) "  # noqa: S608
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 astuple(group),
             )
-            selectors = [parse(selector)] + ([parse(old.selector)] if old else [])
             moved_count = self._reconfigure(db, selectors, now, f"group {name} changed")
             return group, old is None, moved_count
 
