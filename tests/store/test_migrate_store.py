@@ -93,15 +93,24 @@ def test_a_fleet_moves_to_postgresql_and_keeps_heartbeating(
         # Its secret registers as the same worker, not a new one.
         status, reg = dash.register(host.secret, host.port, ip="127.0.0.9")
         assert status == 200 and reg["id"] == wid
-        # A worker that exists only in PostgreSQL: another move is refused, unless forced.
+        # A worker, a token and a group that exist only in PostgreSQL: another move is
+        # refused, unless forced.
         newcomer = worker_host(tmp_path / "w3")
         status, fresh = dash.register(newcomer.secret, newcomer.port)
         assert status == 201
+        status, pg_token = dash.call("POST", "/infra/tokens", {"description": "pg only"})
+        assert status == 201, pg_token
+        pg_group = {"selector": "role=none", "priority": 0, "config": {"x": 1}}
+        assert dash.call("PUT", "/infra/config/groups/pg-only", pg_group)[0] == 201
         code, out, err = _move(data_dir, url)
         assert code != 0 and "not in the source" in err and PASSWORD not in out + err
         code, out, err = _move(data_dir, url, "--force", "--json")
         assert code == 0, err
-        assert json.loads(out)["foreign"] == [f"worker {fresh['id']} is not in the source"]
+        assert json.loads(out)["foreign"] == [
+            f"worker {fresh['id']} is not in the source",
+            f"token {pg_token['id']} is not in the source",
+            "config group pg-only is not in the source",
+        ]
         status, listed = dash.call("GET", "/infra/workers")
         assert status == 200 and len(listed["workers"]) == 3
     assert ADMIN not in (tmp_path / "pg" / "pg.log").read_text()

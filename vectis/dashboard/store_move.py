@@ -112,8 +112,16 @@ async def move_store(sqlite_path: Path, url: str, *, force: bool = False) -> Mov
                 )
             for table, key in _TABLES:
                 setattr(report, table, await _upsert(conn, table, key, *data[table]))
-            report.history = await _copy_history(conn, *data["history"], data["workers"])
-            report.labels = await _copy_labels(conn, *data["worker_labels"], data["workers"])
+            # The moved workers' history (in the source's order) and labels (the rows
+            # selectors search) replace what the target held of them.
+            history = ("worker_id", "at", "status", "previous", "cause")
+            report.history = await _replace_rows(
+                conn, "history", history, data["history"], data["workers"]
+            )
+            labels = ("worker_id", "key", "value")
+            report.labels = await _replace_rows(
+                conn, "worker_labels", labels, data["worker_labels"], data["workers"]
+            )
     finally:
         await target.close()
     return report
@@ -134,16 +142,12 @@ async def _check_target(
             report.foreign.append(f"worker {wid} has another secret there")
         else:
             report.workers_updated += 1
-    token_columns, token_rows = data["tokens"]
-    token_ids = {r[token_columns.index("id")] for r in token_rows}
-    for (tid,) in await conn.fetch("SELECT id FROM tokens"):
-        if tid not in token_ids:
-            report.foreign.append(f"token {tid} is not in the source")
-    group_columns, group_rows = data["config_groups"]
-    group_names = {r[group_columns.index("name")] for r in group_rows}
-    for (name,) in await conn.fetch("SELECT name FROM config_groups"):
-        if name not in group_names:
-            report.foreign.append(f"config group {name} is not in the source")
+    for table, key, what in (("tokens", "id", "token"), ("config_groups", "name", "config group")):
+        keys_at, source_rows = data[table]
+        moved = {r[keys_at.index(key)] for r in source_rows}
+        for (held_key,) in await conn.fetch(f"SELECT {key} FROM {table}"):  # noqa: S608
+            if held_key not in moved:
+                report.foreign.append(f"{what} {held_key} is not in the source")
 
 
 async def _upsert(
@@ -154,10 +158,9 @@ async def _upsert(
         return 0
     shared = [c for c in columns if c in await _columns(conn, table)]
     picks = [columns.index(c) for c in shared]
-    marks = ", ".join(f"${n}" for n in range(1, len(shared) + 1))
     updates = ", ".join(f"{c} = excluded.{c}" for c in shared if c != key)
     sql = (
-        f"INSERT INTO {table} ({', '.join(shared)}) VALUES ({marks}) "  # noqa: S608
+        f"INSERT INTO {table} ({', '.join(shared)}) VALUES ({_marks(len(shared))}) "  # noqa: S608
         f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
     )
     try:
@@ -171,41 +174,29 @@ async def _upsert(
     return len(rows)
 
 
-async def _copy_history(
+async def _replace_rows(
     conn: Any,
-    columns: list[str],
-    rows: list[tuple[Any, ...]],
+    table: str,
+    wanted: tuple[str, ...],
+    source: tuple[list[str], list[tuple[Any, ...]]],
     workers: tuple[list[str], list[tuple[Any, ...]]],
 ) -> int:
-    """The moved workers' history replaces what the target held of it, in the source's order."""
+    """The moved workers' rows of `table` (its `wanted` columns the source has) replace what
+    the target held of them, in the source's order."""
+    columns, rows = source
     ids = [r[workers[0].index("id")] for r in workers[1]]
-    await conn.execute("DELETE FROM history WHERE worker_id = ANY($1::text[])", ids)
+    await conn.execute(f"DELETE FROM {table} WHERE worker_id = ANY($1::text[])", ids)  # noqa: S608
     if not rows:
         return 0
-    shared = [c for c in ("worker_id", "at", "status", "previous", "cause") if c in columns]
+    shared = [c for c in wanted if c in columns]
     picks = [columns.index(c) for c in shared]
-    marks = ", ".join(f"${n}" for n in range(1, len(shared) + 1))
     await conn.executemany(
-        f"INSERT INTO history ({', '.join(shared)}) VALUES ({marks})",  # noqa: S608
+        f"INSERT INTO {table} ({', '.join(shared)}) VALUES ({_marks(len(shared))})",  # noqa: S608
         [tuple(r[i] for i in picks) for r in rows],
     )
     return len(rows)
 
 
-async def _copy_labels(
-    conn: Any,
-    columns: list[str],
-    rows: list[tuple[Any, ...]],
-    workers: tuple[list[str], list[tuple[Any, ...]]],
-) -> int:
-    """The moved workers' labels (the rows selectors search) replace what the target held."""
-    ids = [r[workers[0].index("id")] for r in workers[1]]
-    await conn.execute("DELETE FROM worker_labels WHERE worker_id = ANY($1::text[])", ids)
-    if not rows:
-        return 0
-    picks = [columns.index(c) for c in ("worker_id", "key", "value")]
-    await conn.executemany(
-        "INSERT INTO worker_labels (worker_id, key, value) VALUES ($1, $2, $3)",
-        [tuple(r[i] for i in picks) for r in rows],
-    )
-    return len(rows)
+def _marks(count: int) -> str:
+    """PostgreSQL's placeholders for `count` values: $1, $2, ..."""
+    return ", ".join(f"${n}" for n in range(1, count + 1))
