@@ -19,7 +19,6 @@ heartbeat, or the dashboard's next sync that meets the new key, finishes the rot
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import ssl
 import time
@@ -28,12 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vectis.atomicfile import fsync_dir, write_atomic
 from vectis.crypto.pinning import BadCertificate, pin_of_der
 from vectis.errors import ConfigError, ExitCode, Unauthorized, VectisError
 from vectis.worker import client, tls
 from vectis.worker.host import probe_address
-from vectis.worker.rotation import rotation_lock
+from vectis.worker.rotation import Outcome, drop_pending, promote, rotation_lock, write_pending_file
 
 log = logging.getLogger("vectis.worker")
 
@@ -45,10 +43,7 @@ _POLL = 0.1
 def write_next(tls_file: Path) -> str:
     """Write a new key to `worker.tls.pem.next` (0600, atomically); its pin."""
     path = tls.next_path(tls_file)
-    try:
-        write_atomic(path, tls.make_pem(), 0o600, owner_of=tls_file)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot write the new TLS key ({exc.strerror})") from None
+    write_pending_file(path, tls.make_pem(), tls_file, "the new TLS key")
     pin = tls.read_pin(path)
     assert pin is not None
     return pin
@@ -65,17 +60,12 @@ def pending_pin(tls_file: Path) -> str | None:
 
 def switch(tls_file: Path) -> None:
     """Make the pending key the served one: one rename, so a key is always there."""
-    try:
-        os.replace(tls.next_path(tls_file), tls_file)
-        fsync_dir(tls_file.parent)
-    except OSError as exc:
-        raise ConfigError(f"{tls_file}: cannot replace the TLS key ({exc.strerror})") from None
+    promote(tls.next_path(tls_file), tls_file, "the TLS key")
 
 
 def discard(tls_file: Path) -> None:
     """Drop a pending key that the dashboard refused to hear of."""
-    tls.next_path(tls_file).unlink(missing_ok=True)
-    fsync_dir(tls_file.parent)
+    drop_pending(tls.next_path(tls_file))
 
 
 def served_pin(host: str, port: int, timeout: float = 1.0) -> str | None:
@@ -118,7 +108,7 @@ def wait_served(
 
 
 @dataclass(frozen=True)
-class KeyRotationResult:
+class KeyRotationResult(Outcome):
     """The outcome of `vectis rotate-tls-key`; holds pins, which are public, never a key."""
 
     id: str
@@ -129,10 +119,6 @@ class KeyRotationResult:
     pin: str | None  # the pin served from now on (the new one once rotated)
     previous_pin: str | None
     error: VectisError | None = None
-
-    @property
-    def exit_code(self) -> ExitCode:
-        return self.error.exit_code if self.error is not None else ExitCode.OK
 
     @property
     def message(self) -> str:

@@ -73,28 +73,58 @@ def read_pending(secret_file: Path) -> str | None:
     return read_secret_file(path)
 
 
-def write_pending(secret_file: Path, secret: str) -> None:
-    """Write `worker.secret.next` atomically: temp file, 0600, fsync, rename, fsync the dir."""
-    path = pending_path(secret_file)
+# A secret's rotation and a TLS key's (key_rotation.py) keep the new one in a pending file
+# beside the one in force, and move it there in one rename.
+
+
+def write_pending_file(pending: Path, data: bytes, owner_of: Path, what: str) -> None:
+    """Write a pending file atomically (temp file, 0600, fsync, rename, fsync the dir), owned
+    as `owner_of` is."""
     try:
-        write_atomic(path, (secret + "\n").encode("ascii"), 0o600, owner_of=secret_file)
+        write_atomic(pending, data, 0o600, owner_of=owner_of)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot write the new secret ({exc.strerror})") from None
+        raise ConfigError(f"{pending}: cannot write {what} ({exc.strerror})") from None
+
+
+def promote(pending: Path, target: Path, what: str) -> None:
+    """Make the pending file `target`: one rename, so there is never a moment without one."""
+    try:
+        os.replace(pending, target)
+        fsync_dir(target.parent)
+    except OSError as exc:
+        raise ConfigError(f"{target}: cannot replace {what} ({exc.strerror})") from None
+
+
+def drop_pending(pending: Path) -> None:
+    """Drop a pending file the dashboard never accepted."""
+    pending.unlink(missing_ok=True)
+    fsync_dir(pending.parent)
+
+
+def write_pending(secret_file: Path, secret: str) -> None:
+    """Write `worker.secret.next` atomically."""
+    data = (secret + "\n").encode("ascii")
+    write_pending_file(pending_path(secret_file), data, secret_file, "the new secret")
 
 
 def finish(secret_file: Path) -> None:
-    """Make the pending secret the secret: one rename, so there is never a moment without one."""
-    try:
-        os.replace(pending_path(secret_file), secret_file)
-        fsync_dir(secret_file.parent)
-    except OSError as exc:
-        raise ConfigError(f"{secret_file}: cannot replace the secret ({exc.strerror})") from None
+    """Make the pending secret the secret."""
+    promote(pending_path(secret_file), secret_file, "the secret")
 
 
 def discard(secret_file: Path) -> None:
     """Drop a pending secret the dashboard never accepted."""
-    pending_path(secret_file).unlink(missing_ok=True)
-    fsync_dir(secret_file.parent)
+    drop_pending(pending_path(secret_file))
+
+
+class Outcome:
+    """What a rotation's result shares: its error, if any, gives the exit code."""
+
+    error: VectisError | None
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return self.error.exit_code if self.error is not None else ExitCode.OK
 
 
 def _rotation_refusal(status: int, raw: bytes) -> VectisError:
@@ -136,7 +166,7 @@ def request_rotation(
 
 
 @dataclass(frozen=True)
-class RotationResult:
+class RotationResult(Outcome):
     """The outcome of `vectis rotate-secret`; never holds a secret."""
 
     id: str
@@ -144,10 +174,6 @@ class RotationResult:
     resumed: bool  # an earlier, interrupted rotation's secret was the one sent
     pending: bool  # a new secret is still waiting in worker.secret.next
     error: VectisError | None = None
-
-    @property
-    def exit_code(self) -> ExitCode:
-        return self.error.exit_code if self.error is not None else ExitCode.OK
 
     @property
     def message(self) -> str:
