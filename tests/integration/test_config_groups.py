@@ -223,6 +223,9 @@ def test_selectors_filter_the_list_the_summary_and_the_cli(tmp_path: Path) -> No
         assert done.returncode == 0 and "role=edge" in done.stdout and "4 worker" in done.stdout
         done = run_cli(["dashboard", "groups", "show", "nope"], env)
         assert done.returncode != 0 and "no config group 'nope'" in done.stderr, done.stderr
+        done = run_cli(["dashboard", "groups", "delete", "edge"], env)  # no terminal: no
+        assert done.returncode == 2 and "config group edge without confirmation" in done.stderr
+        assert run_cli(["dashboard", "groups", "show", "edge"], env).returncode == 0
         done = run_cli(["dashboard", "groups", "delete", "edge", "--yes", "--json"], env)
         assert done.returncode == 0 and json.loads(done.stdout)["deleted"] is True
         done = run_cli(["dashboard", "groups", "set", "Bad_Name", "-"], env, input="{}")

@@ -338,18 +338,21 @@ def delete_worker(
     """Deregister a worker; its DNS record goes too."""
     client = _client(url, admin_token_file, timeout)
     if not yes:
-        if not sys.stdin.isatty():
-            raise BadRequest(
-                f"refusing to delete worker {worker_id} without confirmation: pass --yes"
-            )
-        if not typer.confirm(clean(f"Delete worker {worker_id} and its DNS record?"), err=True):
-            say(f"worker {worker_id} not deleted")
-            raise typer.Exit(int(ExitCode.ERROR))
+        confirm_delete(f"worker {worker_id}", f"Delete worker {worker_id} and its DNS record?")
     doc = client.delete_worker(worker_id)
     if as_json:
         emit_json(doc if doc is not None else {"id": worker_id, "deleted": True})
     else:
         say(f"deleted worker {worker_id}")
+
+
+def confirm_delete(what: str, question: str) -> None:
+    """Ask `question` on a terminal; refuse without one (the caller's --yes skips this)."""
+    if not sys.stdin.isatty():
+        raise BadRequest(f"refusing to delete {what} without confirmation: pass --yes")
+    if not typer.confirm(clean(question), err=True):
+        say(f"{what} not deleted")
+        raise typer.Exit(int(ExitCode.ERROR))
 
 
 def read_config(stdin: str | None, file: Path | None) -> dict[str, Any]:

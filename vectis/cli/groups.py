@@ -6,7 +6,6 @@ The options and the admin client are `admin.py`'s, looked up there at call time.
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -22,10 +21,10 @@ from vectis.cli.admin import (
     Timeout,
     TokenFile,
     Url,
+    confirm_delete,
     read_config,
 )
-from vectis.cli.render import clean, emit_json, say
-from vectis.errors import BadRequest, ExitCode
+from vectis.cli.render import emit_json, say
 
 groups_app = typer.Typer(
     help="Config groups: a selector, a priority and a config merged into each selected "
@@ -146,11 +145,7 @@ def delete_group(
     """Delete a config group; the workers it selected lose its keys."""
     client = admin._client(url, admin_token_file, timeout)
     if not yes:
-        if not sys.stdin.isatty():
-            raise BadRequest(f"refusing to delete group {name} without confirmation: pass --yes")
-        if not typer.confirm(clean(f"Delete config group {name}?"), err=True):
-            say(f"config group {name} not deleted")
-            raise typer.Exit(int(ExitCode.ERROR))
+        confirm_delete(f"config group {name}", f"Delete config group {name}?")
     doc = client.delete_group(name)
     if as_json:
         emit_json(doc)
