@@ -237,3 +237,8 @@ def test_a_refused_announce_rolls_the_rotation_back(tmp_path: Path) -> None:
         assert host.tls_pin == old_pin
         assert not tls.next_path(host.conf_dir / TLS_NAME).exists()
         assert time.monotonic() - started < 30
+        # Without --json: the same outcome as fields, the pin among them.
+        done = run_cli(["rotate-tls-key", "--ip", "127.0.0.1"], env=host.env())
+        assert done.returncode != 0 and done.stderr.startswith("vectis: TLS key not rotated")
+        assert "rotated: False" in done.stdout and "pending: False" in done.stdout
+        assert f"tls pin: {old_pin}" in done.stdout, done.stdout

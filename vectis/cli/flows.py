@@ -14,6 +14,8 @@ from vectis.cli.render import emit_json, fields, say
 
 if TYPE_CHECKING:
     from vectis.worker.flows import FlowResult
+    from vectis.worker.key_rotation import KeyRotationResult
+    from vectis.worker.rotation import RotationResult
 
 TokenOpt = Annotated[
     str | None,
@@ -32,6 +34,13 @@ UrlOpt = Annotated[
     typer.Option(
         "--dashboard-url",
         help="Dashboard URL (env VECTIS_DASHBOARD_URL; else worker.conf; remembered).",
+    ),
+]
+#: The rotations' --dashboard-url: used, not remembered.
+RotateUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dashboard-url", help="Dashboard URL (env VECTIS_DASHBOARD_URL; else worker.conf)."
     ),
 ]
 IpOpt = Annotated[
@@ -150,34 +159,18 @@ def demo(
 
 
 def rotate_secret(
-    dashboard_url: Annotated[
-        str | None,
-        typer.Option(
-            "--dashboard-url", help="Dashboard URL (env VECTIS_DASHBOARD_URL; else worker.conf)."
-        ),
-    ] = None,
+    dashboard_url: RotateUrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Replace this worker's secret: the dashboard switches first, then this worker."""
     from vectis.worker import flows
 
     result = flows.rotate_secret(flows.FlowOptions(dashboard_url=dashboard_url))
-    data = result.as_json()
-    if as_json:
-        emit_json(data)
-    else:
-        fields([("id", data["id"]), ("rotated", data["rotated"]), ("pending", data["pending"])])
-    say(f"vectis: {result.message}" if result.error is not None else result.message)
-    raise typer.Exit(int(result.exit_code))
+    _rotated(result, as_json)
 
 
 def rotate_tls_key(
-    dashboard_url: Annotated[
-        str | None,
-        typer.Option(
-            "--dashboard-url", help="Dashboard URL (env VECTIS_DASHBOARD_URL; else worker.conf)."
-        ),
-    ] = None,
+    dashboard_url: RotateUrlOpt = None,
     ip: IpOpt = None,
     port: PortOpt = None,
     as_json: JsonOpt = False,
@@ -186,18 +179,19 @@ def rotate_tls_key(
     from vectis.worker import flows
 
     options = flows.FlowOptions(dashboard_url=dashboard_url, ip=ip, port=port)
-    result = flows.rotate_tls_key(options)
+    _rotated(flows.rotate_tls_key(options), as_json, ("tls pin", "tls_pin"))
+
+
+def _rotated(
+    result: RotationResult | KeyRotationResult, as_json: bool, *more: tuple[str, str]
+) -> None:
+    """A rotation's outcome: its JSON document or its fields (`more`: (label, key) pairs
+    besides id, rotated and pending), its message, and its exit code."""
     data = result.as_json()
     if as_json:
         emit_json(data)
     else:
-        fields(
-            [
-                ("id", data["id"]),
-                ("rotated", data["rotated"]),
-                ("pending", data["pending"]),
-                ("tls pin", data["tls_pin"]),
-            ]
-        )
+        shown = (("id", "id"), ("rotated", "rotated"), ("pending", "pending"), *more)
+        fields([(label, data[key]) for label, key in shown])
     say(f"vectis: {result.message}" if result.error is not None else result.message)
     raise typer.Exit(int(result.exit_code))
