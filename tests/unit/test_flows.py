@@ -80,3 +80,14 @@ def test_changes_name_what_moved() -> None:
     assert _changes(conf, "203.0.113.5", 3001) == "port 3000 -> 3001"
     conf.state.reported_version = "0.0.1"
     assert _changes(conf, "203.0.113.5", 3000) == f"version 0.0.1 -> {__version__}"
+
+
+def test_rotations_need_a_registered_worker() -> None:
+    """Without a registration (no worker.conf here) neither rotation starts, each saying why."""
+    from vectis.worker.flows import FlowOptions, rotate_secret, rotate_tls_key
+
+    options = FlowOptions(dashboard_url="http://127.0.0.1:9")
+    with pytest.raises(NotRegistered, match="not registered, so there is no secret to rotate"):
+        rotate_secret(options)
+    with pytest.raises(NotRegistered, match="not registered, so no key is pinned to rotate"):
+        rotate_tls_key(options)

@@ -364,27 +364,30 @@ def sync(options: FlowOptions, clock: Clock = _utcnow) -> FlowResult:
     return FlowResult("heartbeat", conf, config_applied=applied)
 
 
-def rotate_secret(options: FlowOptions) -> rotation.RotationResult:
-    """`vectis rotate-secret`: a new secret, switched on the dashboard first, then here."""
+def _rotating(options: FlowOptions, unregistered: str, sent: str) -> tuple[WorkerConf, str, str]:
+    """A rotation's worker.conf, the worker's id and the dashboard's URL, the URL's transport
+    checked for what is `sent`; `unregistered` says why there is nothing to rotate."""
     conf = read_conf()
     if not conf.registered or conf.state.id is None:
-        raise NotRegistered(f"not registered, so there is no secret to rotate: {HOW_TO_REGISTER}")
+        raise NotRegistered(f"not registered, so {unregistered}: {HOW_TO_REGISTER}")
     url = _require_url(_dashboard_url(options, conf))
-    check_transport(url, options.env, "a new secret")
-    return rotation.rotate(url, conf.state.id, secret_path())
+    check_transport(url, options.env, sent)
+    return conf, conf.state.id, url
+
+
+def rotate_secret(options: FlowOptions) -> rotation.RotationResult:
+    """`vectis rotate-secret`: a new secret, switched on the dashboard first, then here."""
+    _, worker_id, url = _rotating(options, "there is no secret to rotate", "a new secret")
+    return rotation.rotate(url, worker_id, secret_path())
 
 
 def rotate_tls_key(options: FlowOptions) -> key_rotation.KeyRotationResult:
     """`vectis rotate-tls-key`: a new TLS key, announced, served, then the old one retired."""
-    conf = read_conf()
-    if not conf.registered or conf.state.id is None:
-        raise NotRegistered(f"not registered, so no key is pinned to rotate: {HOW_TO_REGISTER}")
-    url = _require_url(_dashboard_url(options, conf))
-    check_transport(url, options.env, "a heartbeat")
+    conf, worker_id, url = _rotating(options, "no key is pinned to rotate", "a heartbeat")
     daemon = resolve_settings(conf, options.env, port=options.port)
     beat = replace(options, token=None, dashboard_url=url)
 
     def announce() -> VectisError | None:
         return sync(beat).error
 
-    return key_rotation.rotate(conf.state.id, tls_file(), announce, (daemon.host, daemon.port))
+    return key_rotation.rotate(worker_id, tls_file(), announce, (daemon.host, daemon.port))
