@@ -119,19 +119,27 @@ class Admin:
     async def set_config(self, worker_id: str, body: bytes) -> dict[str, Any]:
         """The worker's own config, over its groups'; a new revision if the merge changed."""
         config_json = validate.config(body)
-        w = await self.store.set_worker_settings(worker_id, self.now(), own_config_json=config_json)
-        if w is None:
-            raise NotFound(f"no worker {worker_id[:64]!r}")
-        log.info("worker %s: config set; desired revision %d", worker_id, w.desired_revision)
-        return self.render(w)
+        return await self._settings(worker_id, "config", own_config_json=config_json)
 
     async def set_labels(self, worker_id: str, body: bytes) -> dict[str, Any]:
         """Replace the worker's labels; its groups, and so its desired config, may change."""
         labels = validate.labels_body(body)
-        w = await self.store.set_worker_settings(worker_id, self.now(), labels=labels)
+        return await self._settings(worker_id, "labels", labels=labels)
+
+    async def _settings(
+        self,
+        worker_id: str,
+        what: str,
+        *,
+        labels: dict[str, str] | None = None,
+        own_config_json: str | None = None,
+    ) -> dict[str, Any]:
+        w = await self.store.set_worker_settings(
+            worker_id, self.now(), labels=labels, own_config_json=own_config_json
+        )
         if w is None:
             raise NotFound(f"no worker {worker_id[:64]!r}")
-        log.info("worker %s: labels set; desired revision %d", worker_id, w.desired_revision)
+        log.info("worker %s: %s set; desired revision %d", worker_id, what, w.desired_revision)
         return self.render(w)
 
     # -- config groups ----------------------------------------------------------------------
