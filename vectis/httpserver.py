@@ -191,22 +191,32 @@ def expect_within(cap_of: Callable[[web.Request], int]) -> Callable[..., Any]:
     return expect
 
 
+def arrived_body(request: web.Request, cap: int) -> bytes | None:
+    """The whole body when it came with the headers (the usual small /sync), else None;
+    PayloadTooLarge over `cap`. No timer, no read loop, no coroutine: a hot path calls it
+    first and awaits `read_body` only when it answers None."""
+    length = request.content_length
+    if length is not None and length > cap:
+        raise PayloadTooLarge(f"the body is over {cap} bytes")
+    content = request.content
+    if not content.is_eof():
+        return None
+    data = content.read_nowait()
+    if len(data) > cap:
+        raise PayloadTooLarge(f"the body is over {cap} bytes")
+    return data
+
+
 async def read_body(request: web.Request, cap: int, timeout: float = BODY_TIMEOUT) -> bytes:
     """The raw body: 413 once it is known to exceed `cap` (chunked too), 408 when too slow.
 
     The app's `client_max_size` must be `cap`, so aiohttp stops reading as soon as a body of
     unknown length passes it.
     """
-    if request.content_length is not None and request.content_length > cap:
-        raise PayloadTooLarge(f"the body is over {cap} bytes")
+    data = arrived_body(request, cap)
+    if data is not None:
+        return data
     try:
-        if request.content.is_eof():
-            # The whole body came with the headers (the usual small /sync): taken as it lies,
-            # with no timer armed and cancelled and no read loop on the hot path.
-            data = request.content.read_nowait()
-            if len(data) > cap:
-                raise PayloadTooLarge(f"the body is over {cap} bytes")
-            return data
         async with asyncio.timeout(timeout):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:

@@ -5,6 +5,8 @@ The rules under test: docs/protocol.md#signed-requests.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 
@@ -260,3 +262,21 @@ def test_response_signature_checks() -> None:
     ]:
         with pytest.raises(s.AuthFailure):
             s.verify_response(*args)
+
+
+@pytest.mark.parametrize("size", [0, 1, 32, 63, 64, 65, 200])
+def test_the_prepared_mac_is_hmac_sha256_for_every_key_length(size: int) -> None:
+    key = os.urandom(size)
+    for text in ("", "vectis-req-v1\nw\n1", "é" * 300):
+        assert s._mac(key, text) == hmac.new(key, text.encode(), hashlib.sha256).digest()
+
+
+def test_a_body_hashed_once_is_hashed_again_when_it_changes() -> None:
+    verifier = s.RequestVerifier(lambda _: KEY, start_time=NOW)
+    for body in (b'{"a":1}', b'{"a":2}', b'{"a":1}'):
+        nonce = s.new_nonce(os.urandom)
+        header = s.sign_request(KEY, WID, "POST", "/sync", body, ts=NOW, nonce=nonce)
+        assert verifier.verify(header, "POST", "/sync", body, now=NOW).nonce == nonce
+        other = s.sign_request(KEY, WID, "POST", "/sync", body + b" ", ts=NOW, nonce=nonce)
+        with pytest.raises(s.AuthFailure, match="bad signature"):
+            verifier.verify(other, "POST", "/sync", body, now=NOW)

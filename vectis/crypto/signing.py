@@ -10,12 +10,14 @@ carries `X-Vectis-Signature: v1.<ts>.<sig>`. Both signatures are HMAC-SHA256 key
 from __future__ import annotations
 
 import base64
+import binascii
+import functools
 import hashlib
 import heapq
 import hmac
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 SCHEME = "v1"
 REQUEST_CONTEXT = "vectis-req-v1"
@@ -43,6 +45,7 @@ _HEADER = re.compile(
 # them for 16 bytes (22 characters), two for 32 bytes (43 characters).
 _LAST_OF_16 = frozenset("AQgw")
 _LAST_OF_32 = frozenset("AEIMQUYcgkosw048")
+_FROM_URLSAFE = str.maketrans("-_", "+/")
 
 
 class AuthFailure(Exception):
@@ -92,12 +95,22 @@ def new_nonce(random_bytes: Callable[[int], bytes]) -> str:
 
 
 def request_string_to_sign(
-    worker_id: str, ts: int, nonce: str, method: str, path: str, body: bytes
+    worker_id: str,
+    ts: int,
+    nonce: str,
+    method: str,
+    path: str,
+    body: bytes,
+    *,
+    body_hash: str | None = None,
 ) -> str:
-    """The lines a request signature covers, joined by newlines."""
-    return "\n".join(
-        [REQUEST_CONTEXT, worker_id, str(ts), nonce, method.upper(), path, body_sha256(body)]
-    )
+    """The lines a request signature covers, joined by newlines.
+
+    `body_hash`, when given, must be `body_sha256(body)` (a receiver sent the same bytes many
+    times hashes them once).
+    """
+    digest = body_sha256(body) if body_hash is None else body_hash
+    return f"{REQUEST_CONTEXT}\n{worker_id}\n{ts}\n{nonce}\n{method.upper()}\n{path}\n{digest}"
 
 
 def response_string_to_sign(
@@ -115,11 +128,47 @@ def response_string_to_sign(
     many times hashes them once.
     """
     digest = body_sha256(body) if body_hash is None else body_hash
-    return "\n".join([RESPONSE_CONTEXT, worker_id, str(ts), request_nonce, str(status), digest])
+    return f"{RESPONSE_CONTEXT}\n{worker_id}\n{ts}\n{request_nonce}\n{status}\n{digest}"
+
+
+class _KeyedMac:
+    """HMAC-SHA256 (RFC 2104) under one key, the key's two padded blocks hashed once.
+
+    `hmac.new()` hashes both for every message; a receiver checking thousands of signatures
+    a second under one key copies the two prepared SHA-256 states instead (a third of the cost).
+    The result is `hmac.new(key, message, hashlib.sha256).digest()` (tests/unit/test_signing.py).
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _BLOCK:
+            key = hashlib.sha256(key).digest()
+        block = key.ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(block.translate(_IPAD))
+        self._outer = hashlib.sha256(block.translate(_OPAD))
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+_BLOCK = hashlib.sha256().block_size
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+@functools.lru_cache(maxsize=1024)
+def _keyed(key: bytes) -> _KeyedMac:
+    # Bounded: a dashboard signs for many workers; each entry is two SHA-256 states.
+    return _KeyedMac(key)
 
 
 def _mac(key: bytes, text: str) -> bytes:
-    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()
+    return _keyed(key).digest(text.encode("utf-8"))
 
 
 def sign_request(
@@ -146,9 +195,9 @@ def sign_response(
     return f"{SCHEME}.{ts}.{b64url(sig)}"
 
 
-@dataclass(frozen=True, slots=True)
-class SignedRequest:
-    """The parts of a strictly parsed `Authorization` header."""
+class SignedRequest(NamedTuple):
+    """The parts of a strictly parsed `Authorization` header (immutable; a named tuple, made
+    in a quarter of a frozen dataclass's time, for every request a receiver checks)."""
 
     worker_id: str
     ts: int
@@ -163,7 +212,7 @@ def parse_authorization(header: str | None) -> SignedRequest:
     if match is not None:
         worker_id, ts_text, nonce, sig_text = match.groups()
         if len(worker_id) <= 63 and nonce[-1] in _LAST_OF_16 and sig_text[-1] in _LAST_OF_32:
-            sig = base64.urlsafe_b64decode(sig_text + "=")
+            sig = binascii.a2b_base64(sig_text.translate(_FROM_URLSAFE) + "=")
             return SignedRequest(worker_id, int(ts_text), nonce, sig)
     return _parse_with_reason(header)
 
@@ -271,6 +320,10 @@ class RequestVerifier:
         self.key_for = key_for
         self.start_second = int(start_time)
         self.nonces = NonceStore(nonce_capacity, nonce_share)
+        # The last body and its SHA-256: a worker is sent the same bytes until its config
+        # changes, so each new body is hashed once.
+        self._body: bytes = b""
+        self._body_hash = body_sha256(b"")
 
     def verify(
         self,
@@ -304,9 +357,12 @@ class RequestVerifier:
         key = self.key_for(req.worker_id)
         if key is None:
             raise AuthFailure(f"unknown worker id {req.worker_id!r}")
-        expected = _mac(
-            key, request_string_to_sign(req.worker_id, req.ts, req.nonce, method, path, body)
+        if body != self._body:
+            self._body, self._body_hash = body, body_sha256(body)
+        text = request_string_to_sign(
+            req.worker_id, req.ts, req.nonce, method, path, body, body_hash=self._body_hash
         )
+        expected = _mac(key, text)
         if not hmac.compare_digest(expected, req.sig):
             raise AuthFailure("bad signature")
         if abs(now - req.ts) > MAX_SKEW:

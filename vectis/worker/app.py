@@ -199,7 +199,8 @@ async def _sync(app: web.Application, request: web.Request) -> web.Response:
     rt = app[RUNTIME]
     if request.raw_path != SYNC_PATH:
         raise Unauthorized(f"signed route answers only the exact path {SYNC_PATH}")
-    body = await httpserver.read_body(request, rt.settings.max_body)
+    cap = rt.settings.max_body
+    body = httpserver.arrived_body(request, cap) or await httpserver.read_body(request, cap)
     auth = request.headers.getall("Authorization", [])
     if len(auth) > 1:
         raise Unauthorized("more than one authorization header")
@@ -224,9 +225,8 @@ async def _sync(app: web.Application, request: web.Request) -> web.Response:
     sig = sign_response(
         key, signed.worker_id, signed.nonce, 200, answer, ts=int(rt.clock()), body_hash=answer_hash
     )
-    response = _json(200, answer)
-    response.headers[SIGNATURE_HEADER] = sig
-    return response
+    headers = {hdrs.CONTENT_TYPE: "application/json", SIGNATURE_HEADER: sig}
+    return httpserver.BareResponse(status=200, body=answer, headers=headers)
 
 
 async def handle_healthz(request: web.Request) -> web.Response:

@@ -234,10 +234,14 @@ class WorkerRuntime:
         self.conf = conf
         why = facts_changed(conf, self.settings.port, self.settings.ip)
         # What a successful sync leaves behind, computed once per version of the file.
-        self._steady = SyncRecord(
+        steady = SyncRecord(
             SyncStatus.SYNCED if why is None else SyncStatus.OUTDATED,
             last_sync=conf.state.sync.last_sync,
         )
+        # Whether a success leaves the record as it is (then only last_sync moves, in memory),
+        # and the outcome such a sync answers with: both fixed until the file changes.
+        self._settled = conf.state.sync == steady
+        self._quiet_outcome = SyncOutcome(conf.state.id or "", conf.state.applied_revision, False)
 
     def _outdated_because(self, conf: WorkerConf) -> str | None:
         return facts_changed(conf, self.settings.port, self.settings.ip)
@@ -247,7 +251,7 @@ class WorkerRuntime:
         changes nothing but last_sync (kept in memory); None when it must be written."""
         if self._to_apply(revision) or self._needs_write(revision, self.clock()):
             return None
-        return SyncOutcome(self.conf.state.id or "", self.conf.state.applied_revision, False)
+        return self._quiet_outcome
 
     async def sync_succeeded(self, revision: int, config: dict[str, Any]) -> SyncOutcome:
         """Record a verified `/sync`: apply a newer revision and move the status, persisted.
@@ -280,7 +284,7 @@ class WorkerRuntime:
         """Whether this sync changes more than last_sync; if not, note its time in memory."""
         # The hot path: no config to apply and the record already what a success leaves.
         stored_here = self.applier is None and revision > self.conf.state.applied_revision
-        if stored_here or self.conf.state.sync != self._steady:
+        if stored_here or not self._settled:
             return True
         if self._pending_at is None or at > self._pending_at:
             self._pending_at = at
