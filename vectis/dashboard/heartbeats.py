@@ -77,7 +77,7 @@ class WorkerCalls:
         self._iso = (0, "")  # a second and its ISO text
         self._flusher: asyncio.Task[None] | None = None
         # Rows as heartbeats last found them, kept true by every write to the store.
-        self.rows = WorkerCache(clock)
+        self.rows = WorkerCache()
         store.watchers = (*store.watchers, self.rows)
         ledger = shared.nonces if shared is not None else MemoryNonces
         self.nonces: NonceLedger = ledger(settings.nonce_capacity, share)

@@ -11,8 +11,9 @@ How the rows stay true (docs/protocol.md#heartbeat):
 
 - This process's writes: every public write method of every `Store` reports the rows it
   wrote once it returns (store.py, `Store.__init_subclass__`), so no caller has to remember
-  to. `update_workers` hands over the rows as stored; any other write drops the rows it names,
-  and a write the table in `written()` does not know drops every row.
+  to. `update_workers` hands over the rows as stored (those kept here are replaced; a sweep
+  adds none: rows are kept for the workers that heartbeat); any other write drops the rows
+  it names, and a write that `_READS` and `_WRITES_ONE` below do not name drops every row.
 - Other processes' writes (dashboard replicas on one PostgreSQL database; a command run on
   the SQLite file): `keep_fresh()` asks the store every `CHECK_EVERY` seconds which rows
   were written elsewhere since its last check, and drops them: PostgreSQL names them
@@ -31,6 +32,7 @@ import functools
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -102,8 +104,8 @@ class WorkerCache:
     or a drop's) may be older than what is held: it is dropped, and read again when needed.
     """
 
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self.clock = clock
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock  # monotonic: a step of the wall clock must not stretch BOUND
         self._entries: dict[str, Entry | int] = {}
         self._stamp = 0
         self._cleared = 0  # the stamp of the last time every row was dropped
