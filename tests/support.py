@@ -13,13 +13,14 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 VECTIS = [sys.executable, "-m", "vectis"]
 
@@ -111,6 +112,33 @@ def until(check: Callable[[], Any], what: str, timeout: float = 15) -> Any:
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+class Repeating:
+    """`step()` again and again in a thread, `pause` seconds apart, while its `with` block runs
+    (a sync loop, a watch on a key...)."""
+
+    pause = 0.0
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.step()
+            self._stop.wait(self.pause)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from tests.integration.test_dashboard_support import (
     dashboard,
     worker_host,
 )
-from tests.support import Proc, free_port, http, run_cli, running, until
+from tests.support import Proc, Repeating, free_port, http, run_cli, running, until
 from vectis.crypto.secrets import generate_secret
 from vectis.crypto.signing import new_nonce, sign_request, verify_response
 from vectis.worker.runtime import RECHECK_INTERVAL
@@ -81,30 +80,20 @@ def daemon(host: WorkerHost, log: Path) -> Iterator[Proc]:
         yield proc
 
 
-class SyncLoop:
+class SyncLoop(Repeating):
     """Dashboard syncs of one worker, back to back (one, then all), in a thread."""
 
     def __init__(self, dash: Dash, worker_id: str) -> None:
+        super().__init__()
         self.dash, self.worker_id = dash, worker_id
         self.outcomes: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            status, doc = self.dash.call("POST", f"/infra/workers/{self.worker_id}/sync")
-            self.outcomes.append(doc["status"] if status == 200 else f"http {status}")
-            status, doc = self.dash.call("POST", "/infra/workers/sync")
-            ok = status == 200 and doc["failed"] == 0 and doc["synced"] == 1
-            self.outcomes.append("synced" if ok else f"sweep {status} {doc}")
-
-    def __enter__(self) -> SyncLoop:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
+    def step(self) -> None:
+        status, doc = self.dash.call("POST", f"/infra/workers/{self.worker_id}/sync")
+        self.outcomes.append(doc["status"] if status == 200 else f"http {status}")
+        status, doc = self.dash.call("POST", "/infra/workers/sync")
+        ok = status == 200 and doc["failed"] == 0 and doc["synced"] == 1
+        self.outcomes.append("synced" if ok else f"sweep {status} {doc}")
 
 
 def test_rotation_while_syncs_and_heartbeats_run(tmp_path: Path) -> None:

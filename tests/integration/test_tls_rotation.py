@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from tests.integration.test_dashboard_support import (
     worker_daemon,
     worker_host,
 )
-from tests.support import run_cli, until
+from tests.support import Repeating, run_cli, until
 from vectis.configfile import TLS_NAME
 from vectis.worker import key_rotation, tls
 
@@ -41,34 +40,25 @@ def _registered(dash: Dash, host: WorkerHost) -> str:
     return str(worker_id)
 
 
-class SyncLoop:
+class SyncLoop(Repeating):
     """`POST /infra/workers/<id>/sync` every 100 ms in a thread; every answer kept."""
 
+    pause = 0.1
+
     def __init__(self, dash: Dash, worker_id: str) -> None:
+        super().__init__()
         self.dash = dash
         self.worker_id = worker_id
         self.answers: list[tuple[int, Any]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.answers.append(self.dash.call("POST", f"/infra/workers/{self.worker_id}/sync"))
-            self._stop.wait(0.1)
-
-    def __enter__(self) -> SyncLoop:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
+    def step(self) -> None:
+        self.answers.append(self.dash.call("POST", f"/infra/workers/{self.worker_id}/sync"))
 
     def failures(self) -> list[Any]:
         return [doc for status, doc in self.answers if status != 200 or doc["status"] != "synced"]
 
 
-class KeyWatch:
+class KeyWatch(Repeating):
     """Fresh TLS handshakes with the worker every 20 ms, each against the dashboard's pins.
 
     The dashboard's own syncs resume TLS sessions, which name the key of their first handshake;
@@ -76,37 +66,28 @@ class KeyWatch:
     keys the dashboard accepts at every moment, whichever way it connects.
     """
 
+    pause = 0.02
+
     def __init__(self, dash: Dash, worker_id: str, port: int) -> None:
+        super().__init__()
         self.dash, self.worker_id, self.port = dash, worker_id, port
         self.seen: set[str] = set()
         self.refused: list[tuple[str, set[str | None]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _pins(self) -> set[str | None]:
         doc = self.dash.worker(self.worker_id)
         return {doc["tls_pin"], doc["tls_pin_next"]}
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            # The pins read just before the handshake: a key served then must be among them.
-            # (A rotation needs a heartbeat, two fsyncs and the daemon's next look at its
-            # file between the two, far longer than the few milliseconds between them.)
-            accepted = self._pins()
-            served = key_rotation.served_pin("127.0.0.1", self.port)
-            if served is not None:
-                self.seen.add(served)
-                if served not in accepted:
-                    self.refused.append((served, accepted))
-            self._stop.wait(0.02)
-
-    def __enter__(self) -> KeyWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
+    def step(self) -> None:
+        # The pins read just before the handshake: a key served then must be among them.
+        # (A rotation needs a heartbeat, two fsyncs and the daemon's next look at its file
+        # between the two, far longer than the few milliseconds between them.)
+        accepted = self._pins()
+        served = key_rotation.served_pin("127.0.0.1", self.port)
+        if served is not None:
+            self.seen.add(served)
+            if served not in accepted:
+                self.refused.append((served, accepted))
 
 
 def _rotate(host: WorkerHost) -> dict[str, Any]:
