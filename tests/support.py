@@ -20,7 +20,10 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    from vectis.dashboard.core import Dashboard
 
 VECTIS = [sys.executable, "-m", "vectis"]
 
@@ -190,3 +193,35 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+# -- a dashboard in this process (tests of its parts, without HTTP) -----------------------------
+
+
+def in_process_env(tmp_path: Path, token: str, **more: str) -> dict[str, str]:
+    """The settings of a dashboard run in the test's process: its data under `tmp_path`,
+    enrollment `token`, the test networks, and `more`."""
+    from tests.conftest import TEST_NETWORKS
+
+    return {
+        "VECTIS_DATA_DIR": str(tmp_path / "data"),
+        "VECTIS_TOKEN": token,
+        "VECTIS_WORKER_NETWORKS": TEST_NETWORKS,
+        **more,
+    }
+
+
+async def heartbeat_in_process(
+    dash: Dashboard, worker_id: str, secret: str, **body: Any
+) -> dict[str, Any]:
+    """A heartbeat signed with `secret` (127.0.0.1:3000, applied revision 0, then `body`),
+    handed to `dash` as its route would; the decoded answer."""
+    from vectis.crypto.secrets import key_from_secret
+    from vectis.crypto.signing import new_nonce, sign_request
+
+    raw = json.dumps({"ip": "127.0.0.1", "port": 3000, "applied_revision": 0, **body}).encode()
+    path = f"/infra/workers/{worker_id}/heartbeat"
+    auth = sign_request(key_from_secret(secret), worker_id, "POST", path, raw,
+                        ts=int(time.time()), nonce=new_nonce(os.urandom))  # fmt: skip
+    answer, _ = await dash.worker_calls.heartbeat(worker_id, path, auth, raw)
+    return dict(json.loads(answer))

@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import TEST_NETWORKS
 from tests.store.conftest import Backend
-from vectis.crypto.secrets import generate_secret, key_from_secret
-from vectis.crypto.signing import new_nonce, sign_request
+from tests.support import heartbeat_in_process as beat
+from tests.support import in_process_env
+from vectis.crypto.secrets import generate_secret
 from vectis.dashboard import worker_cache
 from vectis.dashboard.core import Dashboard
 from vectis.dashboard.settings import load_settings
@@ -25,24 +24,10 @@ from vectis.errors import Unauthorized
 TOKEN = "enroll-" + "9a8b7c6d5e" * 3
 
 
-async def _beat(dash: Dashboard, wid: str, secret: str) -> dict[str, Any]:
-    raw = json.dumps({"ip": "127.0.0.1", "port": 3000, "applied_revision": 0}).encode()
-    path = f"/infra/workers/{wid}/heartbeat"
-    auth = sign_request(key_from_secret(secret), wid, "POST", path, raw,
-                        ts=int(time.time()), nonce=new_nonce(os.urandom))  # fmt: skip
-    answer, _ = await dash.worker_calls.heartbeat(wid, path, auth, raw)
-    return dict(json.loads(answer))
-
-
 async def test_writes_behind_a_dashboards_back_reach_heartbeats_within_the_bound(
     backend: Backend, tmp_path: Path
 ) -> None:
-    env = {
-        "VECTIS_DATA_DIR": str(tmp_path / "data"),
-        "VECTIS_TOKEN": TOKEN,
-        "VECTIS_WORKER_NETWORKS": TEST_NETWORKS,
-        "VECTIS_WORKER_CALLS_PER_MINUTE": "100000",
-    }
+    env = in_process_env(tmp_path, TOKEN, VECTIS_WORKER_CALLS_PER_MINUTE="100000")
     store = backend.make()
     reads = [0]
     get_worker = store.get_worker
@@ -61,18 +46,18 @@ async def test_writes_behind_a_dashboards_back_reach_heartbeats_within_the_bound
         body = json.dumps({"ip": "127.0.0.1", "port": 3000, "secret": secret})
         answer, _ = await dash.enrollment.register("127.0.0.1", f"Bearer {TOKEN}", body.encode())
         wid = answer["id"]
-        await _beat(dash, wid, secret)
+        await beat(dash, wid, secret)
         deadline = time.monotonic() + 5
         while not dash.worker_calls.rows.fresh():
             assert time.monotonic() < deadline, "the rows never became fresh"
             await asyncio.sleep(0.02)
-        await _beat(dash, wid, secret)
+        await beat(dash, wid, secret)
 
         # Heartbeats that change nothing, a grouped last-seen write among them: no row read.
         before = reads[0]
         until = time.monotonic() + 1.5
         while time.monotonic() < until:
-            assert (await _beat(dash, wid, secret))["revision"] == 0
+            assert (await beat(dash, wid, secret))["revision"] == 0
             await asyncio.sleep(0.02)
         assert reads[0] == before, "a heartbeat that changed nothing read the store"
 
@@ -82,7 +67,7 @@ async def test_writes_behind_a_dashboards_back_reach_heartbeats_within_the_bound
             f"WHERE id = '{wid}'"
         )
         await asyncio.sleep(worker_cache.BOUND + 0.05)
-        answer = await _beat(dash, wid, secret)
+        answer = await beat(dash, wid, secret)
         assert answer["revision"] == 9 and answer["config"] == {"k": 1}
 
         if backend.name == "postgresql":
@@ -90,14 +75,14 @@ async def test_writes_behind_a_dashboards_back_reach_heartbeats_within_the_bound
             assert await other.rotate_secret(wid, secret, new, dash.now()) is not None
             await asyncio.sleep(worker_cache.BOUND + 0.05)
             with pytest.raises(Unauthorized):
-                await _beat(dash, wid, secret)  # the retired secret, held by this replica
-            assert (await _beat(dash, wid, new))["revision"] == 9
+                await beat(dash, wid, secret)  # the retired secret, held by this replica
+            assert (await beat(dash, wid, new))["revision"] == 9
             secret = new
 
         assert await other.delete_worker(wid) is not None
         await asyncio.sleep(worker_cache.BOUND + 0.05)
         with pytest.raises(Unauthorized):
-            await _beat(dash, wid, secret)
+            await beat(dash, wid, secret)
     finally:
         await other.close()
         await dash.stop()

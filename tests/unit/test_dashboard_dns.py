@@ -11,7 +11,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from tests.conftest import TEST_NETWORKS
+from tests.support import in_process_env
 from vectis.dashboard.core import Dashboard
 from vectis.dashboard.dns.memory import MemoryBackend
 from vectis.dashboard.settings import load_settings
@@ -27,11 +27,7 @@ async def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no
 
 
 async def test_outage_then_recovery(tmp_path: Path) -> None:
-    env = {
-        "VECTIS_DATA_DIR": str(tmp_path / "data"),
-        "VECTIS_TOKEN": TOKEN,
-        "VECTIS_WORKER_NETWORKS": TEST_NETWORKS,
-    }
+    env = in_process_env(tmp_path, TOKEN)
     settings = load_settings(env, zone="fleet.test", dns_backend="memory")
     settings.dns_retry_max = 0.1
     dns = MemoryBackend("fleet.test")

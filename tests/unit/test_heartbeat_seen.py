@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import TEST_NETWORKS
-from vectis.crypto.secrets import generate_secret, key_from_secret
-from vectis.crypto.signing import new_nonce, sign_request
+from tests.support import heartbeat_in_process as beat
+from tests.support import in_process_env
+from vectis.crypto.secrets import generate_secret
 from vectis.dashboard.core import Dashboard
 from vectis.dashboard.settings import load_settings
 from vectis.dashboard.sqlite_store import SQLiteStore
@@ -31,29 +30,8 @@ class CountingStore(SQLiteStore):
         return await super().update_workers(ids, mutate, now)
 
 
-async def _beat(dash: Dashboard, wid: str, secret: str, **body: Any) -> dict[str, Any]:
-    raw = json.dumps({"ip": "127.0.0.1", "port": 3000, "applied_revision": 0, **body}).encode()
-    path = f"/infra/workers/{wid}/heartbeat"
-    auth = sign_request(
-        key_from_secret(secret),
-        wid,
-        "POST",
-        path,
-        raw,
-        ts=int(time.time()),
-        nonce=new_nonce(os.urandom),
-    )
-    answer, _ = await dash.worker_calls.heartbeat(wid, path, auth, raw)
-    return dict(json.loads(answer))
-
-
 async def test_heartbeats_that_change_nothing_are_written_together(tmp_path: Path) -> None:
-    env = {
-        "VECTIS_DATA_DIR": str(tmp_path / "data"),
-        "VECTIS_TOKEN": TOKEN,
-        "VECTIS_WORKER_NETWORKS": TEST_NETWORKS,
-        "VECTIS_WORKER_CALLS_PER_MINUTE": "100000",
-    }
+    env = in_process_env(tmp_path, TOKEN, VECTIS_WORKER_CALLS_PER_MINUTE="100000")
     settings = load_settings(env, zone="fleet.test", dns_backend="none")
     store = CountingStore(settings.db_path)
     dash = Dashboard(settings, store=store)
@@ -65,7 +43,7 @@ async def test_heartbeats_that_change_nothing_are_written_together(tmp_path: Pat
         wid = answer["id"]
         # The first heartbeat changes the status (pending -> synced): written before its answer.
         before = store.writes
-        assert (await _beat(dash, wid, secret, version="1"))["status"] == "synced"
+        assert (await beat(dash, wid, secret, version="1"))["status"] == "synced"
         assert store.writes == before + 1
         first = await store.get_worker(wid)
         assert first is not None and first.status == "synced" and first.last_sync
@@ -75,7 +53,7 @@ async def test_heartbeats_that_change_nothing_are_written_together(tmp_path: Pat
         before = store.writes
         started = time.monotonic()
         for _ in range(200):
-            assert (await _beat(dash, wid, secret, version="1"))["status"] == "synced"
+            assert (await beat(dash, wid, secret, version="1"))["status"] == "synced"
         took = time.monotonic() - started
         assert store.writes - before <= 1 + int(took / 1.0) + 1, (store.writes - before, took)
         # ... and the last-seen time is stored within a second or so.
@@ -90,14 +68,14 @@ async def test_heartbeats_that_change_nothing_are_written_together(tmp_path: Pat
 
         # A heartbeat that changes something (a new version) is written before its answer.
         before = store.writes
-        await _beat(dash, wid, secret, version="2")
+        await beat(dash, wid, secret, version="2")
         assert store.writes == before + 1
         changed = await store.get_worker(wid)
         assert changed is not None and changed.version == "2"
 
         # Gathered times still unwritten at shutdown are written then.
         await asyncio.sleep(1.05)
-        await _beat(dash, wid, secret, version="2")
+        await beat(dash, wid, secret, version="2")
         seen_at = dash.worker_calls._seen[wid]
     finally:
         await dash.stop()

@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from tests.conftest import TEST_NETWORKS
+from tests.support import in_process_env
 from vectis.crypto.secrets import generate_secret, key_from_secret
 from vectis.crypto.signing import (
     SIGNATURE_HEADER,
@@ -61,11 +61,7 @@ async def test_rotation_waits_for_a_sync_signed_with_the_old_secret(tmp_path: Pa
     worker = SlowWorker(old)
     server = await asyncio.start_server(worker.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    env = {
-        "VECTIS_DATA_DIR": str(tmp_path / "data"),
-        "VECTIS_TOKEN": TOKEN,
-        "VECTIS_WORKER_NETWORKS": TEST_NETWORKS,
-    }
+    env = in_process_env(tmp_path, TOKEN)
     dash = Dashboard(load_settings(env, zone="fleet.test", dns_backend="none"))
     await dash.start()
     try:

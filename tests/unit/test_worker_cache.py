@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import TEST_NETWORKS
-from vectis.crypto.secrets import generate_secret, key_from_secret
-from vectis.crypto.signing import new_nonce, sign_request
+from tests.support import heartbeat_in_process, in_process_env
+from vectis.crypto.secrets import generate_secret
 from vectis.dashboard import worker_cache
 from vectis.dashboard.core import Dashboard
 from vectis.dashboard.model import Worker
@@ -27,6 +26,8 @@ from vectis.dashboard.worker_cache import WorkerCache
 from vectis.errors import Unauthorized
 
 TOKEN = "enroll-" + "f0e1d2c3b4" * 3
+#: Every heartbeat here reports the version its worker registered with.
+_beat = partial(heartbeat_in_process, version="1")
 
 
 class CountingStore(SQLiteStore):
@@ -48,29 +49,8 @@ class CountingStore(SQLiteStore):
         await self._run(q)
 
 
-async def _beat(dash: Dashboard, wid: str, secret: str) -> dict[str, Any]:
-    raw = json.dumps({"ip": "127.0.0.1", "port": 3000, "applied_revision": 0, "version": "1"})
-    path = f"/infra/workers/{wid}/heartbeat"
-    auth = sign_request(
-        key_from_secret(secret),
-        wid,
-        "POST",
-        path,
-        raw.encode(),
-        ts=int(time.time()),
-        nonce=new_nonce(os.urandom),
-    )
-    answer, _ = await dash.worker_calls.heartbeat(wid, path, auth, raw.encode())
-    return dict(json.loads(answer))
-
-
 async def _fleet(tmp_path: Path, count: int) -> tuple[Dashboard, CountingStore, list[str], str]:
-    env = {
-        "VECTIS_DATA_DIR": str(tmp_path / "data"),
-        "VECTIS_TOKEN": TOKEN,
-        "VECTIS_WORKER_NETWORKS": TEST_NETWORKS,
-        "VECTIS_WORKER_CALLS_PER_MINUTE": "100000",
-    }
+    env = in_process_env(tmp_path, TOKEN, VECTIS_WORKER_CALLS_PER_MINUTE="100000")
     settings = load_settings(env, zone="fleet.test", dns_backend="none")
     store = CountingStore(settings.db_path)
     dash = Dashboard(settings, store=store)
