@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,11 +66,25 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     )
 
 
-@pytest.fixture
-async def store(backend: Backend) -> AsyncIterator[Store]:
+@asynccontextmanager
+async def opened(backend: Backend) -> AsyncIterator[Store]:
+    """A new store on the backend's data, open for the block."""
     s = backend.make()
     await s.open()
     try:
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture
+async def store(backend: Backend) -> AsyncIterator[Store]:
+    async with opened(backend) as s:
+        yield s
+
+
+@pytest.fixture
+async def second(backend: Backend) -> AsyncIterator[Store]:
+    """Another store on the same database: another dashboard replica (or process)."""
+    async with opened(backend) as s:
+        yield s

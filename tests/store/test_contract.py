@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.store.conftest import Backend
 from vectis.dashboard.model import (
     SyncReply,
     Token,
@@ -34,17 +32,6 @@ SECRET = "ab" * 32
 def reg(n: int, secret: str | None = None, token: str | None = None) -> Registration:
     return Registration(f"10.1.{n // 250}.{n % 250 + 1}", 3000, secret or f"{n:064x}", None,
                         None, token)  # fmt: skip
-
-
-@pytest.fixture
-async def second(backend: Backend) -> AsyncIterator[Store]:
-    """Another store on the same database: another dashboard process."""
-    s = backend.make()
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def test_registration_rules(store: Store) -> None:

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.store.conftest import Backend
 from vectis import contract
 from vectis.dashboard.model import SyncReply, after_sync
 from vectis.dashboard.selectors import parse
@@ -53,17 +51,6 @@ FIVE = {
     "bare-one-0005": {},
 }
 EDGES = ["edge-one-0001", "edge-two-0002", "edge-three-0003"]
-
-
-@pytest.fixture
-async def second(backend: Backend) -> AsyncIterator[Store]:
-    """Another store on the same database: another dashboard replica."""
-    s = backend.make()
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def test_labels_are_stored_selected_and_replaced(store: Store) -> None:
