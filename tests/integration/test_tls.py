@@ -35,9 +35,15 @@ class Relay:
         self.connections = 0
         self._lock = threading.Lock()
 
+    def _passes(self, kept: bytearray) -> bool:
+        """Whether a chunk read toward `kept`'s side is carried on; if not, both ends close."""
+        return True
+
     def _pipe(self, src: socket.socket, dst: socket.socket, kept: bytearray) -> None:
         try:
             while chunk := src.recv(65536):
+                if not self._passes(kept):
+                    break
                 with self._lock:
                     kept += chunk
                 dst.sendall(chunk)

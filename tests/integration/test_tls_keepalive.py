@@ -8,11 +8,10 @@ connection and fails nothing; past the idle time a new connection (and handshake
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.integration.test_dashboard_support import (
@@ -39,26 +38,12 @@ class CuttingRelay(Relay):
     def cut(self) -> None:
         self._cut.set()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket, kept: bytearray) -> None:
-        if kept is not self.to_worker:
-            super()._pipe(src, dst, kept)
-            return
-        try:
-            while chunk := src.recv(65536):
-                if self._cut.is_set():
-                    self._cut.clear()
-                    self.cuts += 1
-                    break  # dropped: the worker never sees this request
-                with self._lock:
-                    kept += chunk
-                dst.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                s.close()
+    def _passes(self, kept: bytearray) -> bool:
+        if kept is self.to_worker and self._cut.is_set():
+            self._cut.clear()
+            self.cuts += 1
+            return False  # dropped: the worker never sees this request
+        return True
 
 
 @contextmanager
