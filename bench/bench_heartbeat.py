@@ -21,7 +21,6 @@ import json
 import math
 import os
 import secrets
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,13 +30,18 @@ from loadgen import (  # bench/ is the script's directory, so it is on sys.path
     BARE,
     TRIVIAL,
     WrkResult,
+    dashboard_command,
+    dashboard_env,
     free_port,
+    interleaved,
+    load_average,
     median,
-    python_env,
+    print_medians,
     python_server,
     run_wrk,
     server,
     write_requests,
+    wrk_arguments,
     wrk_binary,
 )
 
@@ -101,37 +105,21 @@ def heartbeats(turns: Iterator[Member], count: int) -> Iterator[tuple[str, str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=30_000)
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved runs of each target")
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument(
-        "--max-rate", type=int, default=16_000, help="heartbeats signed per second of a run"
-    )
+    wrk_arguments(parser, rounds=5, max_rate=16_000, what="heartbeats signed")
     args = parser.parse_args()
     wrk_binary()
     admin, enroll = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     with tempfile.TemporaryDirectory(prefix="vectis-bench-") as tmp_name:
         tmp = Path(tmp_name)
         ports = {name: free_port() for name in ("dashboard", "bare", "trivial")}
-        env = python_env(
-            {
-                "VECTIS_ADMIN_TOKEN": admin,
-                "VECTIS_TOKEN": enroll,
-                "VECTIS_SYNC_INTERVAL": "0",
-                "VECTIS_WORKER_NETWORKS": "127.0.0.0/8",
-                "VECTIS_NONCE_CAPACITY": "10000000",
-            }
-        )
-        dash_cmd = [sys.executable, "-m", "vectis", "dashboard", "serve", "--host", "127.0.0.1"]
-        dash_cmd += ["--port", str(ports["dashboard"]), "--data-dir", str(tmp / "data")]
+        env = dashboard_env(admin, enroll, VECTIS_NONCE_CAPACITY="10000000")
         cmds = {
-            "dashboard": dash_cmd,
+            "dashboard": dashboard_command(ports["dashboard"], tmp / "data"),
             "bare": python_server(BARE, ports["bare"]),
             "trivial": python_server(TRIVIAL, ports["trivial"]),
         }
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         members = [Member(i) for i in range(args.workers)]
-        results: dict[str, list[WrkResult]] = {name: [] for name in ports}
         with (
             server(cmds["dashboard"], ports["dashboard"], env, tmp / "dash.log") as dash_pid,
             server(cmds["bare"], ports["bare"], env, tmp / "bare.log") as bare_pid,
@@ -151,18 +139,17 @@ def main() -> None:
             print(f"first heartbeat of each worker: {first.requests} sent, {first.wrong} wrong")
             write_requests(tmp / "cycle", heartbeats(turns, 20_000), 1)
             per_round = math.ceil(args.max_rate * args.duration)
-            order = ["trivial", "bare", "dashboard"]
-            for n in range(1, args.rounds + 1):
-                for name in order if n % 2 else order[::-1]:
-                    if name == "dashboard":
-                        write_requests(tmp / "once", heartbeats(turns, per_round), 1)
-                        prefix, mode = tmp / "once", "once+signed"
-                    else:
-                        prefix, mode = tmp / "cycle", "cycle"
-                    got = run_wrk(urls[name], prefix, mode, duration=args.duration,
-                                  pid=pids[name], **opts)  # fmt: skip
-                    results[name].append(got)
-                    print(f"round {n}: {got.line(name)}", flush=True)
+
+            def run(name: str) -> WrkResult:
+                if name == "dashboard":
+                    write_requests(tmp / "once", heartbeats(turns, per_round), 1)
+                    prefix, mode = tmp / "once", "once+signed"
+                else:
+                    prefix, mode = tmp / "cycle", "cycle"
+                return run_wrk(urls[name], prefix, mode, duration=args.duration,
+                               pid=pids[name], **opts)  # fmt: skip
+
+            results = interleaved(args.rounds, ["trivial", "bare", "dashboard"], run)
         report(args, results)
 
 
@@ -176,17 +163,7 @@ def report(args: argparse.Namespace, results: dict[str, list[WrkResult]]) -> Non
         "bare": "bare aiohttp endpoint",
         "dashboard": "dashboard heartbeat",
     }
-    rps = {}
-    for name, label in labels.items():
-        runs = results[name]
-        rps[name] = median([r.rps for r in runs])
-        p99 = median([r.p99_us for r in runs]) / 1000
-        wrong = sum(r.wrong + r.exhausted for r in runs)
-        cpu = median([r.server_cpu / max(1, r.requests) * 1e6 for r in runs])
-        print(
-            f"{label:<24} {rps[name]:8.0f} req/s  p99 {p99:6.2f} ms  "
-            f"server CPU {cpu:4.0f} us/req  {wrong} wrong"
-        )
+    rps = print_medians(results, labels)
     pairs = zip(results["dashboard"], results["bare"], strict=True)
     ratios = [d.rps / b.rps for d, b in pairs]
     ratio = median(ratios)
@@ -200,7 +177,7 @@ def report(args: argparse.Namespace, results: dict[str, list[WrkResult]]) -> Non
         f"generator ceiling / fastest measured server: {headroom:.1f}x "
         f"(target >= {HEADROOM_TARGET}x: {'ok' if headroom >= HEADROOM_TARGET else 'too low'})"
     )
-    print(f"load average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(load_average())
 
 
 if __name__ == "__main__":

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import secrets
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,13 +24,17 @@ from pathlib import Path
 from loadgen import (  # bench/ is the script's directory, so it is on sys.path
     TRIVIAL,
     WrkResult,
+    dashboard_command,
+    dashboard_env,
     free_port,
-    median,
-    python_env,
+    interleaved,
+    load_average,
+    print_medians,
     python_server,
     run_wrk,
     server,
     write_requests,
+    wrk_arguments,
     wrk_binary,
 )
 
@@ -59,31 +61,17 @@ def registrations(token: str, first: int, count: int) -> Iterator[tuple[str, str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs of each target")
-    parser.add_argument("--connections", type=int, default=32)
+    wrk_arguments(parser, rounds=3, max_rate=4_000, what="registrations prepared")
     parser.add_argument("--fleet", type=int, default=0, help="workers registered beforehand")
-    parser.add_argument(
-        "--max-rate", type=int, default=4_000, help="registrations prepared per second of a run"
-    )
     args = parser.parse_args()
     wrk_binary()
     admin, enroll = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     with tempfile.TemporaryDirectory(prefix="vectis-bench-") as tmp_name:
         tmp = Path(tmp_name)
         ports = {name: free_port() for name in ("dashboard", "trivial")}
-        env = python_env(
-            {
-                "VECTIS_ADMIN_TOKEN": admin,
-                "VECTIS_TOKEN": enroll,
-                "VECTIS_SYNC_INTERVAL": "0",
-                "VECTIS_WORKER_NETWORKS": "127.0.0.0/8",
-            }
-        )
-        dash_cmd = [sys.executable, "-m", "vectis", "dashboard", "serve", "--host", "127.0.0.1"]
-        dash_cmd += ["--port", str(ports["dashboard"]), "--data-dir", str(tmp / "data")]
+        env = dashboard_env(admin, enroll)
+        dash_cmd = dashboard_command(ports["dashboard"], tmp / "data")
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-        results: dict[str, list[WrkResult]] = {name: [] for name in ports}
         opts = {"threads": 1, "connections": args.connections}
         with (
             server(dash_cmd, ports["dashboard"], env, tmp / "dash.log") as dash_pid,
@@ -100,20 +88,20 @@ def main() -> None:
                 print(f"fleet of {got.requests} registered beforehand, {got.wrong} wrong")
             write_requests(tmp / "cycle", registrations(enroll, 10**7, 20_000), 1)
             per_round = math.ceil(args.max_rate * args.duration)
-            order = ["trivial", "dashboard"]
-            for n in range(1, args.rounds + 1):
-                for name in order if n % 2 else order[::-1]:
-                    if name == "dashboard":
-                        lines = registrations(enroll, numbered, per_round)
-                        write_requests(tmp / "once", lines, 1)
-                        numbered += per_round
-                        prefix, mode = tmp / "once", "once+created"
-                    else:
-                        prefix, mode = tmp / "cycle", "cycle"
-                    got = run_wrk(urls[name], prefix, mode, duration=args.duration,
-                                  pid=pids[name], **opts)  # fmt: skip
-                    results[name].append(got)
-                    print(f"round {n}: {got.line(name)}", flush=True)
+
+            def run(name: str) -> WrkResult:
+                nonlocal numbered
+                if name == "dashboard":
+                    lines = registrations(enroll, numbered, per_round)
+                    write_requests(tmp / "once", lines, 1)
+                    numbered += per_round
+                    prefix, mode = tmp / "once", "once+created"
+                else:
+                    prefix, mode = tmp / "cycle", "cycle"
+                return run_wrk(urls[name], prefix, mode, duration=args.duration,
+                               pid=pids[name], **opts)  # fmt: skip
+
+            results = interleaved(args.rounds, ["trivial", "dashboard"], run)
     report(args, results)
 
 
@@ -123,21 +111,10 @@ def report(args: argparse.Namespace, results: dict[str, list[WrkResult]]) -> Non
         f"{args.duration:g} s per target, interleaved, a fleet of {args.fleet} beforehand; "
         "medians:"
     )
-    labels = {"trivial": "generator ceiling", "dashboard": "registration"}
-    rps = {}
-    for name, label in labels.items():
-        runs = results[name]
-        rps[name] = median([r.rps for r in runs])
-        p99 = median([r.p99_us for r in runs]) / 1000
-        cpu = median([r.server_cpu / max(1, r.requests) * 1e6 for r in runs])
-        wrong = sum(r.wrong + r.exhausted for r in runs)
-        print(
-            f"{label:<24} {rps[name]:8.0f} req/s  p99 {p99:6.2f} ms  "
-            f"server CPU {cpu:5.0f} us/req  {wrong} wrong"
-        )
+    rps = print_medians(results, {"trivial": "generator ceiling", "dashboard": "registration"})
     headroom = rps["trivial"] / rps["dashboard"]
     print(f"generator ceiling / registrations: {headroom:.1f}x (target >= 3.0x)")
-    print(f"load average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(load_average())
 
 
 if __name__ == "__main__":

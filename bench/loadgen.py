@@ -9,6 +9,7 @@ against it is the generator's own ceiling, printed beside every result.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,3 +232,73 @@ def python_env(extra: dict[str, str]) -> dict[str, str]:
 
 def python_server(code: str, port: int) -> list[str]:
     return [sys.executable, "-c", code, str(port)]
+
+
+def wrk_arguments(
+    parser: argparse.ArgumentParser, *, rounds: int, max_rate: int, what: str
+) -> None:
+    """The options every wrk benchmark takes: --duration, --rounds, --connections and
+    --max-rate (`what` is prepared per second of a run, so that no run runs out)."""
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    parser.add_argument(
+        "--rounds", type=int, default=rounds, help="interleaved runs of each target"
+    )
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--max-rate", type=int, default=max_rate, help=f"{what} per second of a run"
+    )
+
+
+def dashboard_env(admin: str, enroll: str, **more: str) -> dict[str, str]:
+    """A benchmarked dashboard's environment: the tokens, no periodic sweeps, loopback workers
+    allowed, and `more`."""
+    return python_env(
+        {
+            "VECTIS_ADMIN_TOKEN": admin,
+            "VECTIS_TOKEN": enroll,
+            "VECTIS_SYNC_INTERVAL": "0",
+            "VECTIS_WORKER_NETWORKS": "127.0.0.0/8",
+            **more,
+        }
+    )
+
+
+def dashboard_command(port: int, data_dir: Path) -> list[str]:
+    """`vectis dashboard serve` on a loopback port with its data in `data_dir`."""
+    command = [sys.executable, "-m", "vectis", "dashboard", "serve", "--host", "127.0.0.1"]
+    return [*command, "--port", str(port), "--data-dir", str(data_dir)]
+
+
+def interleaved(
+    rounds: int, order: Sequence[str], run: Callable[[str], WrkResult]
+) -> dict[str, list[WrkResult]]:
+    """`run` each target once a round, in `order` and reversed every other round (so that no
+    target always runs first), printing each run; the runs of each target."""
+    results: dict[str, list[WrkResult]] = {name: [] for name in order}
+    for n in range(1, rounds + 1):
+        for name in order if n % 2 else order[::-1]:
+            got = run(name)
+            results[name].append(got)
+            print(f"round {n}: {got.line(name)}", flush=True)
+    return results
+
+
+def print_medians(results: dict[str, list[WrkResult]], labels: dict[str, str]) -> dict[str, float]:
+    """One line of medians per target (requests/s, p99, the server's CPU per request) and its
+    wrong answers; the median requests/s of each."""
+    rps = {}
+    for name, label in labels.items():
+        runs = results[name]
+        rps[name] = median([r.rps for r in runs])
+        p99 = median([r.p99_us for r in runs]) / 1000
+        cpu = median([r.server_cpu / max(1, r.requests) * 1e6 for r in runs])
+        wrong = sum(r.wrong + r.exhausted for r in runs)
+        print(
+            f"{label:<24} {rps[name]:8.0f} req/s  p99 {p99:6.2f} ms  "
+            f"server CPU {cpu:5.0f} us/req  {wrong} wrong"
+        )
+    return rps
+
+
+def load_average() -> str:
+    return f"load average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
