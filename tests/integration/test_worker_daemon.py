@@ -367,3 +367,55 @@ def test_log_has_one_line_per_request_and_no_secret(worker: Worker) -> None:
     assert secret not in out
     sig = header.rsplit(".", 1)[1]
     assert sig not in out and "Bearer" not in out
+
+
+def _answer_of(sock: socket.socket) -> tuple[str, dict[str, str], bytes, bool]:
+    """(status line, headers, body, whether the server then closed) of one answer."""
+    got = b""
+    while b"\r\n\r\n" not in got:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before an answer: {got!r}"
+        got += chunk
+    head, _, body = got.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed in the middle of the answer"
+        body += chunk
+    sock.settimeout(0.5)
+    try:
+        closed = sock.recv(1) == b""
+    except TimeoutError:
+        closed = False
+    return status, headers, body, closed
+
+
+@pytest.mark.parametrize(
+    ("version", "connection", "kept", "says"),
+    [
+        ("1.1", None, True, None),
+        ("1.1", "close", False, "close"),
+        ("1.0", None, False, None),
+        ("1.0", "keep-alive", True, "keep-alive"),
+    ],
+)
+def test_signed_answer_keeps_or_closes_the_connection_as_http_says(
+    worker: Worker, version: str, connection: str | None, kept: bool, says: str | None
+) -> None:
+    body = body_of()
+    header, nonce = auth(worker.key, body)
+    extra = f"Connection: {connection}\r\n" if connection else ""
+    request = (
+        f"POST /sync HTTP/{version}\r\nHost: x\r\nAuthorization: {header}\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
+    with socket.create_connection(("127.0.0.1", worker.port), timeout=10) as sock:
+        sock.sendall(request)
+        status, headers, answer, closed = _answer_of(sock)
+    assert status == f"HTTP/{version} 200 OK"
+    verify_response(worker.key, WID, nonce, 200, answer, headers.get(SIGNATURE_HEADER.lower()))
+    assert headers["content-type"] == "application/json" and "date" in headers
+    assert "server" not in headers
+    assert headers.get("connection") == says
+    assert closed is not kept

@@ -45,7 +45,7 @@ _HEADER = re.compile(
 # them for 16 bytes (22 characters), two for 32 bytes (43 characters).
 _LAST_OF_16 = frozenset("AQgw")
 _LAST_OF_32 = frozenset("AEIMQUYcgkosw048")
-_FROM_URLSAFE = str.maketrans("-_", "+/")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 class AuthFailure(Exception):
@@ -212,7 +212,7 @@ def parse_authorization(header: str | None) -> SignedRequest:
     if match is not None:
         worker_id, ts_text, nonce, sig_text = match.groups()
         if len(worker_id) <= 63 and nonce[-1] in _LAST_OF_16 and sig_text[-1] in _LAST_OF_32:
-            sig = binascii.a2b_base64(sig_text.translate(_FROM_URLSAFE) + "=")
+            sig = binascii.a2b_base64(sig_text.encode().translate(_FROM_URLSAFE) + b"=")
             return SignedRequest(worker_id, int(ts_text), nonce, sig)
     return _parse_with_reason(header)
 

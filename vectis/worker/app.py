@@ -190,12 +190,12 @@ class LastAnswer:
 LAST_ANSWER = web.AppKey("last_answer", LastAnswer)
 
 
-async def handle_sync(request: web.Request) -> web.Response:
+async def handle_sync(request: web.Request) -> web.StreamResponse:
     """Verify, apply a newer revision, answer the signed status (docs/protocol.md#sync)."""
     return await _sync(request.app, request)
 
 
-async def _sync(app: web.Application, request: web.Request) -> web.Response:
+async def _sync(app: web.Application, request: web.Request) -> web.StreamResponse:
     rt = app[RUNTIME]
     if request.raw_path != SYNC_PATH:
         raise Unauthorized(f"signed route answers only the exact path {SYNC_PATH}")
@@ -226,7 +226,7 @@ async def _sync(app: web.Application, request: web.Request) -> web.Response:
         key, signed.worker_id, signed.nonce, 200, answer, ts=int(rt.clock()), body_hash=answer_hash
     )
     headers = {hdrs.CONTENT_TYPE: "application/json", SIGNATURE_HEADER: sig}
-    return httpserver.BareResponse(status=200, body=answer, headers=headers)
+    return httpserver.WholeAnswer(200, answer, headers)
 
 
 async def handle_healthz(request: web.Request) -> web.Response:
@@ -242,7 +242,7 @@ def fast_path(app: web.Application, routed: RawHandler) -> RawHandler:
     `_answer`; any other request (another path or method, an `Expect` header) is routed.
     """
 
-    def sync(request: web.Request) -> Awaitable[web.Response]:
+    def sync(request: web.Request) -> Awaitable[web.StreamResponse]:
         return _sync(app, request)
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
