@@ -37,46 +37,12 @@ from typing import Any
 
 import fleet  # bench/ is the script's directory, so it is on sys.path
 import psutil
-from bench_sweep import PeakRSS, call, free_port, mb, stop, wait_ready
+from bench_sweep import PeakRSS, call, mb, register_all, stop, wait_ready
+from loadgen import dashboard_command, dashboard_env, free_port
 
 TARGET_WORKERS = 10_000
 SELECTED = {"role": "edge"}
 OTHERS = {"role": "core"}
-
-
-async def register(
-    base: str, token: str, members: list[fleet.Member], labels: list[dict[str, str]], limit: int
-) -> list[str]:
-    """Register every member with its labels through the real API; the errors."""
-    import aiohttp
-
-    gate = asyncio.Semaphore(limit)
-    errors: list[str] = []
-
-    async def one(session: aiohttp.ClientSession, m: fleet.Member, found: dict[str, str]) -> None:
-        body = {"ip": m.ip, "port": m.port, "secret": m.secret, "labels": found}
-        async with (
-            gate,
-            session.post(
-                f"{base}/infra/workers/auto-register",
-                json=body,
-                headers={"Authorization": f"Bearer {token}"},
-            ) as resp,
-        ):
-            doc = await resp.json(content_type=None)
-            if resp.status != 201 or not isinstance(doc, dict) or "id" not in doc:
-                errors.append(f"{m.ip}:{m.port}: {resp.status} {doc}")
-                return
-            m.id = doc["id"]
-
-    timeout = aiohttp.ClientTimeout(total=120)
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=limit), timeout=timeout
-    ) as session:
-        await asyncio.gather(
-            *(one(session, m, found) for m, found in zip(members, labels, strict=True))
-        )
-    return errors
 
 
 def sweep(base: str, token: str) -> tuple[float, dict[str, Any]]:
@@ -121,18 +87,10 @@ def measure(args: argparse.Namespace) -> int:
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="vectis-bench-groups-") as tmp:
         log = args.log or Path(tmp) / "dashboard.log"
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("VECTIS_")},
-            "VECTIS_ADMIN_TOKEN": admin,
-            "VECTIS_TOKEN": enroll,
-            "VECTIS_SYNC_INTERVAL": "0",
-            "VECTIS_WORKER_NETWORKS": "127.0.0.0/8",  # the simulated fleet
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = dashboard_env(admin, enroll, PYTHONUNBUFFERED="1")
         if args.database_url:
             env["VECTIS_DATABASE_URL"] = args.database_url
-        command = [sys.executable, "-m", "vectis", "dashboard", "serve", "--host", "127.0.0.1"]
-        command += ["--port", str(port), "--data-dir", f"{tmp}/data"]
+        command = dashboard_command(port, Path(tmp) / "data")
         members, socks = fleet.bind(args.workers + args.others)
         labels = [SELECTED] * args.workers + [OTHERS] * args.others
         store = "PostgreSQL" if args.database_url else "SQLite"
@@ -160,7 +118,9 @@ def run(
 ) -> int:
     n, selected = len(members), args.workers
     start = time.perf_counter()
-    errors = asyncio.run(register(base, enroll, members, labels, args.register_concurrency))
+    errors = asyncio.run(
+        register_all(base, enroll, members, args.register_concurrency, labels=labels)
+    )
     if errors:
         print(f"registration: {len(errors)} of {n} failed, e.g. {errors[0]}")
         return 1

@@ -36,23 +36,20 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import fleet  # bench/ is the script's directory, so it is on sys.path
 import psutil
+from loadgen import dashboard_command, dashboard_env
+from loadgen import free_port as free_port  # also bench_replicas', bench_load's and bench_page's
 
 TARGET_WORKERS = 10_000
 TARGET_SECONDS = 10.0
 TARGET_RSS_MB = 200.0
 TARGET_TLS_RATE = 1500.0  # syncs/s over TLS at 10,000 workers (issue 18)
 KEEP_IDLE = 120.0  # seconds: longer than a sweep, so the next sweep finds the connections
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def call(method: str, url: str, token: str, timeout: float, body: Any = None) -> tuple[int, Any]:
@@ -100,17 +97,22 @@ async def register_all(
     members: list[fleet.Member],
     concurrency: int,
     tls_pin: str | None = None,
+    labels: Sequence[dict[str, str]] | None = None,
 ) -> list[str]:
-    """Register every member through the real API, `concurrency` at a time; return errors."""
+    """Register every member through the real API, `concurrency` at a time (with `labels`,
+    each member with its own); return errors."""
     import aiohttp
 
     limit = asyncio.Semaphore(concurrency)
     errors: list[str] = []
 
-    async def one(session: aiohttp.ClientSession, m: fleet.Member) -> None:
-        body = {"ip": m.ip, "port": m.port, "secret": m.secret, "hostname": f"fleet-{m.port}"}
+    async def one(session: aiohttp.ClientSession, m: fleet.Member, n: int) -> None:
+        body: dict[str, Any] = {"ip": m.ip, "port": m.port, "secret": m.secret}
+        body["hostname"] = f"fleet-{m.port}"
         if tls_pin is not None:
             body["tls_pin"] = tls_pin  # the same secret again: 200, the pin stored
+        if labels is not None:
+            body["labels"] = labels[n]
         async with (
             limit,
             session.post(
@@ -125,10 +127,10 @@ async def register_all(
                 return
             m.id = doc["id"]
 
-    timeout = aiohttp.ClientTimeout(total=60)
+    timeout = aiohttp.ClientTimeout(total=120)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        await asyncio.gather(*(one(session, m) for m in members))
+        await asyncio.gather(*(one(session, m, n) for n, m in enumerate(members)))
     return errors
 
 
@@ -213,26 +215,21 @@ def main() -> int:
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="vectis-bench-") as tmp:
         log = args.log or Path(tmp) / "dashboard.log"
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("VECTIS_")},
-            "VECTIS_ADMIN_TOKEN": admin_token,
-            "VECTIS_TOKEN": enroll_token,
-            "VECTIS_SYNC_INTERVAL": "0",
-            "VECTIS_WORKER_NETWORKS": "127.0.0.0/8",  # the simulated fleet
+        env = dashboard_env(
+            admin_token,
+            enroll_token,
             # Every worker's connection kept from one keep-alive sweep to the next (--tls).
-            "VECTIS_SYNC_KEEPALIVE": str(KEEP_IDLE),
-            "VECTIS_SYNC_KEEPALIVE_MAX": str(args.workers),
-            "PYTHONUNBUFFERED": "1",
-        }
+            VECTIS_SYNC_KEEPALIVE=str(KEEP_IDLE),
+            VECTIS_SYNC_KEEPALIVE_MAX=str(args.workers),
+            PYTHONUNBUFFERED="1",
+        )
         if args.sync_concurrency:
             env["VECTIS_SYNC_CONCURRENCY"] = str(args.sync_concurrency)
         if args.sync_timeout:
             env["VECTIS_SYNC_TIMEOUT"] = str(args.sync_timeout)
-        command = [sys.executable, "-m", "vectis", "dashboard", "serve"]
-        if args.profile:
-            command = [sys.executable, "-m", "cProfile", "-o", str(args.profile), "-m", "vectis"]
-            command += ["dashboard", "serve"]
-        command += ["--host", "127.0.0.1", "--port", str(port), "--data-dir", f"{tmp}/data"]
+        command = dashboard_command(port, Path(tmp) / "data")
+        if args.profile:  # python -m cProfile -o FILE -m vectis dashboard serve ...
+            command = [command[0], "-m", "cProfile", "-o", str(args.profile), *command[1:]]
 
         members, socks = fleet.bind(args.workers)
         addresses = len({m.ip for m in members})
