@@ -52,6 +52,7 @@ TokenFile = Annotated[
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON document only.")]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 Timeout = Annotated[
     float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the dashboard.")
 ]
@@ -329,7 +330,7 @@ def _follow(client: AdminClient, timeout: float) -> dict[str, Any]:
 @workers_app.command("delete")
 def delete_worker(
     worker_id: WorkerId,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: Yes = False,
     url: Url = DEFAULT_URL,
     admin_token_file: TokenFile = None,
     as_json: Json = False,

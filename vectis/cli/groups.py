@@ -21,6 +21,7 @@ from vectis.cli.admin import (
     Timeout,
     TokenFile,
     Url,
+    Yes,
     confirm_delete,
     read_config,
 )
@@ -136,7 +137,7 @@ def set_group(
 @groups_app.command("delete")
 def delete_group(
     name: Name,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: Yes = False,
     url: Url = DEFAULT_URL,
     admin_token_file: TokenFile = None,
     as_json: Json = False,
