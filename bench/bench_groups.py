@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ from typing import Any
 
 import fleet  # bench/ is the script's directory, so it is on sys.path
 import psutil
-from bench_sweep import PeakRSS, call, mb, register_all, stop, wait_ready
+from bench_sweep import PeakRSS, call, dashboard_process, mb, register_all
 from loadgen import dashboard_command, dashboard_env, free_port
 
 TARGET_WORKERS = 10_000
@@ -95,15 +94,12 @@ def measure(args: argparse.Namespace) -> int:
         labels = [SELECTED] * args.workers + [OTHERS] * args.others
         store = "PostgreSQL" if args.database_url else "SQLite"
         print(f"fleet: {args.workers} selected + {args.others} other workers; store: {store}")
-        with log.open("wb") as out:
-            dash = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-            try:
-                wait_ready(f"{base}/healthz", dash, log)
+        try:
+            with dashboard_process(command, env, log, base) as dash:
                 return run(args, base, admin, enroll, dash.pid, members, labels, socks)
-            finally:
-                stop(dash)
-                for sock in socks:
-                    sock.close()
+        finally:
+            for sock in socks:
+                sock.close()
 
 
 def run(

@@ -31,7 +31,6 @@ import random
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,6 +41,7 @@ from typing import Any
 
 import bench_sweep  # bench/ is the script's directory, so it is on sys.path
 import fleet
+from loadgen import dashboard_command, dashboard_env
 
 TARGET_WORKERS = 10_000
 TARGET_P99_MS = 100.0
@@ -184,28 +184,22 @@ def run(args: argparse.Namespace) -> int:
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="vectis-load-") as tmp:
         log = Path(tmp) / "dashboard.log"
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("VECTIS_")},
-            "VECTIS_ADMIN_TOKEN": admin,
-            "VECTIS_TOKEN": enroll,
-            "VECTIS_SYNC_INTERVAL": str(args.sweep_interval),
-            "VECTIS_WORKER_NETWORKS": "127.0.0.0/8",  # the simulated fleet
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = dashboard_env(
+            admin,
+            enroll,
+            VECTIS_SYNC_INTERVAL=str(args.sweep_interval),
+            PYTHONUNBUFFERED="1",
+        )
         if args.sync_concurrency:
             env["VECTIS_SYNC_CONCURRENCY"] = str(args.sync_concurrency)
-        command = [sys.executable, "-m", "vectis", "dashboard", "serve", "--host", "127.0.0.1"]
-        command += ["--port", str(port), "--data-dir", f"{tmp}/data"]
+        command = dashboard_command(port, Path(tmp) / "data")
         members, socks = fleet.bind(args.workers)
-        with log.open("wb") as out:
-            dash = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-            try:
-                bench_sweep.wait_ready(f"{base}/healthz", dash, log)
+        try:
+            with bench_sweep.dashboard_process(command, env, log, base):
                 return _measure(args, base, port, admin, enroll, members, socks)
-            finally:
-                bench_sweep.stop(dash)
-                if args.keep_log:
-                    shutil.copyfile(log, args.keep_log)
+        finally:
+            if args.keep_log:
+                shutil.copyfile(log, args.keep_log)
 
 
 def _measure(

@@ -36,7 +36,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -89,6 +90,21 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
             pass
         time.sleep(0.05)
     sys.exit(f"the dashboard was not ready after {timeout} s:\n{log.read_text()}")
+
+
+@contextmanager
+def dashboard_process(
+    command: list[str], env: dict[str, str], log: Path, base: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The dashboard of `command` running, its output in `log`, once `base` answers /healthz;
+    stopped when the block ends."""
+    with log.open("wb") as out:
+        dash = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_ready(f"{base}/healthz", dash, log)
+            yield dash
+        finally:
+            stop(dash)
 
 
 async def register_all(
@@ -234,17 +250,14 @@ def main() -> int:
         members, socks = fleet.bind(args.workers)
         addresses = len({m.ip for m in members})
         print(f"fleet: {len(members)} workers on {addresses} loopback address(es)")
-        with log.open("wb") as out:
-            started = time.perf_counter()
-            dash = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-            try:
-                wait_ready(f"{base}/healthz", dash, log)
+        started = time.perf_counter()
+        try:
+            with dashboard_process(command, env, log, base) as dash:
                 print(f"dashboard: pid {dash.pid}, ready in {time.perf_counter() - started:.2f} s")
                 return run(args, base, admin_token, enroll_token, dash.pid, members, socks)
-            finally:
-                stop(dash)
-                for sock in socks:
-                    sock.close()
+        finally:
+            for sock in socks:
+                sock.close()
 
 
 def run(
