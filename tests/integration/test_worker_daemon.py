@@ -108,23 +108,8 @@ def raw(port: int, data: bytes) -> tuple[int, bytes]:
         # The server may answer and close before a refused body is all sent.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(data)
-        got = b""
-        while b"\r\n\r\n" not in got:
-            chunk = sock.recv(65536)
-            assert chunk, f"connection closed before an answer: {got!r}"
-            got += chunk
-        head, _, rest = got.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        length = next(
-            int(line.split(":", 1)[1])
-            for line in lines
-            if line.lower().startswith("content-length:")
-        )
-        while len(rest) < length:
-            chunk = sock.recv(65536)
-            assert chunk, "connection closed in the middle of the answer"
-            rest += chunk
-    return int(lines[0].split()[1]), rest
+        status, _, body = _read_answer(sock)
+    return int(status.split()[1]), body
 
 
 def sync(w: Worker, body: bytes | None = None, **kw: Any) -> tuple[int, dict[str, str], bytes]:
@@ -369,8 +354,9 @@ def test_log_has_one_line_per_request_and_no_secret(worker: Worker) -> None:
     assert sig not in out and "Bearer" not in out
 
 
-def _answer_of(sock: socket.socket) -> tuple[str, dict[str, str], bytes, bool]:
-    """(status line, headers, body, whether the server then closed) of one answer."""
+def _read_answer(sock: socket.socket) -> tuple[str, dict[str, str], bytes]:
+    """(status line, headers by lowercase name, body) of one answer, read by its
+    Content-Length."""
     got = b""
     while b"\r\n\r\n" not in got:
         chunk = sock.recv(65536)
@@ -383,6 +369,12 @@ def _answer_of(sock: socket.socket) -> tuple[str, dict[str, str], bytes, bool]:
         chunk = sock.recv(65536)
         assert chunk, "connection closed in the middle of the answer"
         body += chunk
+    return status, headers, body
+
+
+def _answer_of(sock: socket.socket) -> tuple[str, dict[str, str], bytes, bool]:
+    """(status line, headers, body, whether the server then closed) of one answer."""
+    status, headers, body = _read_answer(sock)
     sock.settimeout(0.5)
     try:
         closed = sock.recv(1) == b""
