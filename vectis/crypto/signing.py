@@ -255,7 +255,11 @@ class NonceStore:
         self.capacity = capacity
         self.share = share
         self._expiry: dict[str, tuple[int, str]] = {}
-        self._heap: list[tuple[int, str]] = []
+        # The nonces by the second they expire in, and those seconds in a heap: remembering a
+        # nonce appends to a list (a heap of every nonce cost a logarithmic push each, and its
+        # tuples the memory); a purge drops whole seconds at once.
+        self._by_second: dict[int, list[str]] = {}
+        self._seconds: list[int] = []
         self._held: dict[str, int] = {}  # live nonces per owner
 
     def __len__(self) -> int:
@@ -266,19 +270,20 @@ class NonceStore:
         return self._held.get(owner, 0)
 
     def _purge(self, now: float) -> None:
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            expires, nonce = heapq.heappop(heap)
-            # A nonce remembered again carries a later expiry: only its newest entry counts.
-            entry = self._expiry.get(nonce)
-            if entry is not None and entry[0] == expires:
-                del self._expiry[nonce]
-                owner = entry[1]
-                left = self._held[owner] - 1
-                if left:
-                    self._held[owner] = left
-                else:
-                    del self._held[owner]
+        seconds = self._seconds
+        while seconds and seconds[0] <= now:
+            expires = heapq.heappop(seconds)
+            for nonce in self._by_second.pop(expires):
+                # A nonce remembered again carries a later expiry: only its newest entry counts.
+                entry = self._expiry.get(nonce)
+                if entry is not None and entry[0] == expires:
+                    del self._expiry[nonce]
+                    owner = entry[1]
+                    left = self._held[owner] - 1
+                    if left:
+                        self._held[owner] = left
+                    else:
+                        del self._held[owner]
 
     def seen(self, nonce: str, now: float) -> bool:
         """Whether `nonce` is remembered and not yet expired."""
@@ -287,7 +292,8 @@ class NonceStore:
 
     def remember(self, nonce: str, expires_at: int, now: float, owner: str = "") -> None:
         """Keep `nonce` until `expires_at`; NonceStoreFull / NonceShareFull when no slot is free."""
-        self._purge(now)
+        if self._seconds and self._seconds[0] <= now:
+            self._purge(now)
         known = self._expiry.get(nonce)
         if known is None:
             if len(self._expiry) >= self.capacity:
@@ -300,7 +306,12 @@ class NonceStore:
         else:
             owner = known[1]
         self._expiry[nonce] = (expires_at, owner)
-        heapq.heappush(self._heap, (expires_at, nonce))
+        bucket = self._by_second.get(expires_at)
+        if bucket is None:
+            self._by_second[expires_at] = [nonce]
+            heapq.heappush(self._seconds, expires_at)
+        else:
+            bucket.append(nonce)
 
 
 class RequestVerifier:
