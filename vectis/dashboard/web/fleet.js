@@ -52,19 +52,20 @@ export function initFleet() {
       ),
     );
   }
-  $("fleet-search").addEventListener("input", (event) => {
-    clearTimeout(searchTimer);
-    searchTimer = setTimeout(() => {
-      search = event.target.value.trim();
-      firstPage();
-    }, 250);
+  // A field read 250 ms after the last key: one request for a word typed, not one a letter.
+  const onTyped = (id, take) =>
+    $(id).addEventListener("input", (event) => {
+      clearTimeout(searchTimer);
+      searchTimer = setTimeout(() => {
+        take(event.target.value.trim());
+        firstPage();
+      }, 250);
+    });
+  onTyped("fleet-search", (text) => {
+    search = text;
   });
-  $("fleet-selector").addEventListener("input", (event) => {
-    clearTimeout(searchTimer);
-    searchTimer = setTimeout(() => {
-      selector = event.target.value.trim();
-      firstPage();
-    }, 250);
+  onTyped("fleet-selector", (text) => {
+    selector = text;
   });
   $("sync-all").addEventListener("click", syncAll);
   $("page-prev").addEventListener("click", () => {
