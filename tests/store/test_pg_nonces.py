@@ -1,6 +1,6 @@
 """The nonce ledger replicas share on PostgreSQL: batched checks and inserts, one outcome each.
 
-Many calls at once land in one statement (postgres_replicas._Batches); each must still get
+Many calls at once land in one statement (call_batches.py); each must still get
 its own outcome: stored, a replay, its worker's share full, or the store full.
 """
 

@@ -18,6 +18,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from vectis.crypto.signing import NonceShareFull, NonceStoreFull
 from vectis.dashboard import auth
+from vectis.dashboard.call_batches import CallBatches
 from vectis.dashboard.model import Worker
 from vectis.dashboard.replicas import (
     Leadership,
@@ -41,8 +42,6 @@ PURGE_EVERY = 30.0
 #: COUNT_EVERY seconds. Counting 500,000 live nonces on every heartbeat, or once a second
 #: inside one, cost more than the check is worth.
 COUNT_EVERY = 10.0
-#: Nonces checked or stored in one statement at most.
-BATCH_MAX = 2000
 #: Key of the advisory lock the replica running the DNS loop holds ("vdns").
 DNS_LOCK = 0x76646E73
 _DB_NOW = "extract(epoch FROM clock_timestamp())"
@@ -65,55 +64,10 @@ _REMEMBER = (
 )
 
 
-class _Batches:
-    """Calls gathered while the previous batch is at the database, then sent as one.
-
-    Each caller waits for its own outcome; one round trip (and, for writes, one commit)
-    serves all the calls that arrived during the last one, so at 2,000 heartbeats a second a
-    replica makes a few dozen statements a second, not 2,000, and a quiet replica still sends
-    each call at once.
-    """
-
-    def __init__(self, run: Any, what: str) -> None:
-        self._run = run  # async (items) -> list of outcomes (or exceptions), one per item
-        self._what = what
-        self._waiting: list[tuple[Any, asyncio.Future[Any]]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def ask(self, item: Any) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain(), name=f"vectis-{self._what}")
-        return await future
-
-    async def _drain(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting[:BATCH_MAX], self._waiting[BATCH_MAX:]
-            try:
-                outcomes = await self._run([item for item, _ in batch])
-            except asyncio.CancelledError:  # shutting down: so are the callers
-                for _, future in batch + self._waiting:
-                    future.cancel()
-                raise
-            except Exception as exc:  # every caller of the batch gets the failure
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
-                if future.done():
-                    continue  # its caller went away
-                if isinstance(outcome, BaseException):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
-
-
 class PgNonces(NonceLedger):
     """The `nonces` table: a replay to any replica finds the nonce its first use left.
 
-    Checks and inserts are batched (`_Batches`): an answer goes out only once the batch
+    Checks and inserts are batched (call_batches.py): an answer goes out only once the batch
     holding its nonce is committed, so a replay to another replica afterwards finds it.
     """
 
@@ -125,8 +79,8 @@ class PgNonces(NonceLedger):
         self._counted_at = float("-inf")
         self._purged_at = time.monotonic()
         self._upkeep_task: asyncio.Task[None] | None = None
-        self._seen = _Batches(self._seen_batch, "nonces-seen")
-        self._remember = _Batches(self._remember_batch, "nonces-kept")
+        self._seen = CallBatches(self._seen_batch, "nonces-seen")
+        self._remember = CallBatches(self._remember_batch, "nonces-kept")
 
     async def seen(self, nonce: str, now: float) -> bool:
         return bool(await self._seen.ask((nonce, now)))

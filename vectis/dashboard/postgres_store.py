@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from vectis.dashboard import schemas
+from vectis.dashboard.call_batches import CallBatches
 from vectis.dashboard.groups import (
     ConfigGroup,
     Groups,
@@ -247,6 +248,9 @@ _TRIM_HISTORY = (
     "(PARTITION BY worker_id ORDER BY seq DESC) AS k FROM history "
     "WHERE worker_id = ANY($1::text[])) AS ranked WHERE k > $2)"
 )
+#: `update_workers` calls of at most this many workers (a heartbeat's, a DNS attempt's) are
+#: joined with those made meanwhile, one transaction and one commit for all (call_batches.py).
+JOIN_IDS = 8
 #: Attempts at a registration that lost a race on a unique index (the next one sees the winner).
 _REGISTER_TRIES = 5
 #: How long /healthz trusts the last answer of the database, and waits for a new one.
@@ -302,6 +306,7 @@ class PostgresStore(Store):
         self._pool: asyncpg.Pool | None = None
         self._healthy_at = 0.0
         self._changes = ChangeFeed(url)
+        self._joined = CallBatches(self._update_joined, "worker-writes", most=500)
 
     @property
     def pool(self) -> Any:
@@ -579,30 +584,71 @@ class PostgresStore(Store):
     async def update_workers(
         self, ids: Sequence[str], mutate: Mutation, now: datetime
     ) -> list[Worker]:
-        changed: list[Worker] = []
+        if len(ids) <= JOIN_IDS:
+            # A heartbeat's write (one worker): joined with those made meanwhile, so that
+            # heartbeats share transactions and durable commits rather than one each.
+            return await self._joined.ask((list(ids), mutate))
+        return (await self._update_together([(list(ids), mutate)]))[0]
+
+    async def _update_joined(
+        self, calls: list[tuple[list[str], Mutation]]
+    ) -> list[list[Worker] | BaseException]:
+        """Calls to `update_workers` in one transaction; if it fails (one call's change
+        conflicts, one call's mutation raises), each call again on its own, so that only
+        the failing one fails."""
+        if len(calls) > 1:
+            try:
+                return list(await self._update_together(calls))
+            except Exception as exc:
+                if self.unavailable(exc):
+                    raise  # the database away: every call fails alike
+                log.debug("%d joined worker writes failed together; one by one", len(calls))
+        outcomes: list[list[Worker] | BaseException] = []
+        for call in calls:
+            try:
+                outcomes.append((await self._update_together([call]))[0])
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    async def _update_together(
+        self, calls: Sequence[tuple[list[str], Mutation]]
+    ) -> list[list[Worker]]:
+        """Each call's mutation over its workers, in order, in one transaction; each call's
+        changed workers. A worker named by two calls gets the second mutation over the
+        first's outcome, as two transactions one after the other would."""
         history: list[tuple[str, StatusChange]] = []
+        written: dict[str, Worker] = {}
+        results: list[list[Worker]] = []
         async with self._tx() as conn:
             # Locked in id order, so two batches over the same workers never deadlock.
             rows = await conn.fetch(
                 f"{_SELECT_WORKER} WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
-                list(ids),
+                sorted({wid for ids, _ in calls for wid in ids}),
             )
-            for row in rows:
-                out = mutate(_worker(row))
-                if out is None:
-                    continue
-                w, changes = out
-                changed.append(w)
-                history.extend((w.id, c) for c in changes)
+            current = {w.id: w for w in map(_worker, rows)}
+            for ids, mutate in calls:
+                changed: list[Worker] = []
+                for wid in sorted(set(ids)):
+                    found = current.get(wid)
+                    out = None if found is None else mutate(found)
+                    if out is None:
+                        continue
+                    w, changes = out
+                    current[wid] = written[wid] = w
+                    changed.append(w)
+                    history.extend((w.id, c) for c in changes)
+                results.append(changed)
             try:
-                if changed:
+                if written:
                     await conn.executemany(
-                        _UPDATE_WORKER, [(*_values(w)[1:], w.id) for w in changed]
+                        _UPDATE_WORKER,
+                        [(*_values(w)[1:], w.id) for _, w in sorted(written.items())],
                     )
             except asyncpg.UniqueViolationError:
                 raise Conflict("that IP and port are held by another worker") from None
             await self._history(conn, history)
-        return changed
+        return results
 
     async def rotate_secret(
         self, worker_id: str, old: str, new: str, now: datetime
