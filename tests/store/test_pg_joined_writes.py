@@ -1,6 +1,6 @@
-"""PostgreSQL joins a heartbeat's write with those made meanwhile: one transaction for all.
+"""PostgreSQL joins a heartbeat's write (and read) with those made meanwhile: one for all.
 
-Each caller must still get its own outcome, as if its write ran alone: its changed rows, or
+Each caller must still get its own outcome, as if its call ran alone: its changed rows, or
 its own error (an address another worker holds), while the writes joined with it land.
 """
 
@@ -92,3 +92,13 @@ async def test_a_failing_write_fails_alone(pg: tuple[PostgresStore, PgServer, st
     for w in rest:
         stored = await store.get_worker(w.id)
         assert stored is not None and stored.desired_revision == 1
+
+
+async def test_reads_made_together_each_get_their_own_row(
+    pg: tuple[PostgresStore, PgServer, str],
+) -> None:
+    store, _, _ = pg
+    workers = await _workers(store, 12)
+    ids = [w.id for w in workers] + ["w-j-none", workers[3].id]
+    found = await asyncio.gather(*(store.get_worker(wid) for wid in ids))
+    assert found == [*workers, None, workers[3]]
