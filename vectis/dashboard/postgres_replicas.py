@@ -220,10 +220,12 @@ class PgSweepClaims(SweepClaims):
         self.store = store
 
     async def claim(self, interval: float, limit: int) -> list[Worker]:
+        # In the order of the index on sweep_due_at alone: ordered by id as well, each claim
+        # sorted every due worker (all 100,000 at the first sweep) to take a few hundred.
         rows = await self.store.pool.fetch(
             f"UPDATE workers SET sweep_due_at = {_DB_NOW} + $1 WHERE id IN ("  # noqa: S608
             f"SELECT id FROM workers WHERE sweep_due_at <= {_DB_NOW} "
-            "ORDER BY sweep_due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) "
+            "ORDER BY sweep_due_at LIMIT $2 FOR UPDATE SKIP LOCKED) "
             f"RETURNING {_COLUMNS}",
             interval,
             limit,

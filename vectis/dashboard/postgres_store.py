@@ -336,6 +336,9 @@ class PostgresStore(Store):
                 max_size=self._max_size,
                 command_timeout=60,
                 reset=_keep_session,
+                # A plan made for each call's values: a plan cached once for any values, while
+                # a table was still small (a new nonces table), scanned it whole ever after.
+                server_settings={"plan_cache_mode": "force_custom_plan"},
             )
         except (TimeoutError, OSError, asyncpg.PostgresError, ValueError) as exc:
             raise ConfigError(
