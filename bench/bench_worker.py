@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument(
-        "--max-rate", type=int, default=25_000, help="worker requests signed per second of a run"
+        "--max-rate", type=int, default=40_000, help="worker requests signed per second of a run"
     )
     args = parser.parse_args()
     wrk_binary()
