@@ -37,6 +37,7 @@ from vectis.crypto.signing import (
     sign_request,
     verify_response,
 )
+from vectis.httpserver import KEEPALIVE_TIMEOUT
 
 MAX_ANSWER = 64 * 1024
 _SIG = SIGNATURE_HEADER.lower().encode()
@@ -87,6 +88,11 @@ class _Call:
         )
 
 
+#: Seconds a connection may stay idle before it is closed rather than used: half the
+#: dashboard's keep-alive timeout.
+IDLE_MAX = KEEPALIVE_TIMEOUT / 2
+
+
 class _Upstream:
     """One dashboard URL: its idle connections and the calls waiting for one."""
 
@@ -103,6 +109,14 @@ class _Upstream:
         self.connecting: set[asyncio.Future[None]] = set()
 
     def send(self, call: _Call) -> None:
+        # A connection idle for half the dashboard's keep-alive timeout is closed rather than
+        # used, as a load balancer's upstream pool should: used as the dashboard closes it,
+        # the call would be lost on the way.
+        stale = time.monotonic() - IDLE_MAX
+        while self.idle and self.idle[0].idle_since < stale:
+            old = self.idle.pop(0)
+            assert old.transport is not None
+            old.transport.close()
         if self.idle:
             self.idle.pop().send(call)
         elif self.open < self.limit:
@@ -128,6 +142,7 @@ class _Upstream:
         if self.waiting:
             conn.send(self.waiting.popleft())
         else:
+            conn.idle_since = time.monotonic()
             self.idle.append(conn)
 
     def lost(self, conn: _Conn) -> None:
@@ -144,6 +159,7 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.call: _Call | None = None
         self.buf = b""
+        self.idle_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
