@@ -45,7 +45,8 @@ class CallBatches(Generic[Item, Outcome]):
             try:
                 outcomes = await self._run([item for item, _ in batch])
             except asyncio.CancelledError:  # shutting down: so are the callers
-                for _, future in batch + self._waiting:
+                dropped, self._waiting = batch + self._waiting, []
+                for _, future in dropped:
                     future.cancel()
                 raise
             except Exception as exc:  # every caller of the batch gets the failure
