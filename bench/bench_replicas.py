@@ -388,9 +388,11 @@ def report(
         f"{len(in_run) / (windows * interval):.0f} syncs/s; the busiest 5 s {peak:.0f}/s"
     )
     for k, w in enumerate(counted):
+        due = [x * 1000 for x in record.latencies_in(t0 + k * interval, t0 + (k + 1) * interval)]
         print(
             f"  interval {k + 1} (fixed edges): {w.once + w.more}/{n} workers synced "
-            f"({100 * (w.once + w.more) / n:.2f} %), {w.none} not, {w.more} twice"
+            f"({100 * (w.once + w.more) / n:.2f} %), {w.none} not, {w.more} twice; "
+            f"heartbeats due in it p50 {pct(due, 50):.1f} ms, p99 {pct(due, 99):.1f} ms"
         )
     print(
         f"synced every interval: {kept_up}/{n} workers ({100 * kept_up / n:.2f} %) never went "
