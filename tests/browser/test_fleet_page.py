@@ -142,6 +142,8 @@ def test_a_failed_apply_shows_on_its_row(fleet: Fleet, page_factory: PageMaker) 
     assert status == 200
     sync.click()
     expect(status_of(page, delta.id)).to_have_attribute("data-status", "outdated")
+    # The worker is outdated from the config change on; the cause arrives with the sync's
+    # answer or, when the command outlasts the answer's wait, with the heartbeat after it.
     error = "apply failed: exit 1: nginx: [emerg] unknown directive"
+    expect(row(page, delta.id).locator(".w-outcome")).to_have_text(error, timeout=20_000)
     assert fleet.worker_json(delta.id)["last_error"] == error
-    expect(row(page, delta.id).locator(".w-outcome")).to_have_text(error)
