@@ -20,7 +20,16 @@ from typing import IO, Any
 
 import pytest
 
-from tests.support import Proc, child_env, free_port, http, run_cli, running, wait_ready
+from tests.support import (
+    Proc,
+    child_env,
+    free_port,
+    http,
+    run_cli,
+    running,
+    wait_ready,
+    wildcard_port,
+)
 from vectis.cli import humanize as hz
 from vectis.configfile import locked_conf
 from vectis.crypto.secrets import create_secret_file
@@ -103,7 +112,8 @@ def fleet_worker(tmp_path: Path) -> Iterator[Any]:
     procs: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
 
     def start(d: Dashboard) -> str:
-        port, secret = free_port(), secrets.token_hex(32)
+        # bench/fleet.py binds 0.0.0.0 a moment later
+        port, secret = wildcard_port(), secrets.token_hex(32)
         worker_id = d.new_worker(secret=secret, port=port)
         roster = tmp_path / f"roster-{port}.json"
         roster.write_text(
