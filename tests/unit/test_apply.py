@@ -3,6 +3,7 @@ dashboard's reading of it; and `apply_config` against a real /bin/sh."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from datetime import UTC, datetime
@@ -12,13 +13,14 @@ from typing import Any
 import pytest
 
 from vectis.config import parse_worker_conf, render_worker_conf
+from vectis.configfile import locked_conf, read_conf
 from vectis.contract import APPLY_ERROR_MAX
 from vectis.dashboard import validate
 from vectis.dashboard.model import SyncReply, after_heartbeat, after_sync, apply_note, new_worker
 from vectis.dashboard.syncer import read_reply
 from vectis.errors import BadRequest, ConfigError
 from vectis.status import SyncRecord, SyncStatus
-from vectis.worker.apply import apply_config, bounded, stderr_tail
+from vectis.worker.apply import Applier, apply_config, bounded, stderr_tail
 from vectis.worker.host import (
     ApplySettings,
     apply_settings,
@@ -196,6 +198,26 @@ def test_a_command_past_its_timeout_is_killed(tmp_path: Path) -> None:
     except FileNotFoundError:
         state = "gone"
     assert state in ("gone", "Z", "X")
+
+
+async def test_a_sync_waiting_on_an_apply_wakes_after_its_outcome_is_read(tmp_path: Path) -> None:
+    # The sync that carries a revision waits in `settle`, then answers from what the runtime
+    # read in `done`: woken before `done` ends, it answered with the worker.conf of before.
+    path = tmp_path / "worker.conf"
+    with locked_conf(path) as c:
+        c.state.id = "w1"
+    seen: list[str | None] = []
+
+    async def done() -> None:
+        await asyncio.sleep(0.2)  # a slow read of worker.conf
+        seen.append((await asyncio.to_thread(read_conf, path)).state.apply_error)
+
+    applier = Applier(_settings(tmp_path, "echo broken >&2; exit 1"), path, done=done)
+    applier.offer(1, {"role": "edge"}, "w1")
+    await applier.settle(1, 10)
+    assert seen == ["exit 1: broken"]
+    assert applier.applying is None and not applier.wants(1)  # failed: retried after a pause
+    await applier.close()
 
 
 # -- the dashboard's side --------------------------------------------------------------------------

@@ -361,14 +361,17 @@ class Applier:
             job, self._next = self._next, None
             self.running = job.revision
             try:
-                await self._attempt(job)
-            except Exception as exc:  # a bug must not end the applies for good
-                log.error("applying config revision %d failed: %s", job.revision, type(exc))
+                try:
+                    await self._attempt(job)
+                except Exception as exc:  # a bug must not end the applies for good
+                    log.error("applying config revision %d failed: %s", job.revision, type(exc))
+                # The runtime reads the outcome before a sync waiting in `settle` answers
+                # with it: woken earlier, that answer would carry the worker.conf of before.
+                await self._done()
             finally:
                 self.running = None
                 changed, self._changed = self._changed, asyncio.Event()
                 changed.set()
-            await self._done()
 
     async def _attempt(self, job: _Job) -> None:
         path = self.conf_path
