@@ -30,6 +30,7 @@ from tests.support import (
     wait_ready,
     wildcard_port,
 )
+from vectis import __version__
 from vectis.cli import humanize as hz
 from vectis.configfile import locked_conf
 from vectis.crypto.secrets import create_secret_file
@@ -50,8 +51,10 @@ class Dashboard:
         ip: str = "127.0.0.1",
         port: int | None = None,
         token: str = ENROLL,
+        **extra: Any,
     ) -> tuple[int, Any]:
         body = {"ip": ip, "secret": secret or secrets.token_hex(32), "port": port or free_port()}
+        body.update(extra)
         status, _, raw = http(
             "POST",
             f"{self.url}/infra/workers/auto-register",
@@ -194,6 +197,18 @@ def test_list_and_show(dash: Dashboard) -> None:
     for result in (listed, shown, table, fields):
         assert secret not in result.stdout + result.stderr
         assert ADMIN not in result.stdout + result.stderr
+
+
+def test_show_marks_a_version_other_than_the_dashboards(dash: Dashboard) -> None:
+    old = dash.new_worker(version="0.0.1")
+    current = dash.new_worker(version=__version__)
+    shown = dash.cli("workers", "show", old)
+    assert shown.returncode == 0, shown.stderr
+    assert "0.0.1 (not the dashboard's version: reinstall with its install.sh)" in shown.stdout
+    assert as_json(dash.cli("workers", "show", old, "--json"))["version_current"] is False
+    same = dash.cli("workers", "show", current)
+    assert same.returncode == 0 and __version__ in same.stdout
+    assert "not the dashboard's version" not in same.stdout
 
 
 def test_bad_status_filter_is_a_usage_error(dash: Dashboard) -> None:

@@ -126,7 +126,7 @@ def _worker_fields(worker: dict[str, Any]) -> None:
         ("hostname", worker.get("hostname")),
         ("address", _address(worker)),
         ("dns", dns),
-        ("version", worker.get("version")),
+        ("version", _version(worker)),
         ("labels", labels_text(worker.get("labels")) or "-"),
         ("revision", _revision(worker)),
         ("last sync", hz.at(worker.get("last_sync"), now)),
@@ -143,6 +143,15 @@ def _worker_fields(worker: dict[str, Any]) -> None:
     if isinstance(stats, dict):
         pairs.extend(hz.stats(stats))
     hz.fields(pairs)
+
+
+def _version(worker: dict[str, Any]) -> Any:
+    """The worker's version, marked when it is not the dashboard's build (install.sh from the
+    dashboard upgrades it)."""
+    version = worker.get("version")
+    if version and worker.get("version_current") is False:
+        return f"{version} (not the dashboard's version: reinstall with its install.sh)"
+    return version
 
 
 def _exit_for(worker: dict[str, Any]) -> None:

@@ -126,3 +126,12 @@ export function describeFailure(error) {
   if (!text) return `Failed: ${cause}`;
   return text.toLowerCase().startsWith(cause) ? `Failed: ${text}` : `Failed (${cause}): ${text}`;
 }
+
+// A worker's version, and whether it is another build than the dashboard's (version_current
+// false: install.sh from this dashboard upgrades it). "–" when the worker has not said.
+export const OTHER_BUILD = "Not the dashboard's version: reinstall with its install.sh";
+
+export function versionText(worker) {
+  if (!worker.version) return "–";
+  return worker.version_current === false ? `${worker.version} (not current)` : worker.version;
+}

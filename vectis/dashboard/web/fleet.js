@@ -12,9 +12,11 @@ import {
   announce,
   describeFailure,
   h,
+  OTHER_BUILD,
   setBadge,
   setText,
   statusOf,
+  versionText,
 } from "./dom.js";
 import { gauge, rowGauges, updateGauge } from "./stats.js";
 
@@ -239,7 +241,10 @@ function updateRow(row) {
   setText(parts.last, ago(worker.last_sync));
   if (worker.last_sync) parts.last.setAttribute("datetime", worker.last_sync);
   parts.last.title = absolute(worker.last_sync);
-  setText(parts.version, worker.version || "–");
+  setText(parts.version, versionText(worker));
+  const other = worker.version_current === false;
+  parts.version.classList.toggle("stale", other);
+  parts.version.title = other ? OTHER_BUILD : "";
   updateRowGauges(row, worker.stats);
 
   const busy = syncing.has(worker.id) || syncAllRunning;

@@ -10,9 +10,11 @@ import {
   describeFailure,
   duration,
   h,
+  OTHER_BUILD,
   setBadge,
   setText,
   statusOf,
+  versionText,
 } from "./dom.js";
 import { renderStats } from "./stats.js";
 
@@ -141,7 +143,10 @@ function renderDetails() {
     add("Last error", worker.last_error ? describeFailure(worker.last_error) : "");
   }
   add("Consecutive failures", worker.consecutive_failures ?? 0);
-  add("Version", worker.version);
+  if (worker.version) {
+    const other = worker.version_current === false;
+    add("Version", versionText(worker), other ? { class: "stale", title: OTHER_BUILD } : {});
+  }
   const labels = worker.labels && typeof worker.labels === "object" ? Object.entries(worker.labels) : [];
   add("Labels", labels.map(([k, v]) => `${k}=${v}`).sort().join(", ") || "none", { class: "mono" });
   add("Hostname", worker.hostname ?? meta.hostname);
