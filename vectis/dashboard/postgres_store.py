@@ -30,7 +30,6 @@ from vectis.dashboard.groups import (
     check_room,
     first_config,
     group_put,
-    labels_json,
     plan,
     reconfigured,
     with_settings,
@@ -39,9 +38,6 @@ from vectis.dashboard.model import (
     Changes,
     Token,
     Worker,
-    moved,
-    new_worker,
-    pinned,
     worker_object,
 )
 from vectis.dashboard.postgres_changes import ChangeFeed
@@ -460,19 +456,10 @@ class PostgresStore(Store):
                 old = mine[0]
                 if holder is not None and holder != old.id:
                     raise Conflict(f"{reg.ip} port {reg.port} is held by another worker")
-                w = moved(old, reg.ip, reg.port, now)
-                if reg.hostname is not None or reg.version is not None:
-                    w = replace(
-                        w,
-                        hostname=reg.hostname or w.hostname,
-                        version=reg.version or w.version,
-                        updated_at=iso(now),
-                    )
-                w = pinned(w, reg.tls_pin, None, now)
+                w, labels = reg.again(old, now)
                 history: Changes = []
-                if reg.labels is not None and labels_json(reg.labels) != w.labels_json:
-                    w = replace(w, labels_json=labels_json(reg.labels), updated_at=iso(now))
-                    await self._set_labels(conn, w.id, reg.labels)
+                if labels is not None:
+                    await self._set_labels(conn, w.id, labels)
                     groups = await self._groups(conn)
                     w, history = reconfigured(w, groups, now, "labels changed") or (w, [])
                 await conn.execute(_UPDATE_WORKER, *_values(w)[1:], w.id)
@@ -494,23 +481,10 @@ class PostgresStore(Store):
                 worker_id = new_id()
                 if await conn.fetchval("SELECT 1 FROM workers WHERE id = $1", worker_id):
                     continue  # a collision: draw again, never reuse an ID
-                w = new_worker(
-                    worker_id,
-                    zone,
-                    reg.ip,
-                    reg.port,
-                    reg.secret.lower(),
-                    reg.hostname,
-                    reg.version,
-                    now,
-                    reg.tls_pin,
-                    labels_json(reg.labels or {}),
-                )
+                w, change = reg.first(worker_id, zone, now)
                 w = first_config(w, await self._groups(conn))
                 await conn.execute(_INSERT_WORKER, *_values(w), digest)
                 await self._set_labels(conn, w.id, reg.labels or {})
-                pending = SyncStatus.PENDING
-                change = StatusChange(iso(now), pending, pending, "registered")
                 await self._history(conn, [(w.id, change)])
                 return w, True
             raise Conflict("could not draw a free worker ID; try again")

@@ -27,14 +27,13 @@ from vectis.dashboard.groups import (
     check_room,
     first_config,
     group_put,
-    labels_json,
     plan,
     reconfigured,
     with_settings,
 )
 from vectis.dashboard.list_cache import REV_KEY, REV_QUERY, ListCache, bump
 from vectis.dashboard.migrations import migrate
-from vectis.dashboard.model import Changes, Token, Worker, moved, new_worker, pinned
+from vectis.dashboard.model import Changes, Token, Worker
 from vectis.dashboard.selectors import Requirement, Selector, count_sql, parse
 from vectis.dashboard.store import (
     HISTORY_KEEP,
@@ -304,19 +303,10 @@ class SQLiteStore(Store):
                 old = _worker(row)
                 if holder is not None and holder != old.id:
                     raise Conflict(f"{reg.ip} port {reg.port} is held by another worker")
-                w = moved(old, reg.ip, reg.port, now)
-                if reg.hostname is not None or reg.version is not None:
-                    w = replace(
-                        w,
-                        hostname=reg.hostname or w.hostname,
-                        version=reg.version or w.version,
-                        updated_at=iso(now),
-                    )
-                w = pinned(w, reg.tls_pin, None, now)
+                w, labels = reg.again(old, now)
                 history: Changes = []
-                if reg.labels is not None and labels_json(reg.labels) != w.labels_json:
-                    w = replace(w, labels_json=labels_json(reg.labels), updated_at=iso(now))
-                    self._set_labels(db, w.id, reg.labels)
+                if labels is not None:
+                    self._set_labels(db, w.id, labels)
                     w, history = reconfigured(w, self._groups(db), now, "labels changed") or (w, [])
                 db.execute(_UPDATE_WORKER, (*_values(w)[1:], w.id))
                 self._touch([w.id])
@@ -337,24 +327,11 @@ class SQLiteStore(Store):
                 worker_id = new_id()
                 if db.execute("SELECT 1 FROM workers WHERE id = ?", (worker_id,)).fetchone():
                     continue  # a collision: draw again, never reuse an ID
-                w = new_worker(
-                    worker_id,
-                    zone,
-                    reg.ip,
-                    reg.port,
-                    reg.secret.lower(),
-                    reg.hostname,
-                    reg.version,
-                    now,
-                    reg.tls_pin,
-                    labels_json(reg.labels or {}),
-                )
+                w, change = reg.first(worker_id, zone, now)
                 w = first_config(w, self._groups(db))
                 db.execute(_INSERT_WORKER, (*_values(w), digest))
                 self._set_labels(db, w.id, reg.labels or {})
                 self._touch([w.id])
-                pending = SyncStatus.PENDING
-                change = StatusChange(iso(now), pending, pending, "registered")
                 self._history(db, [(w.id, change)])
                 return w, True
             raise Conflict("could not draw a free worker ID; try again")

@@ -16,9 +16,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from vectis.dashboard.groups import ConfigGroup
-from vectis.dashboard.model import Changes, Token, Worker, worker_json
+from vectis.dashboard.groups import ConfigGroup, labels_json
+from vectis.dashboard.model import Changes, Token, Worker, moved, new_worker, pinned, worker_json
 from vectis.dashboard.selectors import Selector
+from vectis.status import StatusChange, SyncStatus, iso
 
 if TYPE_CHECKING:
     from vectis.dashboard.replicas import Shared
@@ -88,6 +89,41 @@ class Registration:
     token_id: str | None  # None: the VECTIS_TOKEN given at start (no use limit)
     tls_pin: str | None = None  # SHA-256 of the worker's TLS public key; None: plain HTTP
     labels: dict[str, str] | None = None  # None: a re-registration keeps the stored labels
+
+    def again(self, old: Worker, now: datetime) -> tuple[Worker, dict[str, str] | None]:
+        """`old`, the worker holding this secret, registering again: at the new address, with
+        the hostname, version and pin given; and its labels to store when they change (None:
+        kept, and then no group's selection of it can have changed)."""
+        w = moved(old, self.ip, self.port, now)
+        if self.hostname is not None or self.version is not None:
+            w = replace(
+                w,
+                hostname=self.hostname or w.hostname,
+                version=self.version or w.version,
+                updated_at=iso(now),
+            )
+        w = pinned(w, self.tls_pin, None, now)
+        if self.labels is None or labels_json(self.labels) == w.labels_json:
+            return w, None
+        return replace(w, labels_json=labels_json(self.labels), updated_at=iso(now)), self.labels
+
+    def first(self, worker_id: str, zone: str, now: datetime) -> tuple[Worker, StatusChange]:
+        """The new worker this registration makes (its groups' config not merged yet), and the
+        first line of its history."""
+        w = new_worker(
+            worker_id,
+            zone,
+            self.ip,
+            self.port,
+            self.secret.lower(),
+            self.hostname,
+            self.version,
+            now,
+            self.tls_pin,
+            labels_json(self.labels or {}),
+        )
+        pending = SyncStatus.PENDING
+        return w, StatusChange(iso(now), pending, pending, "registered")
 
 
 class Store(ABC):
