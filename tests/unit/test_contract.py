@@ -105,7 +105,15 @@ def test_the_page_imports_only_what_contract_js_exports() -> None:
     module = pages.static_file("contract.js")
     assert module == (contract.page_module().encode(), "text/javascript; charset=utf-8")
     exported = set(re.findall(r"^export const (\w+) = ", contract.page_module(), re.M))
-    assert exported == {"STATUSES", "DNS_STATUSES", "WORKER_ID_PATTERN", "APPLY_FAILED"}
+    assert exported == {
+        "STATUSES",
+        "DNS_STATUSES",
+        "WORKER_ID_PATTERN",
+        "APPLY_FAILED",
+        "GROUP_NAME_PATTERN",
+        "GROUP_PRIORITY_MIN",
+        "GROUP_PRIORITY_MAX",
+    }
     imported: set[str] = set()
     for js in (ROOT / "dashboard" / "web").glob("*.js"):
         for names in re.findall(r'import \{([^}]*)\} from "\./contract\.js"', js.read_text()):

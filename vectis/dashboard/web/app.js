@@ -3,11 +3,12 @@
 import { api, setCsrf, whenUnauthorized } from "./api.js";
 import { $, announce, setText } from "./dom.js";
 import { clearSyncAllOutcome, initFleet, refreshFleet } from "./fleet.js";
+import { forgetGroups, initGroups, refreshGroups } from "./groups.js";
 import { forgetCreatedToken, initTokens, refreshTokens } from "./tokens.js";
 import { initWorker, refreshWorker, showWorker } from "./worker.js";
 
 const REFRESH_MS = 3000;
-const VIEWS = ["login", "fleet", "worker", "tokens"];
+const VIEWS = ["login", "fleet", "worker", "tokens", "groups"];
 
 let authenticated = false;
 let route = { view: "fleet" };
@@ -26,6 +27,7 @@ function parseRoute(hash) {
     }
   }
   if (path === "/tokens") return { view: "tokens" };
+  if (path === "/groups") return { view: "groups" };
   return { view: "fleet" };
 }
 
@@ -58,6 +60,10 @@ async function navigate({ focus = true } = {}) {
     document.title = "Tokens · Vectis";
     showView("tokens", { focus });
     await refreshTokens();
+  } else if (route.view === "groups") {
+    document.title = "Config groups · Vectis";
+    showView("groups", { focus });
+    await refreshGroups();
   } else {
     document.title = "Fleet · Vectis";
     if (previous !== "fleet") clearSyncAllOutcome();
@@ -94,6 +100,7 @@ function signedOut(message = "") {
   setCsrf("");
   clearTimeout(timer);
   forgetCreatedToken();
+  forgetGroups();
   setText($("login-error"), message);
   showView("login");
   $("login-token").focus();
@@ -147,6 +154,7 @@ async function start() {
   initFleet();
   initWorker();
   initTokens();
+  initGroups();
   $("login-form").addEventListener("submit", logIn);
   $("logout").addEventListener("click", logOut);
   window.addEventListener("hashchange", () => navigate());
