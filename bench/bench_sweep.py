@@ -212,6 +212,7 @@ def main() -> int:
     parser.add_argument("--register-concurrency", type=int, default=32)
     parser.add_argument("--sync-concurrency", type=int, help="VECTIS_SYNC_CONCURRENCY")
     parser.add_argument("--sync-timeout", type=float, help="VECTIS_SYNC_TIMEOUT (seconds)")
+    parser.add_argument("--sync-threads", type=int, help="VECTIS_SYNC_THREADS")
     parser.add_argument("--profile", type=Path, help="run the dashboard under cProfile, to FILE")
     parser.add_argument(
         "--py-spy",
@@ -243,6 +244,8 @@ def main() -> int:
             env["VECTIS_SYNC_CONCURRENCY"] = str(args.sync_concurrency)
         if args.sync_timeout:
             env["VECTIS_SYNC_TIMEOUT"] = str(args.sync_timeout)
+        if args.sync_threads:
+            env["VECTIS_SYNC_THREADS"] = str(args.sync_threads)
         command = dashboard_command(port, Path(tmp) / "data")
         if args.profile:  # python -m cProfile -o FILE -m vectis dashboard serve ...
             command = [command[0], "-m", "cProfile", "-o", str(args.profile), *command[1:]]
@@ -253,7 +256,11 @@ def main() -> int:
         started = time.perf_counter()
         try:
             with dashboard_process(command, env, log, base) as dash:
-                print(f"dashboard: pid {dash.pid}, ready in {time.perf_counter() - started:.2f} s")
+                threads = env.get("VECTIS_SYNC_THREADS", "the default")
+                print(
+                    f"dashboard: pid {dash.pid}, ready in {time.perf_counter() - started:.2f} s, "
+                    f"VECTIS_SYNC_THREADS {threads}"
+                )
                 return run(args, base, admin_token, enroll_token, dash.pid, members, socks)
         finally:
             for sock in socks:

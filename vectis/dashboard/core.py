@@ -84,6 +84,7 @@ class Dashboard:
             keys=self.keys,
             keep_idle=settings.sync_keepalive,
             keep_max=settings.sync_keepalive_max,
+            threads=settings.sync_threads,
         )
         self.dns = Provisioning(
             settings, self.store, backend, clock, shared.dns_lead if shared else None

@@ -36,6 +36,9 @@ DEFAULT_ZONE = "vectis.internal"
 DEFAULT_SYNC_INTERVAL = 60.0
 DEFAULT_SYNC_CONCURRENCY = 100
 DEFAULT_SYNC_TIMEOUT = 5.0
+#: Event loops (threads) the syncs run on: OpenSSL's handshakes release the interpreter lock,
+#: so a second one lets TLS syncs use a second core (docs/protocol.md#sync-threads).
+DEFAULT_SYNC_THREADS = 2
 BODY_LIMIT = 1024 * 1024
 #: Signed calls (heartbeats, rotations) one worker may make per minute; `vectis sync` may run
 #: beside the daemon's own beats, so never fewer than 10.
@@ -72,6 +75,7 @@ class DashboardSettings:
     sync_interval: float = DEFAULT_SYNC_INTERVAL
     sync_concurrency: int = DEFAULT_SYNC_CONCURRENCY
     sync_timeout: float = DEFAULT_SYNC_TIMEOUT
+    sync_threads: int = DEFAULT_SYNC_THREADS
     #: VECTIS_SYNC_KEEPALIVE: seconds a connection to a worker is kept idle for its next sync
     #: (0: a new connection per sync); VECTIS_SYNC_KEEPALIVE_MAX: connections kept at most
     sync_keepalive: float = DEFAULT_KEEP_IDLE
@@ -219,6 +223,7 @@ def load_settings(
         env, "VECTIS_SYNC_CONCURRENCY", DEFAULT_SYNC_CONCURRENCY, 1, 10_000
     )
     s.sync_timeout = env_float(env, "VECTIS_SYNC_TIMEOUT", DEFAULT_SYNC_TIMEOUT, 0.05)
+    s.sync_threads = env_int(env, "VECTIS_SYNC_THREADS", DEFAULT_SYNC_THREADS, 1, 16)
     s.sync_keepalive = env_float(env, "VECTIS_SYNC_KEEPALIVE", DEFAULT_KEEP_IDLE, 0, 3600)
     s.sync_keepalive_max = env_int(env, "VECTIS_SYNC_KEEPALIVE_MAX", DEFAULT_KEEP_MAX, 0, 1_000_000)
     s.nonce_capacity = env_int(

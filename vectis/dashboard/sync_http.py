@@ -6,11 +6,13 @@ sweep benchmark it spends about a third of the CPU per sync of an aiohttp Client
 
 A pinned worker is reached over TLS (docs/protocol.md#tls): no CA and no name is checked,
 only that the peer's key is a pinned one, before the request is sent. What a TLS sync costs
-the dashboard (bench_sweep.py --tls): about 0.8 ms of CPU with a full handshake, a little
-less resumed, 0.15 ms over a kept connection (`Connections`, docs/protocol.md#keep-alive),
-against 0.25 ms for plain HTTP. Resuming saves less than it could because CPython copies a
-session through DER each time one is set (0.11 ms here, OpenSSL 3.0 re-parsing the
-certificate): hence a session is read once, after a full handshake, and resumed many times.
+the dashboard (bench_sweep.py --tls, an Ed25519 worker key): about 0.7 ms of CPU with a full
+handshake on one sync thread (0.8 on two, docs/protocol.md#sync-threads), 0.6 resumed,
+0.14 ms over a kept connection (`Connections`, docs/protocol.md#keep-alive), against
+0.25 ms for plain HTTP. Resuming saves less than it could because CPython copies a session
+through DER each time one is read or set (about 0.08 ms each here, 0.11 with a P-256 key:
+OpenSSL 3.0 parses the certificate again): hence a session is read once, after a full
+handshake, and resumed many times.
 """
 
 from __future__ import annotations
@@ -265,8 +267,8 @@ class _Conn(asyncio.Protocol):
             self.close()
 
     def _keep_session(self) -> None:
-        # Only a full handshake's session is read: reading one costs about 0.12 ms here (and
-        # setting one, which CPython copies through DER, 0.11 ms), about what a resumed
+        # Only a full handshake's session is read: reading one costs 0.08 to 0.12 ms here (and
+        # setting one, which CPython copies through DER, as much), about what a resumed
         # handshake saves; a TLS 1.3 ticket resumes many times (the dashboard talks to one
         # known address, so using a ticket again links nothing new).
         terms = self.terms
@@ -393,8 +395,11 @@ class Connections:
     `capacity` in all (the oldest closed first), each idle for `idle` seconds at most and
     reused for `lifetime` seconds after it was made.
 
-    Used on one event loop (the sync loop). A worker that closes a kept connection while it
-    is idle costs a retry on a new connection, never a failed sync.
+    Used on one event loop (a sync loop). A worker that closes a kept connection while it
+    is idle costs a retry on a new connection, never a failed sync. `siblings`, the pools of
+    the other sync loops, count against the same `capacity`: past it this pool closes its own
+    oldest, or does not keep the connection when it holds none (another loop's are not its
+    to close); two loops giving at the same instant may pass it by one.
     """
 
     def __init__(
@@ -407,6 +412,7 @@ class Connections:
         self.idle = idle
         self.lifetime = lifetime
         self._idle: OrderedDict[tuple[str, int], _Conn] = OrderedDict()
+        self.siblings: tuple[Connections, ...] = ()
         self._timer: asyncio.TimerHandle | None = None
         self.reused = 0  # exchanges over a kept connection
         self.retried = 0  # kept connections the worker had closed: sent again on a new one
@@ -438,15 +444,22 @@ class Connections:
         if old is not None:
             old.pool = None
             old.close()
-        while len(self._idle) >= self.capacity:
+        while self._idle and self._held() >= self.capacity:
             _, oldest = self._idle.popitem(last=False)
             oldest.pool = None
             oldest.close()
+        if self._held() >= self.capacity:
+            conn.close()  # the other loops hold the rest
+            return
         loop = asyncio.get_running_loop()
         conn.pool, conn.key, conn.idle_since = self, key, loop.time()
         self._idle[key] = conn
         if self._timer is None:
             self._timer = loop.call_later(self.idle, self._expire)
+
+    def _held(self) -> int:
+        """Idle connections kept here and by the siblings (a length read: safe across threads)."""
+        return len(self._idle) + sum(len(other._idle) for other in self.siblings)
 
     def discard(self, conn: _Conn) -> None:
         """Forget `conn`, closed while idle."""

@@ -18,7 +18,8 @@ T = TypeVar("T")
 class SyncLoop:
     """An event loop on a thread of its own, where every sync's network work runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "vectis-sync") -> None:
+        self.name = name
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
@@ -45,7 +46,7 @@ class SyncLoop:
                 ready.set()
                 settle_threadsafe(api_loop, stopped)
 
-        self._thread = threading.Thread(target=main, name="vectis-sync", daemon=True)
+        self._thread = threading.Thread(target=main, name=self.name, daemon=True)
         self._thread.start()
         ready.wait()
 

@@ -5,10 +5,13 @@ last sync (`sync_http.Connections`); a sweep runs a fixed pool of `concurrency` 
 the worker list (never one task per worker) and writes outcomes to the store in batches.
 A worker already being synced is joined, never synced twice at once.
 
-The exchanges (connect, sign, send, read, verify) run on an event loop of their own, in a
-thread of their own (`sync_loop.SyncLoop`), so that a sweep's thousands of exchanges never
+The exchanges (connect, sign, send, read, verify) run on event loops of their own, each in a
+thread of its own (`sync_loop.SyncLoop`), so that a sweep's thousands of exchanges never
 make the API's event loop wait: that loop only claims workers, hands them over, and stores
-the outcomes it gets back.
+the outcomes it gets back. With several sync threads (`VECTIS_SYNC_THREADS`) a TLS worker
+always goes to the same one (a hash of its id), where its kept connection and TLS session
+live, and a plain one to the first: OpenSSL's handshakes run without the interpreter lock,
+so TLS syncs use a second core, while a plain sync would only contend for that lock.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import logging
 import os
 import ssl
 import time
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -157,21 +161,23 @@ def read_reply(worker_id: str, raw: bytes, stats_limit: int) -> Outcome:
 class _Pool:
     """A sweep's side on the sync loop: `concurrency` tasks over the workers handed to it.
 
-    Created on the API's loop; `feed` and `end` are called there; `run` runs on the sync
-    loop and hands batches of (worker id, outcome, seconds) back to `inbox`.
+    Created on the API's loop; `feed` and `end` are called there; `run` runs on the lane's
+    sync loop and hands batches of (worker id, outcome, seconds) back to `inbox`.
     """
 
     def __init__(
         self,
         syncer: Syncer,
+        lane: _Lane,
         size: int,
         inbox: asyncio.Queue[list[tuple[str, Outcome, float]]],
     ) -> None:
         self.syncer = syncer
+        self.lane = lane
         self.size = size
         self.inbox = inbox
         self.api_loop = asyncio.get_running_loop()
-        self.sync_loop = syncer.sync_loop.loop
+        self.sync_loop = lane.sync_loop.loop
         self.finished: asyncio.Future[None] = self.api_loop.create_future()
         # Used on the sync loop only (asyncio.Queue binds to the loop that first waits on it).
         self._todo: asyncio.Queue[Worker | None] = asyncio.Queue()
@@ -190,7 +196,7 @@ class _Pool:
             self._todo.put_nowait(item)
 
     def start(self) -> None:
-        self._task = self.syncer.sync_loop.submit(self._run())
+        self._task = self.lane.sync_loop.submit(self._run())
 
     def cancel(self) -> None:
         if self._task is not None:
@@ -207,7 +213,7 @@ class _Pool:
 
     async def _one(self) -> None:
         while (w := await self._todo.get()) is not None:
-            outcome, seconds = await self.syncer._safe_exchange(w)
+            outcome, seconds = await self.syncer._safe_exchange(w, self.lane)
             self._out.append((w.id, outcome, seconds))
             if self._handback is None:
                 self._handback = self.sync_loop.call_later(HANDBACK_DELAY, self._hand_back)
@@ -218,6 +224,20 @@ class _Pool:
             batch, self._out = self._out, []
             with contextlib.suppress(RuntimeError):  # the API's loop is gone: nobody waits
                 self.api_loop.call_soon_threadsafe(self.inbox.put_nowait, batch)
+
+
+class _Lane:
+    """One sync thread's own: its event loop, the connections it keeps and the TLS sessions
+    it resumes (used on that loop only), for the workers `Syncer.lane_index` gives it."""
+
+    def __init__(self, index: int, count: int, keep_max: int, keep_idle: float) -> None:
+        self.sync_loop = SyncLoop("vectis-sync" if count == 1 else f"vectis-sync-{index + 1}")
+        # The bound is the dashboard's: the lanes' pools count each other's (siblings).
+        self.connections = sync_http.Connections(keep_max, keep_idle)
+        self.sessions_kept = max(1, SESSIONS_KEPT // count)
+        self.sessions: dict[str, tuple[tuple[frozenset[str], str, int], ssl.SSLSession]] = {}
+        self.tls_reused = 0  # TLS syncs that resumed a session
+        self.exchanges = 0  # exchanges run on this lane
 
 
 class Syncer:
@@ -237,6 +257,7 @@ class Syncer:
         keys: KeyRing | None = None,
         keep_idle: float = sync_http.DEFAULT_KEEP_IDLE,
         keep_max: int = sync_http.DEFAULT_KEEP_MAX,
+        threads: int = 1,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -247,26 +268,48 @@ class Syncer:
         self.stats_limit = stats_limit
         self.clock = clock
         self._inflight: dict[str, asyncio.Future[None]] = {}
-        self.sync_loop = SyncLoop()
+        # Never more threads than syncs at once: each lane's pool runs one task at least.
+        count = max(1, min(threads, concurrency))
+        keep = sync_http.fd_share(keep_max)
+        self.lanes = [_Lane(n, count, keep, keep_idle) for n in range(count)]
+        for lane in self.lanes:
+            lane.connections.siblings = tuple(
+                other.connections for other in self.lanes if other is not lane
+            )
         self.require_tls = require_tls
         self.keys = keys  # told of pins a sync promotes (a key rotation's end)
-        self.tls_context = sync_http.client_context()
-        # Used on the sync loop only: each pinned worker's last TLS session, to resume.
-        self._sessions: dict[str, tuple[tuple[frozenset[str], str, int], ssl.SSLSession]] = {}
-        self.tls_reused = 0  # TLS syncs that resumed a session (the benchmark prints it)
-        # Used on the sync loop only: a connection kept per worker synced again soon.
-        self.connections = sync_http.Connections(sync_http.fd_share(keep_max), keep_idle)
+        self.tls_context = sync_http.client_context()  # one for every lane: thread-safe
+
+    @property
+    def tls_reused(self) -> int:
+        """TLS syncs that resumed a session."""
+        return sum(lane.tls_reused for lane in self.lanes)
+
+    def lane_index(self, w: Worker) -> int:
+        """The lane that syncs this worker, always the same while it serves TLS or plain HTTP
+        (where its connection and session are kept): a TLS worker's by a hash of its id; a
+        plain worker's is the first, as its sync is Python all through and holds the
+        interpreter lock, so that a second thread would only add switches of that lock."""
+        count = len(self.lanes)
+        if count == 1 or w.tls_pin is None:
+            return 0
+        return zlib.crc32(w.id.encode()) % count
+
+    def lane(self, w: Worker) -> _Lane:
+        return self.lanes[self.lane_index(w)]
 
     async def start(self) -> None:
-        """Start the sync loop's thread, where every sync's connection is made and kept."""
-        self.sync_loop.start()
+        """Start the sync threads, where every sync's connection is made and kept."""
+        for lane in self.lanes:
+            lane.sync_loop.start()
 
     async def close(self) -> None:
-        """Cancel the exchanges still running, close the kept connections, end the thread."""
-        with contextlib.suppress(RuntimeError):  # the sync loop has already ended
-            # Runs before the stop that follows (callbacks run in order).
-            self.sync_loop.loop.call_soon_threadsafe(self.connections.close)
-        await self.sync_loop.stop()
+        """Cancel the exchanges still running, close the kept connections, end the threads."""
+        for lane in self.lanes:
+            with contextlib.suppress(RuntimeError):  # the sync loop has already ended
+                # Runs before the stop that follows (callbacks run in order).
+                lane.sync_loop.loop.call_soon_threadsafe(lane.connections.close)
+            await lane.sync_loop.stop()
 
     def _address_problem(self, ip: str) -> str | None:
         """`worker_address_problem` of a stored address, remembered: a sweep asks it per sync."""
@@ -279,7 +322,7 @@ class Syncer:
             self._address_problems[ip] = problem
             return problem
 
-    async def _exchange(self, w: Worker) -> Outcome:
+    async def _exchange(self, w: Worker, lane: _Lane) -> Outcome:
         """One signed sync. The causes it gives are coarse on purpose: the worker's record
         tells an operator what failed, not what answers on another host's port, so that an
         enrollment token is no port scanner. The details go to the log.
@@ -287,7 +330,8 @@ class Syncer:
         problem = self._address_problem(w.ip)
         if problem is not None:
             return f"refused: {problem}"
-        tls = self._terms(w)
+        lane.exchanges += 1
+        tls = self._terms(w, lane)
         if tls is None and self.require_tls:
             return REQUIRE_TLS_CAUSE
         key = key_from_secret(w.secret)
@@ -309,7 +353,7 @@ class Syncer:
                 timeout=self.timeout,
                 limit=limit,
                 tls=tls,
-                pool=self.connections,
+                pool=lane.connections,
             )
         except TimeoutError:
             log.info("sync %s: no answer within %g s", w.id, self.timeout)
@@ -317,7 +361,7 @@ class Syncer:
         except sync_http.AnswerTooLarge:
             return f"bad answer: larger than {limit} bytes"
         except sync_http.TlsFailed as exc:
-            self._sessions.pop(w.id, None)
+            lane.sessions.pop(w.id, None)
             log.info("sync %s: %s", w.id, exc)
             return f"identity mismatch: {where} did not prove the pinned TLS key ({exc})"
         except sync_http.WireError as exc:
@@ -327,7 +371,7 @@ class Syncer:
             log.info("sync %s: %s", w.id, (exc.strerror or type(exc).__name__).lower())
             return unreachable
         if tls is not None:
-            self._keep_session(w, tls)
+            self._keep_session(w, tls, lane)
         if answer.status != 200:
             log.info("sync %s: http %d", w.id, answer.status)
             return mismatch
@@ -343,29 +387,31 @@ class Syncer:
             reply = replace(reply, tls_pin_next_seen=w.tls_pin_next)
         return reply
 
-    def _terms(self, w: Worker) -> sync_http.Pinned | None:
+    def _terms(self, w: Worker, lane: _Lane) -> sync_http.Pinned | None:
         """The TLS terms of a pinned worker (its last session resumed), None for a plain one."""
         if w.tls_pin is None:
             return None
         pins = frozenset((w.tls_pin, w.tls_pin_next) if w.tls_pin_next else (w.tls_pin,))
-        kept = self._sessions.get(w.id)
+        kept = lane.sessions.get(w.id)
         # A session is resumed only on the terms it was made under: a rotation's end (fewer
         # pins) or a new address makes a full handshake, and the key is checked afresh.
         session = kept[1] if kept is not None and kept[0] == (pins, w.ip, w.port) else None
         return sync_http.Pinned(self.tls_context, pins, session)
 
-    def _keep_session(self, w: Worker, tls: sync_http.Pinned) -> None:
+    def _keep_session(self, w: Worker, tls: sync_http.Pinned, lane: _Lane) -> None:
         if tls.session is None:
             return
-        if len(self._sessions) >= SESSIONS_KEPT and w.id not in self._sessions:
-            self._sessions.clear()
-        self.tls_reused += tls.reused
-        self._sessions[w.id] = ((tls.pins, w.ip, w.port), tls.session)
+        sessions = lane.sessions
+        if len(sessions) >= lane.sessions_kept and w.id not in sessions:
+            sessions.clear()
+        lane.tls_reused += tls.reused
+        sessions[w.id] = ((tls.pins, w.ip, w.port), tls.session)
 
-    async def _safe_exchange(self, w: Worker) -> tuple[Outcome, float]:
+    async def _safe_exchange(self, w: Worker, lane: _Lane) -> tuple[Outcome, float]:
+        """On `lane`'s loop: the connections and sessions used are that loop's own."""
         started = time.perf_counter()
         try:
-            outcome = await self._exchange(w)
+            outcome = await self._exchange(w, lane)
         except Exception as exc:  # never let one worker's surprise break a sweep
             log.exception("sync of %s failed unexpectedly", w.id)
             outcome = f"unreachable: internal error ({type(exc).__name__})"
@@ -440,12 +486,26 @@ class Syncer:
             await asyncio.shield(self._inflight[w.id])
             return await self.store.get_worker(w.id)
         try:
-            outcome = await self.sync_loop.submit(self._safe_exchange(w))
+            lane = self.lane(w)
+            outcome = await lane.sync_loop.submit(self._safe_exchange(w, lane))
         except BaseException:
             self._release([w.id])
             raise
         changed = await self._record({w.id: outcome})
         return changed[0] if changed else None
+
+    def _pool_sizes(self, workers: Sequence[Worker]) -> list[int]:
+        """Each lane's part of the sweep's syncs at once: the concurrency split in proportion
+        to the workers it has (one task at least, which ends at once when it has none)."""
+        total = len(workers)
+        if len(self.lanes) == 1 or total == 0:
+            return [max(1, min(self.concurrency, total))] * len(self.lanes)
+        # Indexed, not iterated: a WithCurrentSecrets list looks its secrets up when iterated.
+        homes = [self.lane_index(workers[n]) for n in range(total)]
+        return [
+            max(1, min(self.concurrency * homes.count(k) // total, homes.count(k)))
+            for k in range(len(self.lanes))
+        ]
 
     async def sweep(
         self,
@@ -459,9 +519,12 @@ class Syncer:
         stored batch.
         """
         queue = iter(workers)
-        window = 2 * self.concurrency + 64  # enough that the pool never waits on this loop
+        window = 2 * self.concurrency + 64  # enough that the pools never wait on this loop
         inbox: asyncio.Queue[list[tuple[str, Outcome, float]]] = asyncio.Queue()
-        pool = _Pool(self, max(1, min(self.concurrency, len(workers))), inbox)
+        lanes = self.lanes
+        sizes = self._pool_sizes(workers)
+        pools = [_Pool(self, lane, size, inbox) for lane, size in zip(lanes, sizes, strict=True)]
+        finished = asyncio.gather(*(pool.finished for pool in pools))
         outstanding: set[str] = set()  # claimed, handed over, outcome not back yet
         pending: dict[str, tuple[Outcome, float]] = {}
         counts = {"synced": 0, "failed": 0, "outdated": 0}
@@ -485,25 +548,27 @@ class Syncer:
 
         def feed() -> None:
             nonlocal fed_all
-            batch: list[Worker] = []
+            batches: list[list[Worker]] = [[] for _ in lanes]
             while not fed_all and len(outstanding) < window:
                 w = next(queue, None)
                 if w is None:
                     fed_all = True
                 elif self._claim(w.id) is not None:
                     outstanding.add(w.id)  # else already being synced; that sync stores its own
-                    batch.append(w)
-            if batch:
-                pool.feed(batch)
-            if fed_all:
-                pool.end()
+                    batches[self.lane_index(w)].append(w)
+            for pool, batch in zip(pools, batches, strict=True):
+                if batch:
+                    pool.feed(batch)
+                if fed_all:
+                    pool.end()
 
         def received(batch: list[tuple[str, Outcome, float]]) -> None:
             for worker_id, outcome, seconds in batch:
                 outstanding.discard(worker_id)
                 pending[worker_id] = (outcome, seconds)
 
-        pool.start()
+        for pool in pools:
+            pool.start()
         try:
             feed()
             loop = asyncio.get_running_loop()
@@ -519,13 +584,14 @@ class Syncer:
                     waiting_since = 0.0
                 if not fed_all:
                     feed()
-            await asyncio.shield(pool.finished)
+            await asyncio.shield(finished)
         finally:
-            if not pool.finished.done():
-                pool.cancel()
+            if not finished.done():
+                for pool in pools:
+                    pool.cancel()
                 # Only once the exchanges have stopped may another sync of their workers start.
                 with contextlib.suppress(asyncio.CancelledError):
-                    await pool.finished
+                    await finished
             while not inbox.empty():
                 received(inbox.get_nowait())
             self._release(list(outstanding))
