@@ -144,6 +144,39 @@ def test_replicas_share_registrations_nonces_and_sessions(
             assert status == 401
 
 
+def test_a_replay_spends_no_budget_and_a_call_over_budget_keeps_no_nonce(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
+    """On replicas the nonce is checked and kept by one statement, the budget taken before
+    it: the outcomes stay those of the documented order (check, budget, keep)."""
+    url = pg_server.create_database()
+    with replicas(tmp_path, url, 2, VECTIS_WORKER_CALLS_PER_MINUTE="10") as (a, b):
+        secret = secrets.token_hex(32)
+        port = free_port()
+        status, doc = a.register(secret, port)
+        assert status == 201, doc
+        worker_id = doc["id"]
+        path = f"/infra/workers/{worker_id}/heartbeat"
+        answered = _signed_heartbeat(a, worker_id, secret, port)
+        assert _post(a, path, *answered) == 200
+        for _ in range(8):  # 9 of the 10 calls a minute spent on a
+            assert _post(a, path, *_signed_heartbeat(a, worker_id, secret, port)) == 200
+        # Replays, however many, are refused as replays and spend nothing: the tenth call
+        # is still there for a fresh heartbeat.
+        for _ in range(5):
+            assert _post(a, path, *answered) == 401
+        assert _post(a, path, *_signed_heartbeat(a, worker_id, secret, port)) == 200
+        # Over budget: a replay is still a replay (401), a fresh call a 429 whose nonce is
+        # not kept: the same request is answered once the budget has room again.
+        assert _post(a, path, *answered) == 401
+        late = _signed_heartbeat(a, worker_id, secret, port)
+        status, headers, _ = http("POST", a.url + path, late[0], {"Authorization": late[1]})
+        assert status == 429
+        time.sleep(int(headers["Retry-After"]) + 0.5)
+        assert _post(a, path, *late) == 200
+        assert _post(b, path, *late) == 401
+
+
 class CountingWorker(FakeWorker):
     """A fake signed worker that notes when each sync came, and any two that overlapped."""
 

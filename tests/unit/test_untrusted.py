@@ -147,6 +147,17 @@ def test_call_budget_refuses_one_worker_and_serves_another() -> None:
     assert budget.take("a", 6.0) == 0
     budget.forget("a")
     assert budget.take("a", 6.0) == 0
+    # A call given back (a replay found after the budget was taken) is there again, and a
+    # bucket never holds more than a minute's worth.
+    assert all(budget.take("c", 0.0) == 0 for _ in range(10))
+    budget.give_back("c")
+    assert budget.take("c", 0.0) == 0
+    assert budget.take("c", 0.0) == 6
+    assert budget.take("d", 0.0) == 0
+    budget.give_back("d")
+    budget.give_back("d")
+    assert all(budget.take("d", 0.0) == 0 for _ in range(10))
+    assert budget.take("d", 0.0) == 6
 
 
 def test_nonce_share_refuses_one_owner_only_and_frees_on_expiry() -> None:

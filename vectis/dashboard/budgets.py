@@ -30,6 +30,12 @@ class CallBudget:
         self._buckets[worker_id] = (tokens, now)
         return max(1, math.ceil((1.0 - tokens) / self._rate))
 
+    def give_back(self, worker_id: str) -> None:
+        """Return the call `take` just spent, for a call refused after all (a replay)."""
+        held = self._buckets.get(worker_id)
+        if held is not None:
+            self._buckets[worker_id] = (min(float(self.per_minute), held[0] + 1.0), held[1])
+
     def forget(self, worker_id: str) -> None:
         """Drop a deleted worker's bucket."""
         self._buckets.pop(worker_id, None)
