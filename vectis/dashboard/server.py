@@ -15,6 +15,20 @@ from vectis.dashboard.settings import DashboardSettings
 
 log = logging.getLogger("vectis.dashboard")
 
+#: The collector's thresholds once the daemon runs: young collections every 50,000 objects,
+#: not CPython's 700. At 700 they came so often on a busy dashboard that what a request, a
+#: sync or a database batch holds for some milliseconds outlived two of them and reached the
+#: oldest generation, which grew past its quarter every 2 s: on replicas at 100,000 workers,
+#: full collections of 100 to 290 ms each, the interpreter held, were the tail of heartbeat
+#: latency (README, bench_replicas.py). At 50,000 those objects die young, and a full
+#: collection came once in 136 s.
+GC_THRESHOLDS = (50_000, 10, 10)
+#: ... and a young collection at least this often (s) once CPython's 700 objects wait: a quiet
+#: dashboard would otherwise keep its garbage until 50,000 objects came, such as the closed
+#: connections of refused uploads, each holding up to a megabyte of body.
+GC_YOUNG_EVERY = 0.1
+GC_YOUNG_LEAST = 700
+
 
 def run(settings: DashboardSettings) -> None:
     """Serve until told to stop; startup errors propagate as VectisError."""
@@ -33,6 +47,14 @@ def run(settings: DashboardSettings) -> None:
     # switch interval than the default 5 ms keeps an API answer from waiting on a sweep.
     sys.setswitchinterval(0.001)
     asyncio.run(_serve(settings, tls))
+
+
+async def _collect_young() -> None:
+    """A young collection every GC_YOUNG_EVERY s when GC_YOUNG_LEAST objects wait for one."""
+    while True:
+        await asyncio.sleep(GC_YOUNG_EVERY)
+        if gc.get_count()[0] >= GC_YOUNG_LEAST:
+            gc.collect(0)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -66,12 +88,15 @@ async def _serve(settings: DashboardSettings, tls: ssl.SSLContext | None = None)
         access_log_class=httpserver.AccessLog,
         **httpserver.runner_options(),
     )
+    young: asyncio.Task[None] | None = None
     try:
         await runner.setup()
         # Everything made so far (the store, the key ring, the nonce store and its heap, the
         # rows kept for heartbeats) lives as long as the daemon: out of the collector's full
         # passes, which walked a busy dashboard's millions of nonces in 100 ms stalls.
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
+        young = asyncio.create_task(_collect_young(), name="vectis-gc")
         await web.SockSite(runner, sock, ssl_context=tls).start()
         dash = app[DASHBOARD]
         if dash.access.generated_admin_token:
@@ -96,6 +121,8 @@ async def _serve(settings: DashboardSettings, tls: ssl.SSLContext | None = None)
         await stop.wait()
         log.info("stopping")
     finally:
+        if young is not None:
+            young.cancel()
         await runner.cleanup()
         sock.close()
     log.info("stopped")

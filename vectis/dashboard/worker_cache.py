@@ -11,8 +11,9 @@ How the rows stay true (docs/protocol.md#heartbeat):
 
 - This process's writes: every public write method of every `Store` reports the rows it
   wrote once it returns (store.py, `Store.__init_subclass__`), so no caller has to remember
-  to. `update_workers` hands over the rows as stored (those kept here are replaced; a sweep
-  adds none: rows are kept for the workers that heartbeat); any other write drops the rows
+  to. `update_workers` hands over the rows as stored (those kept here are replaced, or kept
+  with their older last-seen times when nothing else moved; a sweep adds none: rows are kept
+  for the workers that heartbeat); any other write drops the rows
   it names, and a write that `_READS` and `_WRITES_ONE` below do not name drops every row.
 - Other processes' writes (dashboard replicas on one PostgreSQL database; a command run on
   the SQLite file): `keep_fresh()` asks the store every `CHECK_EVERY` seconds which rows
@@ -186,9 +187,16 @@ class WorkerCache:
                     # workers that heartbeat), or another call raced this one: read again.
                     self._entries[row.id] = now
                     continue
-                entry = self._entries[row.id] = Entry(_slim(row), now)
-                if seen_only(held.row, entry.row):
-                    entry.quiet, entry._answer = held.quiet, held._answer
+                slim = _slim(row)
+                if seen_only(held.row, slim):
+                    # Only the last-seen times moved (a sync that changed nothing else, each
+                    # worker once an interval): the row held answers as before and keeps the
+                    # older times, as after `mark_seen`. Kept, not replaced: a new row for
+                    # every sync left the collector 2 objects a sync to carry into its
+                    # oldest generation, and a full collection every few seconds.
+                    held.stamp = now
+                else:
+                    self._entries[row.id] = Entry(slim, now)
 
     # -- other processes' writes --------------------------------------------------------------
 
