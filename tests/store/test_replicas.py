@@ -20,8 +20,10 @@ from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.integration.test_abuse_workers import FakeWorker, good_answer
-from tests.integration.test_dashboard_support import ADMIN, Dash, dashboard_env
+from tests.integration.test_dashboard_support import ADMIN, Dash, dashboard, dashboard_env
 from tests.pg import PgServer
 from tests.support import free_port, http, running
 from vectis.crypto.secrets import key_from_secret
@@ -144,13 +146,20 @@ def test_replicas_share_registrations_nonces_and_sessions(
             assert status == 401
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_a_replay_spends_no_budget_and_a_call_over_budget_keeps_no_nonce(
-    tmp_path: Path, pg_server: PgServer
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    """On replicas the nonce is checked and kept by one statement, the budget taken before
-    it: the outcomes stay those of the documented order (check, budget, keep)."""
-    url = pg_server.create_database()
-    with replicas(tmp_path, url, 2, VECTIS_WORKER_CALLS_PER_MINUTE="10") as (a, b):
+    """The nonce is checked and kept in one step (on replicas one statement), the budget
+    taken before it: the outcomes stay those of the documented order (check, budget, keep),
+    on one SQLite dashboard as on two replicas."""
+    budget = {"VECTIS_WORKER_CALLS_PER_MINUTE": "10"}
+    with ExitStack() as stack:
+        if backend == "sqlite":
+            a = b = stack.enter_context(dashboard(tmp_path, **budget))
+        else:
+            url = request.getfixturevalue("pg_server").create_database()
+            a, b = stack.enter_context(replicas(tmp_path, url, 2, **budget))
         secret = secrets.token_hex(32)
         port = free_port()
         status, doc = a.register(secret, port)

@@ -286,16 +286,14 @@ class WorkerCalls:
     ) -> SignedRequest:
         """A worker's signed request for `worker_id`, or Unauthorized (the reason logged).
 
-        The checks in their documented order (docs/protocol.md#signed-requests): the
-        verifier's up to the timestamp, then the nonce, the budget, and only then is the nonce
-        kept. A replay that raced its original past the nonce check is refused when kept.
-
-        Replicas on one database check and keep the nonce in one batched statement (the
-        check is the insert's conflict, `PgNonces.remember`): a heartbeat waits for one round
-        trip and one commit, not two. The budget is taken first and given back when the
-        nonce turns out a replay; a call over budget is checked for a replay first, as above,
-        so every outcome is the documented order's: a replay is a 401 and spends nothing, a
-        call over budget is a 429 and keeps no nonce.
+        The outcomes of the documented order (docs/protocol.md#signed-requests: the
+        verifier's checks up to the timestamp, then the nonce, the budget, and only then is
+        the nonce kept): a replay is a 401 and spends nothing, a call over budget is a 429 and
+        keeps no nonce. The nonce is checked and kept in one step (`NonceLedger.remember`;
+        on replicas one batched statement, the check being the insert's conflict: a heartbeat
+        waits for one round trip and one commit, not two), so the budget is taken first and
+        given back when the nonce turns out a replay; a call over budget is checked for a
+        replay before its 429.
         """
         now = self.clock()
 
@@ -309,30 +307,20 @@ class WorkerCalls:
 
         try:
             req = await self._authenticate(worker_id, path, authorization, body, now)
-            expires_at = req.ts + NONCE_TTL
-            if self.shared:
-                wait = self.calls.take(req.worker_id, now)
-                if wait:
-                    if await self.nonces.seen(req.nonce, now):
-                        raise AuthFailure("replayed nonce")
-                    raise over_budget(wait)
-                try:
-                    kept = await self.nonces.remember(req.nonce, expires_at, now, req.worker_id)
-                except NonceStoreFull:
-                    kept = not await self.nonces.seen(req.nonce, now)
-                    if kept:
-                        raise
-                if not kept:
-                    self.calls.give_back(req.worker_id)
-                    raise AuthFailure("replayed nonce")
-            else:
+            wait = self.calls.take(req.worker_id, now)
+            if wait:
                 if await self.nonces.seen(req.nonce, now):
                     raise AuthFailure("replayed nonce")
-                wait = self.calls.take(req.worker_id, now)
-                if wait:
-                    raise over_budget(wait)
-                if not await self.nonces.remember(req.nonce, expires_at, now, req.worker_id):
-                    raise AuthFailure("replayed nonce")
+                raise over_budget(wait)
+            try:
+                kept = await self.nonces.remember(req.nonce, req.ts + NONCE_TTL, now, req.worker_id)
+            except NonceStoreFull:
+                if not await self.nonces.seen(req.nonce, now):
+                    raise
+                kept = False  # a replay is a 401 whether or not there is room
+            if not kept:
+                self.calls.give_back(req.worker_id)
+                raise AuthFailure("replayed nonce")
         except AuthFailure as exc:
             log.info("%s for %s refused: %s", what, worker_id[:64], exc.reason)
             raise Unauthorized(exc.reason) from None
