@@ -22,6 +22,7 @@ import contextlib
 import ssl
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import cast
 
 from vectis.crypto.pinning import BadCertificate, pin_of_der
 
@@ -247,12 +248,12 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport, though not a subclass of asyncio's on the sync loop (uvloop's).
+        self.transport = cast(asyncio.Transport, transport)
         if self.sslobj is not None:
             self._step()
         elif self.request:
-            transport.write(self.request)
+            self.transport.write(self.request)
             self.request = b""
 
     def _settle(self, result: Answer | Exception) -> None:
