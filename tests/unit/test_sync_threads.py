@@ -138,8 +138,8 @@ def test_the_sync_threads_setting_and_its_bounds(tmp_path: Path) -> None:
     from vectis.errors import ConfigError
 
     env = {"VECTIS_DATA_DIR": str(tmp_path)}
-    assert load_settings(env).sync_threads == 2
-    assert load_settings({**env, "VECTIS_SYNC_THREADS": "1"}).sync_threads == 1
+    assert load_settings(env).sync_threads == 1
+    assert load_settings({**env, "VECTIS_SYNC_THREADS": "2"}).sync_threads == 2
     for bad in ("0", "17", "two"):
         with pytest.raises(ConfigError, match="VECTIS_SYNC_THREADS"):
             load_settings({**env, "VECTIS_SYNC_THREADS": bad})

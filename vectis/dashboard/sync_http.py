@@ -6,13 +6,13 @@ sweep benchmark it spends about a third of the CPU per sync of an aiohttp Client
 
 A pinned worker is reached over TLS (docs/protocol.md#tls): no CA and no name is checked,
 only that the peer's key is a pinned one, before the request is sent. What a TLS sync costs
-the dashboard (bench_sweep.py --tls, an Ed25519 worker key): about 0.7 ms of CPU with a full
-handshake on one sync thread (0.8 on two, docs/protocol.md#sync-threads), 0.6 resumed,
-0.14 ms over a kept connection (`Connections`, docs/protocol.md#keep-alive), against
-0.25 ms for plain HTTP. Resuming saves less than it could because CPython copies a session
-through DER each time one is read or set (about 0.08 ms each here, 0.11 with a P-256 key:
-OpenSSL 3.0 parses the certificate again): hence a session is read once, after a full
-handshake, and resumed many times.
+the dashboard (bench_sweep.py --tls, an Ed25519 worker key, one sync thread on uvloop): 0.61 to
+0.72 ms of CPU with a full handshake (0.76 to 0.81 on two threads, docs/protocol.md#sync-threads),
+0.51 to 0.64 resumed, 0.12 to 0.16 ms over a kept connection (`Connections`,
+docs/protocol.md#keep-alive), against 0.15 to 0.19 ms for plain HTTP. Resuming saves less than
+it could because CPython copies a session through DER each time one is read or set (about
+0.08 ms each here, 0.11 with a P-256 key: OpenSSL 3.0 parses the certificate again): hence a
+session is read once, after a full handshake, and resumed many times.
 """
 
 from __future__ import annotations
