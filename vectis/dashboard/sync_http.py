@@ -7,7 +7,7 @@ sweep benchmark it spends about a third of the CPU per sync of an aiohttp Client
 A pinned worker is reached over TLS (docs/protocol.md#tls): no CA and no name is checked,
 only that the peer's key is a pinned one, before the request is sent. What a TLS sync costs
 the dashboard (bench_sweep.py --tls, an Ed25519 worker key, one sync thread on uvloop): 0.61 to
-0.72 ms of CPU with a full handshake (0.76 to 0.81 on two threads, docs/protocol.md#sync-threads),
+0.72 ms of CPU with a full handshake (0.76 to 0.87 on two threads, docs/protocol.md#sync-threads),
 0.51 to 0.64 resumed, 0.12 to 0.16 ms over a kept connection (`Connections`,
 docs/protocol.md#keep-alive), against 0.15 to 0.19 ms for plain HTTP. Resuming saves less than
 it could because CPython copies a session through DER each time one is read or set (about
@@ -380,7 +380,8 @@ def _unlink(transport: asyncio.BaseTransport | None) -> None:
     the collector's full passes only. Those are rare on a busy dashboard (server.py,
     GC_THRESHOLDS): at 100,000 workers one dashboard's syncs left 99,396 of them in 100 s, its
     RSS at 727 MB, and replicas passed 400 MB in 3 intervals. Reading is over when the
-    connection is lost, so the method is never called again.
+    connection is lost, so the method is never called again. uvloop's transports (the sync
+    threads' since) hold no such cycle and have no `__dict__`: this leaves them alone.
     """
     held = getattr(transport, "__dict__", None)
     if held is not None and held.get("_read_ready_cb") is not None:
