@@ -7,9 +7,9 @@ sweep benchmark it spends about a third of the CPU per sync of an aiohttp Client
 A pinned worker is reached over TLS (docs/protocol.md#tls): no CA and no name is checked,
 only that the peer's key is a pinned one, before the request is sent. What a TLS sync costs
 the dashboard (bench_sweep.py --tls, an Ed25519 worker key, one sync thread on uvloop): 0.61 to
-0.72 ms of CPU with a full handshake (0.76 to 0.87 on two threads, docs/protocol.md#sync-threads),
-0.51 to 0.64 resumed, 0.12 to 0.16 ms over a kept connection (`Connections`,
-docs/protocol.md#keep-alive), against 0.15 to 0.19 ms for plain HTTP. Resuming saves less than
+0.75 ms of CPU with a full handshake (0.76 to 0.87 on two threads, docs/protocol.md#sync-threads),
+0.51 to 0.66 resumed, 0.11 to 0.16 ms over a kept connection (`Connections`,
+docs/protocol.md#keep-alive), against 0.15 to 0.20 ms for plain HTTP. Resuming saves less than
 it could because CPython copies a session through DER each time one is read or set (about
 0.08 ms each here, 0.11 with a P-256 key: OpenSSL 3.0 parses the certificate again): hence a
 session is read once, after a full handshake, and resumed many times.
