@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import uvloop
 
 from tests.support import in_process_env
 from vectis.crypto.secrets import generate_secret, key_from_secret
@@ -98,6 +99,9 @@ async def test_two_sync_threads_sync_each_worker_once_a_sweep_on_its_own_thread(
         assert len(lanes) == 2
         names = {t.name for t in threading.enumerate()}
         assert {"vectis-sync-1", "vectis-sync-2"} <= names, names
+        # The syncs run on uvloop's loops (the measured choice), the API on the test's own.
+        assert all(isinstance(lane.sync_loop.loop, uvloop.Loop) for lane in lanes)
+        assert not isinstance(asyncio.get_running_loop(), uvloop.Loop)
         # Each worker registered with its own secret and the pin of the key they share.
         ids = []
         for w in workers:
