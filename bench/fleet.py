@@ -9,10 +9,10 @@ file descriptors, not 100,000. A connection to anything but loopback is closed u
 
 Each request is verified with `RequestVerifier` and answered with the SPEC's JSON, signed,
 exactly like `vectis worker serve`; a member answers only on its own address. A minimal
-HTTP/1.1 `asyncio.Protocol` (no aiohttp) on uvloop's event loop (as the dashboard's sync
-threads) keeps the simulator far cheaper than the dashboard it measures: about 0.1 KB of state
-and one HMAC each way per sync; 0.04 to 0.05 ms of CPU a plain sync, 0.08 to 0.10 on asyncio's
-own loop (bench_sweep.py prints the simulator's CPU per sync beside the dashboard's).
+HTTP/1.1 `asyncio.Protocol` (no aiohttp) on uvloop's event loop keeps the simulator far
+cheaper than the dashboard it measures: about 0.1 KB of state and one HMAC each way per sync;
+0.04 to 0.07 ms of CPU a plain sync, 0.08 to 0.10 on asyncio's own loop (bench_sweep.py
+prints the simulator's CPU per sync beside the dashboard's).
 
 Public API (bench_sweep.py, bench_load.py, bench_replicas.py and config-group benchmarks use it;
 keep it stable):
@@ -69,6 +69,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
+from uvloop import new_event_loop as new_loop
+
 from vectis.crypto.signing import (
     SIGNATURE_HEADER,
     AuthFailure,
@@ -76,7 +78,6 @@ from vectis.crypto.signing import (
     RequestVerifier,
     sign_response,
 )
-from vectis.dashboard.sync_loop import new_loop
 
 FIRST_PORT = 21000  # below Linux's ephemeral range, so the dashboard's own connects never clash
 DEFAULT_SOCKETS = 4  # listening sockets, hence at most this many simulator processes

@@ -10,14 +10,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from uvloop.loop import UVBaseTransport
 
 from vectis.crypto.pinning import pin_of_pem
 from vectis.dashboard import sync_http
 from vectis.worker import tls as worker_tls
-
-# The client runs on the sync threads' loop (uvloop) in a dashboard, and on any loop in tests.
-pytestmark = pytest.mark.both_loops
 
 
 @asynccontextmanager
@@ -213,8 +209,7 @@ async def test_a_closed_connection_is_freed_without_the_collector() -> None:
         left = [
             o
             for o in gc.garbage
-            # asyncio's transports and uvloop's, which are not subclasses of asyncio's
-            if isinstance(o, asyncio.BaseTransport | UVBaseTransport)
+            if isinstance(o, asyncio.Transport)
             and (o.get_extra_info("peername") or ("", 0))[1] in ours
         ]
     finally:

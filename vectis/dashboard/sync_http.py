@@ -6,13 +6,13 @@ sweep benchmark it spends about a third of the CPU per sync of an aiohttp Client
 
 A pinned worker is reached over TLS (docs/protocol.md#tls): no CA and no name is checked,
 only that the peer's key is a pinned one, before the request is sent. What a TLS sync costs
-the dashboard (bench_sweep.py --tls, an Ed25519 worker key, one sync thread on uvloop): 0.61 to
-0.75 ms of CPU with a full handshake (0.76 to 0.87 on two threads, docs/protocol.md#sync-threads),
-0.51 to 0.66 resumed, 0.11 to 0.16 ms over a kept connection (`Connections`,
-docs/protocol.md#keep-alive), against 0.15 to 0.20 ms for plain HTTP. Resuming saves less than
-it could because CPython copies a session through DER each time one is read or set (about
-0.08 ms each here, 0.11 with a P-256 key: OpenSSL 3.0 parses the certificate again): hence a
-session is read once, after a full handshake, and resumed many times.
+the dashboard (bench_sweep.py --tls, an Ed25519 worker key): 0.73 to 0.79 ms of CPU with a
+full handshake on one sync thread (0.76 to 1.03 on two, docs/protocol.md#sync-threads), 0.65
+to 0.74 resumed, 0.14 ms over a kept connection (`Connections`, docs/protocol.md#keep-alive),
+against 0.27 to 0.32 ms for plain HTTP. Resuming saves less than it could because CPython
+copies a session through DER each time one is read or set (about 0.08 ms each here, 0.11 with
+a P-256 key: OpenSSL 3.0 parses the certificate again): hence a session is read once, after a
+full handshake, and resumed many times.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import contextlib
 import ssl
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import cast
 
 from vectis.crypto.pinning import BadCertificate, pin_of_der
 
@@ -248,12 +247,12 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A stream transport, though not a subclass of asyncio's on the sync loop (uvloop's).
-        self.transport = cast(asyncio.Transport, transport)
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
         if self.sslobj is not None:
             self._step()
         elif self.request:
-            self.transport.write(self.request)
+            transport.write(self.request)
             self.request = b""
 
     def _settle(self, result: Answer | Exception) -> None:
@@ -380,8 +379,7 @@ def _unlink(transport: asyncio.BaseTransport | None) -> None:
     the collector's full passes only. Those are rare on a busy dashboard (server.py,
     GC_THRESHOLDS): at 100,000 workers one dashboard's syncs left 99,396 of them in 100 s, its
     RSS at 727 MB, and replicas passed 400 MB in 3 intervals. Reading is over when the
-    connection is lost, so the method is never called again. uvloop's transports (the sync
-    threads' since) hold no such cycle and have no `__dict__`: this leaves them alone.
+    connection is lost, so the method is never called again.
     """
     held = getattr(transport, "__dict__", None)
     if held is not None and held.get("_read_ready_cb") is not None:

@@ -2,13 +2,6 @@
 
 A sweep's thousands of exchanges (connect, sign, send, read, verify) never make the API's
 event loop wait: that loop only hands workers over and stores the outcomes it gets back.
-
-The sync loop is uvloop's: its connections, transports and callbacks are libuv's, in C. On the
-sweep benchmark (bench_sweep.py --workers 10000 --tls --sync-threads 1, run beside the code
-before in the same minutes) the dashboard's CPU per sync went from 0.28 to 0.19 ms over plain
-HTTP, 0.74 to 0.65 ms with a full TLS handshake and 0.65 to 0.57 ms with a resumed one.
-Importing it costs about 30 ms, once, when the dashboard starts its sync threads; nothing
-else imports it (a worker, `vectis status`).
 """
 
 from __future__ import annotations
@@ -48,8 +41,7 @@ class SyncLoop:
 
         def main() -> None:
             try:
-                with asyncio.Runner(loop_factory=new_loop) as runner:
-                    runner.run(self._main(ready))
+                asyncio.run(self._main(ready))
             finally:
                 ready.set()
                 settle_threadsafe(api_loop, stopped)
@@ -62,7 +54,7 @@ class SyncLoop:
         self._stop = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         ready.set()
-        # Returning ends the runner, which cancels the exchanges still running and waits for them.
+        # Returning ends asyncio.run, which cancels the exchanges still running and waits for them.
         await self._stop.wait()
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
@@ -82,13 +74,6 @@ class SyncLoop:
         await asyncio.shield(stopped)
         thread.join()
         self._thread = self._loop = self._stop = self._stopped = None
-
-
-def new_loop() -> asyncio.AbstractEventLoop:
-    """A new event loop of the kind the sync threads run (uvloop's)."""
-    import uvloop
-
-    return uvloop.new_event_loop()
 
 
 def settle_threadsafe(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> None:
