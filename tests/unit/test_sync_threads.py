@@ -15,7 +15,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import uvloop
 
 from tests.support import in_process_env
 from vectis.crypto.secrets import generate_secret, key_from_secret
@@ -99,9 +98,6 @@ async def test_two_sync_threads_sync_each_worker_once_a_sweep_on_its_own_thread(
         assert len(lanes) == 2
         names = {t.name for t in threading.enumerate()}
         assert {"vectis-sync-1", "vectis-sync-2"} <= names, names
-        # The syncs run on uvloop's loops (the measured choice), the API on the test's own.
-        assert all(isinstance(lane.sync_loop.loop, uvloop.Loop) for lane in lanes)
-        assert not isinstance(asyncio.get_running_loop(), uvloop.Loop)
         # Each worker registered with its own secret and the pin of the key they share.
         ids = []
         for w in workers:
@@ -214,3 +210,54 @@ async def test_pools_of_two_loops_keep_at_most_their_shared_capacity() -> None:
         assert (len(a), len(b), s1.open, s2.open) == (1, 1, 1, 1)
         a.close()
         b.close()
+
+
+async def test_a_sweep_hands_the_store_one_batch_of_outcomes_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However fast the syncs come back, a sweep gives the store its next batch only once the
+    last one is written: a heartbeat's or a request's own write waits for one batch at most,
+    never for a queue of them (the final batch may overlap the one before it)."""
+    from vectis.dashboard import syncer as syncer_module
+
+    monkeypatch.setattr(syncer_module, "FLUSH_EVERY", 3)
+    pem = tmp_path / "worker.tls.pem"
+    worker_tls.create_tls_file(pem)
+    pin = worker_tls.read_pin(pem)
+    workers = [TlsWorker(generate_secret(), worker_tls.server_context(pem)) for _ in range(40)]
+    for w in workers:
+        await w.start()
+    # One sync at a time: the outcomes come back a few at a time, each few a batch to store.
+    env = in_process_env(tmp_path, TOKEN, VECTIS_SYNC_CONCURRENCY="1")
+    dash = Dashboard(load_settings(env, zone="fleet.test", dns_backend="none"))
+    await dash.start()
+    try:
+        for w in workers:
+            raw = json.dumps(
+                {"ip": "127.0.0.1", "port": w.port, "secret": w.secret, "tls_pin": pin}
+            ).encode()
+            await dash.enrollment.register("127.0.0.1", f"Bearer {TOKEN}", raw)
+        record = dash.syncer._record
+        writing = peak = 0
+        sizes: list[int] = []
+
+        async def slow_record(outcomes: dict[str, Any]) -> Any:
+            nonlocal writing, peak
+            writing += 1
+            peak = max(peak, writing)
+            sizes.append(len(outcomes))
+            try:
+                await asyncio.sleep(0.05)  # a busy store
+                return await record(outcomes)
+            finally:
+                writing -= 1
+
+        monkeypatch.setattr(dash.syncer, "_record", slow_record)
+        counts = await asyncio.wait_for(dash.sweeps.sync_all(), 30)
+        assert (counts.total, counts.synced, counts.failed) == (40, 40, 0)
+        assert sum(sizes) == 40 and len(sizes) >= 2, sizes
+        assert peak <= 2, f"{peak} batches were written at once"
+    finally:
+        await dash.stop()
+        for w in workers:
+            await w.stop()

@@ -529,22 +529,36 @@ class Syncer:
         pending: dict[str, tuple[Outcome, float]] = {}
         counts = {"synced": 0, "failed": 0, "outdated": 0}
         flushing: list[asyncio.Task[list[Worker]]] = []
+        writing: asyncio.Task[list[Worker]] | None = None  # the batch the store is writing
         fed_all = False
 
-        def flush() -> None:
-            if pending:
-                batch = dict(pending)
-                pending.clear()
-                stored = asyncio.ensure_future(self._record(batch))
-                if progress is not None:
-                    report = progress
+        def flush(final: bool = False) -> bool:
+            """Store what is pending, unless the store still writes the last batch: one of a
+            sweep's batches at a time, so that a heartbeat's or a request's own write waits
+            for one batch at most, never for a queue of them."""
+            nonlocal writing
+            if not pending or (writing is not None and not writing.done() and not final):
+                return False
+            batch = dict(pending)
+            pending.clear()
+            stored = asyncio.ensure_future(self._record(batch))
+            if progress is not None:
+                report = progress
 
-                    def done(fut: asyncio.Future[list[Worker]]) -> None:
-                        if not fut.cancelled() and fut.exception() is None:
-                            report(fut.result())
+                def done(fut: asyncio.Future[list[Worker]]) -> None:
+                    if not fut.cancelled() and fut.exception() is None:
+                        report(fut.result())
 
-                    stored.add_done_callback(done)
-                flushing.append(stored)
+                stored.add_done_callback(done)
+            stored.add_done_callback(lambda _: inbox.put_nowait([]))  # wakes the loop below
+            flushing.append(stored)
+            writing = stored
+            return True
+
+        def behind() -> bool:
+            """The store still writes one batch and the next is full: claim no more workers
+            until it is done, so that the sweep goes at the pace of the store."""
+            return writing is not None and not writing.done() and len(pending) >= FLUSH_EVERY
 
         def feed() -> None:
             nonlocal fed_all
@@ -573,16 +587,16 @@ class Syncer:
             feed()
             loop = asyncio.get_running_loop()
             waiting_since = 0.0
-            while outstanding:
-                received(await inbox.get())
+            while outstanding or not fed_all:
+                received(await inbox.get())  # outcomes, or [] when the store wrote a batch
                 if pending and not waiting_since:
                     waiting_since = loop.time()
-                if len(pending) >= FLUSH_EVERY or (
-                    pending and loop.time() - waiting_since >= FLUSH_AFTER
-                ):
-                    flush()
+                if (
+                    len(pending) >= FLUSH_EVERY
+                    or (pending and loop.time() - waiting_since >= FLUSH_AFTER)
+                ) and flush():
                     waiting_since = 0.0
-                if not fed_all:
+                if not fed_all and not behind():
                     feed()
             await asyncio.shield(finished)
         finally:
@@ -595,7 +609,7 @@ class Syncer:
             while not inbox.empty():
                 received(inbox.get_nowait())
             self._release(list(outstanding))
-            flush()
+            flush(final=True)
             results = await asyncio.gather(*flushing, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
