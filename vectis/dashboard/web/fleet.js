@@ -378,6 +378,7 @@ function mergeWorker(worker) {
 // another view, the rows tell the present and an old banner would contradict them.
 export function clearSyncAllOutcome() {
   if (syncAllRunning) return;
+  sessionStorage.removeItem(JOB_KEY);
   const outcome = $("sync-all-outcome");
   setText(outcome, "");
   outcome.className = "outcome";
@@ -398,7 +399,8 @@ async function syncAll() {
   }
 }
 
-// Poll the job twice a second while it runs; its outcome stays until the view is left.
+// Poll the job twice a second while it runs; its outcome stays until the view is left, and
+// a reload before then shows it again (a fast job may end before the first poll is answered).
 function followJob(id) {
   clearTimeout(jobTimer);
   const poll = async () => {
@@ -414,7 +416,6 @@ function followJob(id) {
     if (job?.state === "running") {
       jobTimer = setTimeout(poll, 500);
     } else {
-      sessionStorage.removeItem(JOB_KEY);
       await refreshFleet();
     }
   };
