@@ -40,10 +40,22 @@ def call_from(
         conn.close()
 
 
+_GIVEN: set[int] = set()  # worker ports handed out: a registration must not take another's
+
+
+def _worker_port() -> int:
+    """A free port no earlier registration here was given (the kernel may hand out one twice,
+    and a second worker on the same IP and port is a 409)."""
+    while (port := free_port()) in _GIVEN:
+        pass
+    _GIVEN.add(port)
+    return port
+
+
 def register_from(
     source: str, port: int, token: str
 ) -> tuple[int, dict[str, str], dict[str, object]]:
-    body = {"ip": "127.0.0.1", "secret": secrets.token_hex(32), "port": free_port()}
+    body = {"ip": "127.0.0.1", "secret": secrets.token_hex(32), "port": _worker_port()}
     auth = {"Authorization": f"Bearer {token}"}
     return call_from(source, port, "POST", "/infra/workers/auto-register", body, auth)
 
