@@ -1,6 +1,7 @@
 """Syncs on two threads (VECTIS_SYNC_THREADS=2), in-process against loopback TLS workers: each
 worker is synced once a sweep, always on the same thread, whose kept connection carries its
-next sync; a key other than the pinned one still fails its worker alone."""
+next sync; a key other than the pinned one still fails its worker alone. And a sweep's
+outcomes reach the store one batch at a time, however fast the syncs."""
 
 from __future__ import annotations
 

@@ -11,7 +11,9 @@ make the API's event loop wait: that loop only claims workers, hands them over, 
 the outcomes it gets back. With several sync threads (`VECTIS_SYNC_THREADS`) a TLS worker
 always goes to the same one (a hash of its id), where its kept connection and TLS session
 live, and a plain one to the first: OpenSSL's handshakes run without the interpreter lock,
-so TLS syncs use a second core, while a plain sync would only contend for that lock.
+so TLS syncs can use a second core, while a plain sync would only contend for that lock. One
+thread is the default: on 2 cores a second one cost more than it gained
+(docs/protocol.md#sync-threads).
 """
 
 from __future__ import annotations
