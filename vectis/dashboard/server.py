@@ -24,8 +24,8 @@ log = logging.getLogger("vectis.dashboard")
 #: collection came once in 136 s.
 GC_THRESHOLDS = (50_000, 10, 10)
 #: ... and a young collection at least this often (s) once CPython's 700 objects wait: a quiet
-#: dashboard would otherwise keep its garbage until 50,000 objects came, such as the closed
-#: connections of refused uploads, each holding up to a megabyte of body.
+#: dashboard would otherwise keep its garbage until 50,000 objects came, such as the transports
+#: of closed connections (a refused request's bytes no longer wait for it: `httpserver._untrace`).
 GC_YOUNG_EVERY = 0.1
 GC_YOUNG_LEAST = 700
 
