@@ -185,7 +185,7 @@ try:
     else:
         m.run(m._single(m.status.status, m.status.status.__doc__), args, "vectis-status")
 finally:
-    heavy = {"aiohttp", "boto3", "botocore", "dns", "cryptography"}
+    heavy = {"aiohttp", "boto3", "botocore", "dns", "cryptography", "OpenSSL"}
     heavy = sorted({n.split(".")[0] for n in sys.modules} & heavy)
     sys.stderr.write(f"HEAVY={heavy}\\n")
 """

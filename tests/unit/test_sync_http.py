@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from OpenSSL import SSL
 
 from vectis.crypto.pinning import pin_of_pem
 from vectis.dashboard import sync_http
@@ -382,3 +383,38 @@ def test_kept_connections_take_at_most_half_the_open_files_limit() -> None:
         pytest.skip("no open-files limit here")
     assert sync_http.fd_share(10) == min(10, soft // 2)
     assert sync_http.fd_share(10**9) == soft // 2
+
+
+def _extensions(hello: bytes, skip: int) -> dict[int, bytes]:
+    """The extensions of a TLS ClientHello record, by type; `skip`: bytes before its
+    session id (record and handshake headers, version, random)."""
+    pos = skip
+    pos += 1 + hello[pos]  # legacy_session_id
+    pos += 2 + int.from_bytes(hello[pos : pos + 2], "big")  # cipher_suites
+    pos += 1 + hello[pos]  # legacy_compression_methods
+    end = pos + 2 + int.from_bytes(hello[pos : pos + 2], "big")
+    pos += 2
+    found = {}
+    while pos < end:
+        kind, size = int.from_bytes(hello[pos : pos + 2], "big"), hello[pos + 2 : pos + 4]
+        length = int.from_bytes(size, "big")
+        found[kind] = hello[pos + 4 : pos + 4 + length]
+        pos += 4 + length
+    return found
+
+
+def test_a_tls_sync_sends_one_key_share_of_x25519() -> None:
+    """A key share costs the dashboard a key pair per handshake: one is sent, X25519, which
+    every worker's OpenSSL has, and not OpenSSL 3.5's X25519MLKEM768 share besides."""
+    client = SSL.Connection(sync_http.client_context(), None)
+    client.set_connect_state()
+    with pytest.raises(SSL.WantReadError):
+        client.do_handshake()
+    hello = client.bio_read(65536)
+    assert hello[0] == 22 and hello[5] == 1, "not a ClientHello"
+    shares = _extensions(hello, 5 + 4 + 2 + 32)[51]  # key_share (RFC 8446, 4.2.8)
+    groups, pos = [], 2
+    while pos < len(shares):
+        groups.append(int.from_bytes(shares[pos : pos + 2], "big"))
+        pos += 4 + int.from_bytes(shares[pos + 2 : pos + 4], "big")
+    assert groups == [0x001D], [hex(g) for g in groups]  # x25519

@@ -5,25 +5,26 @@ request in one piece and reads the status, headers and a size-capped body. Measu
 sweep benchmark it spends about a third of the CPU per sync of an aiohttp ClientSession.
 
 A pinned worker is reached over TLS (docs/protocol.md#tls): no CA and no name is checked,
-only that the peer's key is a pinned one, before the request is sent. What a TLS sync costs
-the dashboard (bench_sweep.py --tls, an Ed25519 worker key): 0.73 to 0.79 ms of CPU with a
-full handshake on one sync thread (0.76 to 1.03 on two, docs/protocol.md#sync-threads), 0.65
-to 0.74 resumed, 0.14 ms over a kept connection (`Connections`, docs/protocol.md#keep-alive),
-against 0.27 to 0.32 ms for plain HTTP. Resuming saves less than it could because CPython
-copies a session through DER each time one is read or set (about 0.08 ms each here, 0.11 with
-a P-256 key: OpenSSL 3.0 parses the certificate again): hence a session is read once, after a
-full handshake, and resumed many times.
+only that the peer's key is a pinned one, before the request is sent.
+
+TLS runs on pyOpenSSL, over the OpenSSL that `cryptography` ships, rather than on the `ssl`
+module: on this client side a handshake with memory BIOs took 0.23 to 0.25 ms of CPU against
+0.35 to 0.37 for `ssl` on Debian 12's OpenSSL 3.0, and a resumed one 0.14 against 0.21.
+CPython copies a TLS session through DER each time one is read or set (0.08 ms each:
+OpenSSL parses the certificate again), where pyOpenSSL hands over the session itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ssl
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from vectis.crypto.pinning import BadCertificate, pin_of_der
+from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL
+from OpenSSL._util import lib as _openssl
+
+from vectis.crypto.pinning import pin_of_der
 
 
 class WireError(Exception):
@@ -160,15 +161,23 @@ class _Stale(Exception):
     """A kept connection ended before a byte of the answer: the worker closed it while idle."""
 
 
-def client_context() -> ssl.SSLContext:
+#: The key exchanges offered, and a key share sent for the first. OpenSSL 3.5 and later also
+#: offer X25519MLKEM768 by default and send a share of it, which costs the dashboard 0.06 ms
+#: a handshake more and which a worker on OpenSSL 3.0 (Debian 12) cannot use.
+GROUPS = b"X25519:P-256"
+
+
+def client_context() -> SSL.Context:
     """The context of TLS syncs: no CA, no name; `Pinned` checks the peer's key instead.
 
     TLS 1.2 at least, 1.3 where the worker offers it. One context serves every sync.
     """
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # the pin below is the whole check, as no CA exists
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    ctx.set_verify(SSL.VERIFY_NONE)  # the pin below is the whole check, as no CA exists
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    # pyOpenSSL offers no call for this list: the binding's, on its context (private).
+    if _openssl.SSL_CTX_set1_curves_list(ctx._context, GROUPS) != 1:
+        raise RuntimeError("OpenSSL refused the key exchange groups")
     return ctx
 
 
@@ -176,17 +185,16 @@ def client_context() -> ssl.SSLContext:
 class Pinned:
     """A TLS sync's terms: the keys accepted (pins), and a session to resume, if any.
 
-    After the exchange `session` holds the session to resume next time, `reused` whether
-    this one resumed and `kept` whether it went over a kept connection (no handshake at all).
+    After an exchange that succeeded `session` holds the session to resume next time, and
+    `kept` tells whether it went over a kept connection (no handshake at all).
     A resumed session still names the certificate of its first handshake, whose key is
     checked like any other; a kept connection's key was checked when it was made, and is
     checked against `pins` again before each reuse.
     """
 
-    context: ssl.SSLContext
+    context: SSL.Context
     pins: frozenset[str]
-    session: ssl.SSLSession | None = None
-    reused: bool = False
+    session: SSL.Session | None = None
     pin: str | None = None  # the key the peer presented
     kept: bool = False
 
@@ -197,6 +205,11 @@ class _Conn(asyncio.Protocol):
     TLS runs through memory BIOs: asyncio's own TLS transport cannot resume a session, and
     its pure-Python protocol layer costs more per sync. The handshake's last flight and the
     request leave in one write.
+
+    OpenSSL makes a session unusable when a connection that has not been shut down is
+    freed, so a connection whose last exchange succeeded is marked shut down when it is lost
+    (without a close_notify, which the worker does not need): its session, and the kept one
+    it shares, stay resumable; a failed one's do not.
     """
 
     def __init__(self, terms: Pinned | None) -> None:
@@ -211,26 +224,27 @@ class _Conn(asyncio.Protocol):
         self.key: tuple[str, int] = ("", 0)
         self.idle_since = 0.0
         self.born = asyncio.get_running_loop().time()
-        self.incoming = self.outgoing = None
-        self.sslobj: ssl.SSLObject | None = None
+        self.sslobj: SSL.Connection | None = None
+        self.sound = False  # the last exchange succeeded: its session may be resumed
         self.open = terms is None
         if terms is not None:
-            self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-            self.sslobj = terms.context.wrap_bio(
-                self.incoming, self.outgoing, server_side=False, session=terms.session
-            )
+            self.sslobj = SSL.Connection(terms.context, None)
+            self.sslobj.set_connect_state()
+            if terms.session is not None:
+                self.sslobj.set_session(terms.session)
 
     def begin(self, request: bytes, limit: int) -> asyncio.Future[Answer]:
         """Send `request` (once connected and, over TLS, once the key is checked)."""
         done: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self.exchange = _Exchange(limit, done)
+        self.sound = False
         if self.transport is None or not self.open:
             self.request = request
         elif self.sslobj is not None:
             try:
-                self.sslobj.write(request)
-            except ssl.SSLError as exc:  # the session ended while the connection was idle
-                self._settle(_Stale() if self.kept else TlsFailed(f"TLS failed: {exc}"))
+                self.sslobj.sendall(request)
+            except SSL.Error as exc:  # the session ended while the connection was idle
+                self._settle(_Stale() if self.kept else TlsFailed(f"TLS failed: {_reason(exc)}"))
                 return done
             self._flush()
         else:
@@ -261,21 +275,17 @@ class _Conn(asyncio.Protocol):
             if isinstance(result, Exception):
                 exchange.done.set_exception(result)
             else:
+                self.sound = True
                 self._keep_session()
                 exchange.done.set_result(result)
         if isinstance(result, Exception) or exchange is None or not exchange.reusable:
             self.close()
 
     def _keep_session(self) -> None:
-        # Only a full handshake's session is read: reading one costs 0.08 to 0.12 ms here (and
-        # setting one, which CPython copies through DER, as much), about what a resumed
-        # handshake saves; a TLS 1.3 ticket resumes many times (the dashboard talks to one
-        # known address, so using a ticket again links nothing new).
+        # The latest session: after a resumed handshake, the one with the worker's new ticket.
         terms = self.terms
-        if terms is None or self.sslobj is None or terms.reused or terms.kept:
-            return
-        with contextlib.suppress(ssl.SSLError, ValueError):
-            terms.session = self.sslobj.session
+        if terms is not None and self.sslobj is not None and not terms.kept:
+            terms.session = self.sslobj.get_session()
 
     def _deliver(self, data: bytes) -> None:
         exchange = self.exchange
@@ -291,31 +301,37 @@ class _Conn(asyncio.Protocol):
             self._settle(answer)
 
     def _flush(self) -> None:
-        assert self.outgoing is not None
-        data = self.outgoing.read()
+        sslobj = self.sslobj
+        assert sslobj is not None
+        data = b""
+        try:
+            data = sslobj.bio_read(_READ)
+            while len(data) % _READ == 0:  # rarely: more than one read's worth waits
+                data += sslobj.bio_read(_READ)
+        except SSL.WantReadError:  # nothing (more) to send
+            pass
         if data and self.transport is not None:
             self.transport.write(data)
 
-    def _handshake(self, sslobj: ssl.SSLObject, terms: Pinned) -> bool:
-        """Whether the handshake is done and the peer's key pinned; raises ssl.SSLError."""
+    def _handshake(self, sslobj: SSL.Connection, terms: Pinned) -> bool:
+        """Whether the handshake is done and the peer's key pinned; raises SSL.Error."""
         try:
             sslobj.do_handshake()
-        except ssl.SSLWantReadError:
+        except SSL.WantReadError:
             self._flush()
             return False
-        der = sslobj.getpeercert(binary_form=True)
+        cert = sslobj.get_peer_certificate(as_cryptography=True)
         try:
-            self.pin = pin_of_der(der) if der else None
-        except BadCertificate:
+            self.pin = pin_of_der(cert.public_bytes(Encoding.DER)) if cert else None
+        except ValueError:  # BadCertificate, or one that `cryptography` cannot read
             self.pin = None
         terms.pin = self.pin
-        terms.reused = sslobj.session_reused
         if self.pin not in terms.pins:
             self._settle(TlsFailed("the peer's TLS key is not the pinned one"))
             return False
         self.open = True
         if self.request:
-            sslobj.write(self.request)
+            sslobj.sendall(self.request)
             self.request = b""
         self._flush()
         return True
@@ -328,23 +344,25 @@ class _Conn(asyncio.Protocol):
                 return
             while not self.closed:
                 try:
-                    chunk = sslobj.read(65536)
-                except ssl.SSLWantReadError:
+                    chunk = sslobj.recv(_READ)
+                except SSL.WantReadError:
                     break
-                except ssl.SSLZeroReturnError:
+                except SSL.ZeroReturnError:
                     self.close()  # close_notify: connection_lost settles what was read
                     break
                 if not chunk:
                     break
                 self._deliver(chunk)
+                if self.exchange is None:
+                    break  # answered; what may follow waits for the next bytes or exchange
             if not self.closed:
                 self._flush()
-        except ssl.SSLError as exc:
-            self._settle(TlsFailed(f"TLS failed: {exc.reason or exc}"))
+        except SSL.Error as exc:
+            self._settle(TlsFailed(f"TLS failed: {_reason(exc)}"))
 
     def data_received(self, data: bytes) -> None:
-        if self.incoming is not None:
-            self.incoming.write(data)
+        if self.sslobj is not None:
+            self.sslobj.bio_write(data)
             self._step()
         else:
             self._deliver(data)
@@ -358,17 +376,30 @@ class _Conn(asyncio.Protocol):
         if self.pool is not None:
             self.pool.discard(self)
         exchange = self.exchange
-        if exchange is None:
-            return
-        if not self.open:
-            self._settle(TlsFailed("the connection closed during the TLS handshake"))
-        elif self.kept and not exchange.buf:
-            self._settle(_Stale())
-        else:
-            try:
-                self._settle(exchange.at_eof())
-            except WireError as err:
-                self._settle(err)
+        if exchange is not None:
+            if not self.open:
+                self._settle(TlsFailed("the connection closed during the TLS handshake"))
+            elif self.kept and not exchange.buf:
+                self._settle(_Stale())
+            else:
+                try:
+                    self._settle(exchange.at_eof())
+                except WireError as err:
+                    self._settle(err)
+        if self.sslobj is not None and self.sound:
+            self.sslobj.set_shutdown(SSL.SENT_SHUTDOWN)
+
+
+#: Bytes asked of OpenSSL at a time: a TLS record's most (a read never returns more), where
+#: pyOpenSSL allocates the whole size for every call.
+_READ = 16384
+
+
+def _reason(exc: SSL.Error) -> str:
+    """OpenSSL's reason for a failure, short (`SSL.Error` carries a list of error tuples)."""
+    errors = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+    reasons = [e[2] for e in errors if isinstance(e, tuple) and len(e) == 3 and e[2]]
+    return "; ".join(reasons) or type(exc).__name__
 
 
 def _unlink(transport: asyncio.BaseTransport | None) -> None:
@@ -545,7 +576,7 @@ async def post(
             if conn is not None:
                 assert pool is not None
                 if tls is not None:
-                    tls.pin, tls.reused, tls.kept = conn.pin, False, True
+                    tls.pin, tls.kept = conn.pin, True
                 done = conn.begin(request, limit)
                 try:
                     answer = await done

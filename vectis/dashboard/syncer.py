@@ -23,7 +23,6 @@ import contextlib
 import ipaddress
 import logging
 import os
-import ssl
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -32,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
+from OpenSSL import SSL
 
 from vectis.addresses import Network, worker_address_problem
 from vectis.contract import APPLY_ERROR_MAX, MAX_REVISION, VERSION_MAX
@@ -237,8 +237,7 @@ class _Lane:
         # The bound is the dashboard's: the lanes' pools count each other's (siblings).
         self.connections = sync_http.Connections(keep_max, keep_idle)
         self.sessions_kept = max(1, SESSIONS_KEPT // count)
-        self.sessions: dict[str, tuple[tuple[frozenset[str], str, int], ssl.SSLSession]] = {}
-        self.tls_reused = 0  # TLS syncs that resumed a session
+        self.sessions: dict[str, tuple[tuple[frozenset[str], str, int], SSL.Session]] = {}
         self.exchanges = 0  # exchanges run on this lane
 
 
@@ -281,11 +280,6 @@ class Syncer:
         self.require_tls = require_tls
         self.keys = keys  # told of pins a sync promotes (a key rotation's end)
         self.tls_context = sync_http.client_context()  # one for every lane: thread-safe
-
-    @property
-    def tls_reused(self) -> int:
-        """TLS syncs that resumed a session."""
-        return sum(lane.tls_reused for lane in self.lanes)
 
     def lane_index(self, w: Worker) -> int:
         """The lane that syncs this worker, always the same while it serves TLS or plain HTTP
@@ -406,7 +400,6 @@ class Syncer:
         sessions = lane.sessions
         if len(sessions) >= lane.sessions_kept and w.id not in sessions:
             sessions.clear()
-        lane.tls_reused += tls.reused
         sessions[w.id] = ((tls.pins, w.ip, w.port), tls.session)
 
     async def _safe_exchange(self, w: Worker, lane: _Lane) -> tuple[Outcome, float]:
