@@ -37,8 +37,8 @@ DEFAULT_SYNC_INTERVAL = 60.0
 DEFAULT_SYNC_CONCURRENCY = 100
 DEFAULT_SYNC_TIMEOUT = 5.0
 #: Event loops (threads) the syncs run on. OpenSSL's handshakes release the interpreter lock,
-#: but OpenSSL 3.0's own locks and the switches of the interpreter's cost a second thread more
-#: than it gains on 2 cores (docs/protocol.md#sync-threads): one unless the operator asks.
+#: but the switches of that lock cost a second thread more than it gains on 2 cores
+#: (docs/protocol.md#sync-threads): one unless the operator asks.
 DEFAULT_SYNC_THREADS = 1
 BODY_LIMIT = 1024 * 1024
 #: Signed calls (heartbeats, rotations) one worker may make per minute; `vectis sync` may run

@@ -161,6 +161,11 @@ class _Stale(Exception):
     """A kept connection ended before a byte of the answer: the worker closed it while idle."""
 
 
+#: Bytes asked of OpenSSL at a time: a TLS record's most (a read never returns more), where
+#: pyOpenSSL allocates the whole size for every call.
+_READ = 16384
+
+
 #: The key exchanges offered, and a key share sent for the first. OpenSSL 3.5 and later also
 #: offer X25519MLKEM768 by default and send a share of it, which costs the dashboard 0.06 ms
 #: a handshake more and which a worker on OpenSSL 3.0 (Debian 12) cannot use.
@@ -395,11 +400,6 @@ class _Conn(asyncio.Protocol):
                     self._settle(err)
         if self.sslobj is not None and self.sound:
             self.sslobj.set_shutdown(SSL.SENT_SHUTDOWN)
-
-
-#: Bytes asked of OpenSSL at a time: a TLS record's most (a read never returns more), where
-#: pyOpenSSL allocates the whole size for every call.
-_READ = 16384
 
 
 def _reason(exc: SSL.Error) -> str:
